@@ -1,0 +1,55 @@
+/*
+ * COpenSSL — the thinnest possible bridge from Swift to the system's
+ * OpenSSL 3 (libssl-dev). Swift imports OpenSSL's real functions directly;
+ * this header adds only wrappers for what the importer cannot see:
+ * function-like macros (protocol bounds, SNI, modes, options), the typed
+ * STACK_OF accessors, and a few constants that are macro expressions.
+ *
+ * Owner: RelayCore/TLS is the only Swift code that imports this module.
+ */
+#ifndef RELAYD_COPENSSL_H
+#define RELAYD_COPENSSL_H
+
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+
+/* Protocol version numbers, exported as plain ints. */
+int relayd_tls1_version(void);
+int relayd_tls1_1_version(void);
+int relayd_tls1_2_version(void);
+int relayd_tls1_3_version(void);
+
+/* SSL_CTX macros. */
+int relayd_ssl_ctx_set_min_proto_version(SSL_CTX *ctx, int version);
+int relayd_ssl_ctx_set_max_proto_version(SSL_CTX *ctx, int version);
+void relayd_ssl_ctx_harden(SSL_CTX *ctx);
+long relayd_ssl_ctx_set_session_cache_server(SSL_CTX *ctx);
+
+/* SSL macros. */
+int relayd_ssl_set_tlsext_host_name(SSL *ssl, const char *name);
+long relayd_ssl_get_verify_result(const SSL *ssl);
+
+/* STACK_OF(X509) access. */
+int relayd_sk_x509_num(const STACK_OF(X509) *stack);
+X509 *relayd_sk_x509_value(const STACK_OF(X509) *stack, int index);
+
+/* Error helpers: the reason string of one packed error code. */
+int relayd_err_is_ssl_lib(unsigned long code);
+
+/* Memory BIO helper: bytes waiting to be read from a BIO. */
+size_t relayd_bio_pending(BIO *bio);
+
+/* Subject or issuer of a certificate as one RFC 2253 line into buf. */
+int relayd_x509_name_line(const X509_NAME *name, char *buf, int buflen);
+
+/* DER encoding of a certificate; caller frees *out with OPENSSL_free via
+ * relayd_openssl_free. Returns the length or -1. */
+int relayd_x509_der(X509 *cert, unsigned char **out);
+void relayd_openssl_free(void *ptr);
+
+#endif
