@@ -1,0 +1,88 @@
+// The one immutable, validated configuration of a running relayd. Built only
+// by ConfigLoader; every field here has already passed validation, so the
+// rest of RelayCore never re-checks it. Config/ may import Model, Policy,
+// TLS (for the protocol/cipher vocabulary and a trial context), Logging and
+// TOMLKit, and nothing that does I/O beyond reading the files it names.
+import Logging
+
+public struct Config: Sendable {
+    public let file: String
+    public let server: Server
+    public let listeners: [Listener]
+    public let tls: TLS
+    public let relay: Relay
+    public let outbound: Outbound
+    public let queue: Queue
+    public let dns: DNS
+    public let limits: Limits
+    public let log: Log
+
+    public struct Server: Sendable {
+        /// The name in the greeting, EHLO and Received headers.
+        public let hostname: String
+        public let spoolDirectory: String
+        /// crypt(3) users file for SMTP AUTH; nil disables AUTH.
+        public let usersFile: String?
+    }
+
+    public enum ListenerKind: String, CaseIterable, Sendable {
+        /// Port 25 style: STARTTLS offered, AUTH optional.
+        case smtp
+        /// Port 587 (RFC 6409): STARTTLS required before AUTH and MAIL.
+        case submission
+        /// Port 465 (RFC 8314): TLS from the first byte.
+        case smtps
+    }
+
+    public struct Listener: Sendable {
+        public let address: HostPort
+        public let kind: ListenerKind
+        /// MAIL is refused (530 5.7.0) until the session is encrypted.
+        public let requireTLS: Bool
+        /// MAIL is refused (530 5.7.0) until the client authenticated.
+        public let requireAuth: Bool
+    }
+
+    public struct TLS: Sendable {
+        public let certificateFile: String
+        public let keyFile: String
+        /// Trust anchors for `verify`; nil means the system store.
+        public let caBundleFile: String?
+        public let minimumVersion: TLSProtocolVersion
+        public let ciphers: TLSCipherPolicy
+    }
+
+    public struct Relay: Sendable {
+        /// Clients in these networks may relay to any domain without AUTH.
+        public let clientNetworks: [IPNetwork]
+        /// Domains anyone may send to (the inbound-gateway role).
+        public let domains: [String]
+    }
+
+    public struct Outbound: Sendable {
+        public let defaultLevel: PolicyLevel
+        /// The operator's explicit per-domain entries, keys lower-cased.
+        public let domains: [String: DomainPolicy]
+    }
+
+    public struct Queue: Sendable {
+        /// Delays between attempts, in seconds; the last repeats.
+        public let retrySchedule: [Int]
+        /// Seconds after which an undelivered message bounces.
+        public let maxLifetime: Int
+    }
+
+    public struct DNS: Sendable {
+        /// Resolvers to ask; empty means the system's (/etc/resolv.conf).
+        public let servers: [HostPort]
+    }
+
+    public struct Limits: Sendable {
+        public let maxMessageSize: Int
+        public let maxRecipients: Int
+    }
+
+    public struct Log: Sendable {
+        public let level: Logger.Level
+    }
+}

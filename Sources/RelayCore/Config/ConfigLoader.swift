@@ -1,0 +1,378 @@
+// Reads the TOML policy file into a validated Config, collecting every
+// problem instead of stopping at the first: an operator fixing a file wants
+// the whole list at once, as `nginx -t` and `postfix check` give it.
+//
+// Relative file paths in the config are taken relative to the directory of
+// the config file itself, not the working directory, so the same file works
+// from `make run`, from systemd, and from `relayd check-config` anywhere.
+import Foundation
+import Logging
+import TOMLKit
+
+public enum ConfigLoader {
+    public static func load(path: String) throws -> Config {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigErrors(errors: [ConfigError(file: path, line: nil, key: nil,
+                                                    message: "cannot read config file: \(error.localizedDescription)")])
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String) throws -> Config {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ConfigErrors(errors: [ConfigError(file: file, line: e.source.begin.line, key: nil,
+                                                    message: "TOML syntax error: \(e.description)")])
+        }
+        let diagnostics = ConfigDiagnostics(file: file, locator: TOMLKeyLocator(source: text))
+        let baseDirectory = (file as NSString).deletingLastPathComponent
+        let builder = Builder(root: ConfigReader(table: table, path: "", diagnostics: diagnostics),
+                              diagnostics: diagnostics,
+                              baseDirectory: baseDirectory.isEmpty ? "." : baseDirectory)
+        let config = builder.build(file: file)
+        if let config, diagnostics.errors.isEmpty { return config }
+        throw ConfigErrors(errors: diagnostics.errors)
+    }
+
+    /// "30s", "5m", "4h", "5d" or a bare integer number of seconds.
+    public static func parseDuration(_ text: String) -> Int? {
+        var digits = Substring(text)
+        var multiplier = 1
+        if let unit = digits.last, !unit.isNumber {
+            switch unit {
+            case "s": multiplier = 1
+            case "m": multiplier = 60
+            case "h": multiplier = 3600
+            case "d": multiplier = 86400
+            default: return nil
+            }
+            digits = digits.dropLast()
+        }
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let n = Int(digits), n <= Int.max / multiplier else { return nil }
+        return n * multiplier
+    }
+}
+
+private struct Builder {
+    let root: ConfigReader
+    let diagnostics: ConfigDiagnostics
+    let baseDirectory: String
+
+    func resolve(_ path: String) -> String {
+        path.hasPrefix("/") ? path : baseDirectory + "/" + path
+    }
+
+    func build(file: String) -> Config? {
+        let server = buildServer()
+        let tls = buildTLS()
+        let listeners = buildListeners(tls: tls)
+        let relay = buildRelay()
+        let outbound = buildOutbound()
+        let queue = buildQueue()
+        let dns = buildDNS()
+        let limits = buildLimits()
+        let log = buildLog()
+        root.finish()
+        guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log
+        else { return nil }
+        return Config(file: file, server: server, listeners: listeners, tls: tls, relay: relay,
+                      outbound: outbound, queue: queue, dns: dns, limits: limits, log: log)
+    }
+
+    // MARK: sections
+
+    func section(_ name: String, required: Bool) -> ConfigReader? {
+        if let s = root.subtable(name) { return s }
+        if required, !root.table.contains(key: name) {
+            diagnostics.report(name, "missing section [\(name)]")
+        }
+        return nil
+    }
+
+    func buildServer() -> Config.Server? {
+        guard let s = section("server", required: true) else { return nil }
+        defer { s.finish() }
+        var ok = true
+        let hostname = s.string("hostname")
+        if hostname == nil {
+            diagnostics.report(s.keyPath("hostname"), "required (the name this relay announces)"); ok = false
+        } else if let h = hostname, !DomainName.isValidHostname(h) {
+            diagnostics.report(s.keyPath("hostname"), "'\(h)' is not a valid host name"); ok = false
+        }
+        let spool = s.string("spool_dir")
+        if spool?.isEmpty ?? true {
+            diagnostics.report(s.keyPath("spool_dir"), "required (the queue directory)"); ok = false
+        }
+        var users: String?
+        if let u = s.string("users_file"), !u.isEmpty {
+            let resolved = resolve(u)
+            if !FileManager.default.isReadableFile(atPath: resolved) {
+                diagnostics.report(s.keyPath("users_file"), "users file is missing or unreadable: \(resolved)"); ok = false
+            } else {
+                users = resolved
+            }
+        }
+        guard ok, let hostname, let spool else { return nil }
+        return Config.Server(hostname: hostname.lowercased(), spoolDirectory: resolve(spool), usersFile: users)
+    }
+
+    func buildTLS() -> Config.TLS? {
+        guard let t = section("tls", required: true) else { return nil }
+        defer { t.finish() }
+        var ok = true
+        func requiredFile(_ key: String, what: String) -> String? {
+            guard let p = t.string(key), !p.isEmpty else {
+                diagnostics.report(t.keyPath(key), "required (\(what))"); ok = false; return nil
+            }
+            let resolved = resolve(p)
+            guard FileManager.default.isReadableFile(atPath: resolved) else {
+                diagnostics.report(t.keyPath(key), "\(what) file is missing or unreadable: \(resolved)"); ok = false
+                return nil
+            }
+            return resolved
+        }
+        let cert = requiredFile("certificate", what: "certificate chain")
+        let key = requiredFile("key", what: "private key")
+        var ca: String?
+        if let c = t.string("ca_bundle"), !c.isEmpty {
+            let resolved = resolve(c)
+            if FileManager.default.isReadableFile(atPath: resolved) { ca = resolved } else {
+                diagnostics.report(t.keyPath("ca_bundle"), "CA bundle is missing or unreadable: \(resolved)"); ok = false
+            }
+        }
+        var floor = TLSProtocolVersion.tls1_2
+        if let v = t.string("min_version") {
+            if let parsed = TLSProtocolVersion(configName: v) { floor = parsed } else {
+                diagnostics.report(t.keyPath("min_version"),
+                                   "'\(v)' is not an allowed protocol floor (TLSv1, TLSv1.1, TLSv1.2, TLSv1.3; SSL versions are never allowed)")
+                ok = false
+            }
+        }
+        let ciphers = TLSCipherPolicy(cipherList: t.string("ciphers", default: TLSCipherPolicy.defaultCipherList),
+                                      cipherSuites: t.string("ciphersuites", default: TLSCipherPolicy.defaultCipherSuites))
+        guard ok, let cert, let key else { return nil }
+        // Load it for real once: a key that does not match the certificate
+        // or a cipher list that leaves nothing must fail here, not at the
+        // first STARTTLS.
+        do {
+            _ = try TLSContext(TLSContextConfiguration(role: .server, certificateChainFile: cert, privateKeyFile: key,
+                                                       caBundleFile: ca, minimumVersion: floor, ciphers: ciphers))
+        } catch {
+            diagnostics.report(t.keyPath("certificate"), "TLS setup fails: \(error)")
+            return nil
+        }
+        return Config.TLS(certificateFile: cert, keyFile: key, caBundleFile: ca, minimumVersion: floor, ciphers: ciphers)
+    }
+
+    func buildListeners(tls: Config.TLS?) -> [Config.Listener]? {
+        guard let entries = root.tableArray("listener") else {
+            if !root.table.contains(key: "listener") {
+                diagnostics.report("listener", "at least one [[listener]] is required")
+            }
+            return nil
+        }
+        var result: [Config.Listener] = []
+        var ok = true
+        for l in entries {
+            defer { l.finish() }
+            // Read every key before judging any, so one bad value does not
+            // make its neighbours look unknown.
+            let kindName = l.string("kind", default: "smtp")
+            let addrText = l.string("address")
+            let requireTLSSetting = l.bool("require_tls")
+            let requireAuthSetting = l.bool("require_auth")
+            guard let kind = Config.ListenerKind(rawValue: kindName) else {
+                diagnostics.report(l.keyPath("kind"), "unknown listener kind '\(kindName)' (smtp, submission, smtps)")
+                ok = false
+                continue
+            }
+            let defaultPort: UInt16 = kind == .smtp ? 25 : (kind == .submission ? 587 : 465)
+            guard let addrText else {
+                diagnostics.report(l.keyPath("address"), "required (e.g. \"127.0.0.1:\(defaultPort)\")"); ok = false
+                continue
+            }
+            guard let address = HostPort(addrText, defaultPort: defaultPort), IPAddress(address.host) != nil
+                    || address.host == "*" else {
+                diagnostics.report(l.keyPath("address"), "'\(addrText)' is not an IP address with optional port (use \"*:25\" for all)")
+                ok = false
+                continue
+            }
+            let requireTLS = requireTLSSetting ?? (kind != .smtp)
+            let requireAuth = requireAuthSetting ?? (kind != .smtp)
+            if kind == .submission && !requireTLS {
+                diagnostics.report(l.keyPath("require_tls"),
+                                   "a submission listener must require TLS (RFC 8314: credentials never cross in plaintext)")
+                ok = false
+            }
+            if kind == .smtps && !requireTLS {
+                diagnostics.report(l.keyPath("require_tls"), "an smtps listener is TLS from the first byte; require_tls cannot be false")
+                ok = false
+            }
+            result.append(Config.Listener(address: address, kind: kind, requireTLS: requireTLS, requireAuth: requireAuth))
+        }
+        var seen = Set<HostPort>()
+        for l in result where !seen.insert(l.address).inserted {
+            diagnostics.report("listener", "address \(l.address) is used by two listeners"); ok = false
+        }
+        return ok && !result.isEmpty ? result : nil
+    }
+
+    func buildRelay() -> Config.Relay? {
+        guard let r = section("relay", required: false) else {
+            return root.table.contains(key: "relay") ? nil : Config.Relay(clientNetworks: [], domains: [])
+        }
+        defer { r.finish() }
+        var ok = true
+        var networks: [IPNetwork] = []
+        for text in r.stringArray("client_networks") ?? [] {
+            if let n = IPNetwork(text) { networks.append(n) } else {
+                diagnostics.report(r.keyPath("client_networks"), "'\(text)' is not a network (e.g. 192.0.2.0/24)"); ok = false
+            }
+        }
+        var domains: [String] = []
+        for d in r.stringArray("domains") ?? [] {
+            if DomainName.isValidHostname(d) { domains.append(d.lowercased()) } else {
+                diagnostics.report(r.keyPath("domains"), "'\(d)' is not a domain name"); ok = false
+            }
+        }
+        return ok ? Config.Relay(clientNetworks: networks, domains: domains) : nil
+    }
+
+    func parseLevel(_ text: String, at path: String) -> PolicyLevel? {
+        if let level = PolicyLevel(configName: text) { return level }
+        diagnostics.report(path, "unknown policy level '\(text)' (expected one of: \(PolicyLevel.configNames))")
+        return nil
+    }
+
+    func buildOutbound() -> Config.Outbound? {
+        guard let o = section("outbound", required: false) else {
+            return root.table.contains(key: "outbound") ? nil : Config.Outbound(defaultLevel: .opportunistic, domains: [:])
+        }
+        defer { o.finish() }
+        var ok = true
+        var defaultLevel = PolicyLevel.opportunistic
+        if let d = o.string("default_level") {
+            if let level = parseLevel(d, at: o.keyPath("default_level")) { defaultLevel = level } else { ok = false }
+        }
+        var domains: [String: DomainPolicy] = [:]
+        if let table = o.subtable("domains") {
+            table.markAllKnown()
+            for name in table.allKeys.sorted() {
+                let path = table.keyPath(name)
+                let domain = name.lowercased()
+                guard DomainName.isValidHostname(domain.hasPrefix(".") ? String(domain.dropFirst()) : domain) else {
+                    diagnostics.report(path, "'\(name)' is not a domain name (\".example.com\" matches subdomains)"); ok = false
+                    continue
+                }
+                if let policy = parseDomainPolicy(table, key: name, path: path) {
+                    if domains.updateValue(policy, forKey: domain) != nil {
+                        diagnostics.report(path, "domain listed twice (names are case-insensitive)"); ok = false
+                    }
+                } else { ok = false }
+            }
+        }
+        return ok ? Config.Outbound(defaultLevel: defaultLevel, domains: domains) : nil
+    }
+
+    /// A domain's value is a level name, or a table { level, strength }.
+    func parseDomainPolicy(_ table: ConfigReader, key: String, path: String) -> DomainPolicy? {
+        guard let raw = table.raw(key) else { return nil }
+        if let s = raw.string {
+            return parseLevel(s, at: path).map { DomainPolicy(level: $0) }
+        }
+        guard let sub = table.subtable(key) else { return nil }
+        defer { sub.finish() }
+        guard let levelName = sub.string("level") else {
+            diagnostics.report(sub.keyPath("level"), "required"); return nil
+        }
+        guard let level = parseLevel(levelName, at: sub.keyPath("level")) else { return nil }
+        var strength = DomainPolicy.Strength.verify
+        if let s = sub.string("strength") {
+            guard level == .tlsExclusive else {
+                diagnostics.report(sub.keyPath("strength"), "only tls-exclusive takes a strength"); return nil
+            }
+            guard let parsed = DomainPolicy.Strength(rawValue: s) else {
+                diagnostics.report(sub.keyPath("strength"), "'\(s)' is not forced or verify"); return nil
+            }
+            strength = parsed
+        }
+        return DomainPolicy(level: level, exclusiveStrength: strength)
+    }
+
+    func duration(_ r: ConfigReader, _ key: String, element: (any TOMLValueConvertible)? = nil) -> Int? {
+        guard let v = element ?? r.raw(key) else { return nil }
+        if let i = v.int, i > 0 { return i }
+        if let s = v.string, let d = ConfigLoader.parseDuration(s), d > 0 { return d }
+        diagnostics.report(r.keyPath(key), "expected a positive duration such as \"30s\", \"5m\", \"4h\", \"5d\" or seconds, found \(v.debugDescription)")
+        return nil
+    }
+
+    func buildQueue() -> Config.Queue? {
+        let defaults = Config.Queue(retrySchedule: [300, 600, 1200, 2400, 4000], maxLifetime: 5 * 86400)
+        guard let q = section("queue", required: false) else { return root.table.contains(key: "queue") ? nil : defaults }
+        defer { q.finish() }
+        var ok = true
+        var schedule = defaults.retrySchedule
+        if let raw = q.raw("retry_schedule") {
+            if let arr = raw.array, !arr.isEmpty {
+                schedule = []
+                for element in arr {
+                    if let d = duration(q, "retry_schedule", element: element) { schedule.append(d) } else { ok = false }
+                }
+            } else {
+                diagnostics.report(q.keyPath("retry_schedule"), "expected a non-empty array of durations"); ok = false
+            }
+        }
+        var lifetime = defaults.maxLifetime
+        if q.table.contains(key: "max_lifetime") {
+            if let d = duration(q, "max_lifetime") { lifetime = d } else { ok = false }
+        }
+        return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime) : nil
+    }
+
+    func buildDNS() -> Config.DNS? {
+        guard let d = section("dns", required: false) else { return root.table.contains(key: "dns") ? nil : Config.DNS(servers: []) }
+        defer { d.finish() }
+        var servers: [HostPort] = []
+        var ok = true
+        for text in d.stringArray("servers") ?? [] {
+            if let hp = HostPort(text, defaultPort: 53), IPAddress(hp.host) != nil { servers.append(hp) } else {
+                diagnostics.report(d.keyPath("servers"), "'\(text)' is not an IP address with optional port"); ok = false
+            }
+        }
+        return ok ? Config.DNS(servers: servers) : nil
+    }
+
+    func buildLimits() -> Config.Limits? {
+        let defaults = Config.Limits(maxMessageSize: 36_700_160, maxRecipients: 1000)
+        guard let l = section("limits", required: false) else { return root.table.contains(key: "limits") ? nil : defaults }
+        defer { l.finish() }
+        var ok = true
+        func positive(_ key: String, _ fallback: Int) -> Int {
+            guard l.table.contains(key: key) else { return fallback }
+            guard let v = l.int(key) else { ok = false; return fallback }
+            guard v > 0 else { diagnostics.report(l.keyPath(key), "must be greater than 0"); ok = false; return fallback }
+            return v
+        }
+        let size = positive("max_message_size", defaults.maxMessageSize)
+        let rcpts = positive("max_recipients", defaults.maxRecipients)
+        return ok ? Config.Limits(maxMessageSize: size, maxRecipients: rcpts) : nil
+    }
+
+    func buildLog() -> Config.Log? {
+        guard let l = section("log", required: false) else { return root.table.contains(key: "log") ? nil : Config.Log(level: .info) }
+        defer { l.finish() }
+        let name = l.string("level", default: "info")
+        guard let level = Logger.Level(rawValue: name.lowercased()) else {
+            diagnostics.report(l.keyPath("level"), "unknown log level '\(name)' (trace, debug, info, notice, warning, error, critical)")
+            return nil
+        }
+        return Config.Log(level: level)
+    }
+}

@@ -1,0 +1,20 @@
+// Syntax of DNS host names as RFC 1035/1123 (LDH labels) allow them in
+// SMTP (RFC 5321 §4.1.2 "Domain"). A-labels only: U-labels arrive through
+// SMTPUTF8 and are converted before they reach here.
+public enum DomainName {
+    public static func isValidHostname(_ name: String) -> Bool {
+        var n = Substring(name)
+        if n.hasSuffix(".") { n = n.dropLast() }
+        guard !n.isEmpty, n.utf8.count <= 253 else { return false }
+        for label in n.split(separator: ".", omittingEmptySubsequences: false) {
+            guard (1...63).contains(label.utf8.count),
+                  label.utf8.first != UInt8(ascii: "-"), label.utf8.last != UInt8(ascii: "-"),
+                  label.utf8.allSatisfy({ isLDH($0) }) else { return false }
+        }
+        return true
+    }
+
+    static func isLDH(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b == 0x2d
+    }
+}

@@ -1,0 +1,47 @@
+// The outbound TLS policy vocabulary of SPEC.md. Levels are ordered by
+// strength so "an upgrade can only raise" is a comparison, not a convention.
+public enum PolicyLevel: String, CaseIterable, Comparable, Sendable {
+    case none
+    case opportunistic
+    case forced
+    case verify
+    case tlsExclusive = "tls-exclusive"
+
+    public init?(configName: String) { self.init(rawValue: configName) }
+
+    public static var configNames: String { allCases.map(\.rawValue).joined(separator: ", ") }
+
+    var strength: Int {
+        switch self {
+        case .none: return 0
+        case .opportunistic: return 1
+        case .forced: return 2
+        case .verify: return 3
+        case .tlsExclusive: return 4
+        }
+    }
+
+    public static func < (a: PolicyLevel, b: PolicyLevel) -> Bool { a.strength < b.strength }
+
+    /// Whether delivery at this level may ever happen without TLS.
+    public var permitsPlaintext: Bool { self == .none || self == .opportunistic }
+}
+
+/// A per-domain entry: the level and, for tls-exclusive, how strictly the
+/// certificate is checked (SPEC: "as configured (forced or verify strength)").
+public struct DomainPolicy: Equatable, Sendable {
+    public enum Strength: String, Sendable { case forced, verify }
+
+    public let level: PolicyLevel
+    public let exclusiveStrength: Strength
+
+    public init(level: PolicyLevel, exclusiveStrength: Strength = .verify) {
+        self.level = level
+        self.exclusiveStrength = exclusiveStrength
+    }
+
+    /// Whether the MX certificate chain and name must verify.
+    public var requiresVerification: Bool {
+        level == .verify || (level == .tlsExclusive && exclusiveStrength == .verify)
+    }
+}
