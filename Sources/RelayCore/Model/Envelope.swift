@@ -1,0 +1,107 @@
+// What the queue stores beside a message body: the SMTP envelope, the DSN
+// requests (RFC 3461) to honour at delivery, and how the message arrived.
+public struct Envelope: Equatable, Sendable {
+    public enum BodyType: String, Sendable { case sevenBit = "7BIT", eightBitMIME = "8BITMIME" }
+    public enum Return: String, Sendable { case full = "FULL", headers = "HDRS" }
+    public enum Notify: String, CaseIterable, Sendable { case never = "NEVER", success = "SUCCESS", failure = "FAILURE", delay = "DELAY" }
+
+    public struct Recipient: Equatable, Sendable {
+        public let mailbox: Mailbox
+        /// nil: the client said nothing (default: FAILURE, DELAY).
+        public let notify: [Notify]?
+        /// ORCPT as received: "rfc822;user@example.com" (xtext-decoded).
+        public let originalRecipient: String?
+
+        public init(mailbox: Mailbox, notify: [Notify]? = nil, originalRecipient: String? = nil) {
+            self.mailbox = mailbox
+            self.notify = notify
+            self.originalRecipient = originalRecipient
+        }
+    }
+
+    /// How the message reached relayd, for the Received header and logs.
+    public struct Origin: Equatable, Sendable {
+        public var clientAddress: String
+        public var heloName: String
+        public var esmtp: Bool
+        public var authenticatedUser: String?
+        public var tlsVersion: String?
+        public var tlsCipher: String?
+        public var tlsBits: Int?
+
+        public init(clientAddress: String, heloName: String = "", esmtp: Bool = false,
+                    authenticatedUser: String? = nil, tlsVersion: String? = nil,
+                    tlsCipher: String? = nil, tlsBits: Int? = nil) {
+            self.clientAddress = clientAddress
+            self.heloName = heloName
+            self.esmtp = esmtp
+            self.authenticatedUser = authenticatedUser
+            self.tlsVersion = tlsVersion
+            self.tlsCipher = tlsCipher
+            self.tlsBits = tlsBits
+        }
+    }
+
+    public var sender: ReversePath
+    public var recipients: [Recipient]
+    public var bodyType: BodyType
+    public var smtpUTF8: Bool
+    public var ret: Return?
+    public var envelopeID: String?
+    public var origin: Origin
+
+    public init(sender: ReversePath, recipients: [Recipient] = [], bodyType: BodyType = .sevenBit,
+                smtpUTF8: Bool = false, ret: Return? = nil, envelopeID: String? = nil, origin: Origin) {
+        self.sender = sender
+        self.recipients = recipients
+        self.bodyType = bodyType
+        self.smtpUTF8 = smtpUTF8
+        self.ret = ret
+        self.envelopeID = envelopeID
+        self.origin = origin
+    }
+}
+
+/// RFC 3461 §4 xtext: "+" followed by two upper-case hex digits encodes a
+/// byte; every other byte must be printable ASCII other than "+" and "=".
+public enum XText {
+    public static func decode(_ s: String) -> String? {
+        var out: [UInt8] = []
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "+") {
+                guard i + 2 < b.count, let h = hex(b[i + 1]), let l = hex(b[i + 2]) else { return nil }
+                out.append(h << 4 | l)
+                i += 3
+            } else {
+                guard c >= 33, c <= 126, c != UInt8(ascii: "=") else { return nil }
+                out.append(c)
+                i += 1
+            }
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
+    public static func encode(_ s: String) -> String {
+        var out = ""
+        for c in s.utf8 {
+            if c >= 33, c <= 126, c != UInt8(ascii: "+"), c != UInt8(ascii: "=") {
+                out.unicodeScalars.append(Unicode.Scalar(c))
+            } else {
+                let digits = Array("0123456789ABCDEF")
+                out += "+" + String(digits[Int(c >> 4)]) + String(digits[Int(c & 15)])
+            }
+        }
+        return out
+    }
+
+    private static func hex(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - 48
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - 55
+        default: return nil
+        }
+    }
+}
