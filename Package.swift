@@ -44,16 +44,17 @@ let package = Package(
             path: "Sources/CAres",
             linkerSettings: [.linkedLibrary("cares")]
         ),
+        .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
         .target(
             name: "RelayCore",
             dependencies: [
                 "COpenSSL",
                 "CAres",
+                "CCrypt",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
-            swiftSettings: sharedSwiftSettings,
-            linkerSettings: [.linkedLibrary("crypt")]
+            swiftSettings: sharedSwiftSettings
         ),
         .executableTarget(
             name: "relayd",

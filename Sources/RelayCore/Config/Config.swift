@@ -23,6 +23,9 @@ public struct Config: Sendable {
         public let spoolDirectory: String
         /// crypt(3) users file for SMTP AUTH; nil disables AUTH.
         public let usersFile: String?
+        /// Put "(authenticated as USER)" in Received headers (Postfix's
+        /// smtpd_sasl_authenticated_header); off by default for privacy.
+        public let receivedHeaderNamesUser: Bool
     }
 
     public enum ListenerKind: String, CaseIterable, Sendable {
@@ -57,6 +60,10 @@ public struct Config: Sendable {
         public let clientNetworks: [IPNetwork]
         /// Domains anyone may send to (the inbound-gateway role).
         public let domains: [String]
+        /// Clients in these networks must use TLS before MAIL.
+        public let requireTLSNetworks: [IPNetwork]
+        /// Senders in these domains must arrive over TLS (".d" = subdomains).
+        public let requireTLSSenderDomains: [String]
     }
 
     public struct Outbound: Sendable {
@@ -70,6 +77,8 @@ public struct Config: Sendable {
         public let retrySchedule: [Int]
         /// Seconds after which an undelivered message bounces.
         public let maxLifetime: Int
+        /// New mail is refused (452 4.3.1) below this much free space.
+        public let minFreeSpace: Int
     }
 
     public struct DNS: Sendable {
@@ -80,6 +89,15 @@ public struct Config: Sendable {
     public struct Limits: Sendable {
         public let maxMessageSize: Int
         public let maxRecipients: Int
+        public let maxConnections: Int
+        public let maxConnectionsPerIP: Int
+        /// Seconds of client silence before 421 4.4.2 (RFC 5321 §4.5.3.2: 5 min).
+        public let idleTimeout: Int
+        /// 4xx/5xx replies before a session is ended.
+        public let maxErrors: Int
+        public let authFailuresPerConnection: Int
+        /// Failed AUTH per client IP within 15 minutes before that IP is refused.
+        public let authFailuresPerIP: Int
     }
 
     public struct Log: Sendable {

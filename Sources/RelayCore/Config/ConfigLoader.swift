@@ -65,7 +65,7 @@ private struct Builder {
     let baseDirectory: String
 
     func resolve(_ path: String) -> String {
-        path.hasPrefix("/") ? path : baseDirectory + "/" + path
+        ((path.hasPrefix("/") ? path : baseDirectory + "/" + path) as NSString).standardizingPath
     }
 
     func build(file: String) -> Config? {
@@ -114,12 +114,18 @@ private struct Builder {
             let resolved = resolve(u)
             if !FileManager.default.isReadableFile(atPath: resolved) {
                 diagnostics.report(s.keyPath("users_file"), "users file is missing or unreadable: \(resolved)"); ok = false
+            } else if let text = try? String(contentsOfFile: resolved, encoding: .utf8) {
+                let (_, problems) = UsersFile.parse(text)
+                for p in problems { diagnostics.report(s.keyPath("users_file"), "\(resolved):\(p.line): \(p.message)") }
+                if problems.isEmpty { users = resolved } else { ok = false }
             } else {
-                users = resolved
+                diagnostics.report(s.keyPath("users_file"), "users file is not UTF-8 text: \(resolved)"); ok = false
             }
         }
+        let receivedAuthUser = s.bool("received_auth_user") ?? false
         guard ok, let hostname, let spool else { return nil }
-        return Config.Server(hostname: hostname.lowercased(), spoolDirectory: resolve(spool), usersFile: users)
+        return Config.Server(hostname: hostname.lowercased(), spoolDirectory: resolve(spool), usersFile: users,
+                             receivedHeaderNamesUser: receivedAuthUser)
     }
 
     func buildTLS() -> Config.TLS? {
@@ -225,23 +231,34 @@ private struct Builder {
 
     func buildRelay() -> Config.Relay? {
         guard let r = section("relay", required: false) else {
-            return root.table.contains(key: "relay") ? nil : Config.Relay(clientNetworks: [], domains: [])
+            return root.table.contains(key: "relay") ? nil
+                : Config.Relay(clientNetworks: [], domains: [], requireTLSNetworks: [], requireTLSSenderDomains: [])
         }
         defer { r.finish() }
         var ok = true
-        var networks: [IPNetwork] = []
-        for text in r.stringArray("client_networks") ?? [] {
-            if let n = IPNetwork(text) { networks.append(n) } else {
-                diagnostics.report(r.keyPath("client_networks"), "'\(text)' is not a network (e.g. 192.0.2.0/24)"); ok = false
+        func networks(_ key: String) -> [IPNetwork] {
+            var out: [IPNetwork] = []
+            for text in r.stringArray(key) ?? [] {
+                if let n = IPNetwork(text) { out.append(n) } else {
+                    diagnostics.report(r.keyPath(key), "'\(text)' is not a network (e.g. 192.0.2.0/24)"); ok = false
+                }
             }
+            return out
         }
-        var domains: [String] = []
-        for d in r.stringArray("domains") ?? [] {
-            if DomainName.isValidHostname(d) { domains.append(d.lowercased()) } else {
-                diagnostics.report(r.keyPath("domains"), "'\(d)' is not a domain name"); ok = false
+        func domains(_ key: String) -> [String] {
+            var out: [String] = []
+            for d in r.stringArray(key) ?? [] {
+                let bare = d.hasPrefix(".") ? String(d.dropFirst()) : d
+                if DomainName.isValidHostname(bare) { out.append(d.lowercased()) } else {
+                    diagnostics.report(r.keyPath(key), "'\(d)' is not a domain name"); ok = false
+                }
             }
+            return out
         }
-        return ok ? Config.Relay(clientNetworks: networks, domains: domains) : nil
+        let relay = Config.Relay(clientNetworks: networks("client_networks"), domains: domains("domains"),
+                                 requireTLSNetworks: networks("require_tls_networks"),
+                                 requireTLSSenderDomains: domains("require_tls_sender_domains"))
+        return ok ? relay : nil
     }
 
     func parseLevel(_ text: String, at path: String) -> PolicyLevel? {
@@ -314,7 +331,8 @@ private struct Builder {
     }
 
     func buildQueue() -> Config.Queue? {
-        let defaults = Config.Queue(retrySchedule: [300, 600, 1200, 2400, 4000], maxLifetime: 5 * 86400)
+        let defaults = Config.Queue(retrySchedule: [300, 600, 1200, 2400, 4000], maxLifetime: 5 * 86400,
+                                    minFreeSpace: 100 * 1024 * 1024)
         guard let q = section("queue", required: false) else { return root.table.contains(key: "queue") ? nil : defaults }
         defer { q.finish() }
         var ok = true
@@ -333,7 +351,13 @@ private struct Builder {
         if q.table.contains(key: "max_lifetime") {
             if let d = duration(q, "max_lifetime") { lifetime = d } else { ok = false }
         }
-        return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime) : nil
+        var minFree = defaults.minFreeSpace
+        if q.table.contains(key: "min_free_space") {
+            if let v = q.int("min_free_space") {
+                if v >= 0 { minFree = v } else { diagnostics.report(q.keyPath("min_free_space"), "must not be negative"); ok = false }
+            } else { ok = false }
+        }
+        return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime, minFreeSpace: minFree) : nil
     }
 
     func buildDNS() -> Config.DNS? {
@@ -350,7 +374,9 @@ private struct Builder {
     }
 
     func buildLimits() -> Config.Limits? {
-        let defaults = Config.Limits(maxMessageSize: 36_700_160, maxRecipients: 1000)
+        let defaults = Config.Limits(maxMessageSize: 36_700_160, maxRecipients: 1000, maxConnections: 1000,
+                                     maxConnectionsPerIP: 50, idleTimeout: 300, maxErrors: 10,
+                                     authFailuresPerConnection: 3, authFailuresPerIP: 10)
         guard let l = section("limits", required: false) else { return root.table.contains(key: "limits") ? nil : defaults }
         defer { l.finish() }
         var ok = true
@@ -360,9 +386,20 @@ private struct Builder {
             guard v > 0 else { diagnostics.report(l.keyPath(key), "must be greater than 0"); ok = false; return fallback }
             return v
         }
-        let size = positive("max_message_size", defaults.maxMessageSize)
-        let rcpts = positive("max_recipients", defaults.maxRecipients)
-        return ok ? Config.Limits(maxMessageSize: size, maxRecipients: rcpts) : nil
+        var idle = defaults.idleTimeout
+        if l.table.contains(key: "idle_timeout") {
+            if let d = duration(l, "idle_timeout") { idle = d } else { ok = false }
+        }
+        let limits = Config.Limits(
+            maxMessageSize: positive("max_message_size", defaults.maxMessageSize),
+            maxRecipients: positive("max_recipients", defaults.maxRecipients),
+            maxConnections: positive("max_connections", defaults.maxConnections),
+            maxConnectionsPerIP: positive("max_connections_per_ip", defaults.maxConnectionsPerIP),
+            idleTimeout: idle,
+            maxErrors: positive("max_errors", defaults.maxErrors),
+            authFailuresPerConnection: positive("auth_failures_per_connection", defaults.authFailuresPerConnection),
+            authFailuresPerIP: positive("auth_failures_per_ip", defaults.authFailuresPerIP))
+        return ok ? limits : nil
     }
 
     func buildLog() -> Config.Log? {

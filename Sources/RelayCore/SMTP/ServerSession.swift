@@ -110,6 +110,7 @@ public struct ServerSession: Sendable {
     var envelope: Envelope?
     var errorCount = 0
     var authFailures = 0
+    var draining = false
     /// The verb of the command being answered, for log lines ("AUTH" never
     /// carries its arguments).
     public internal(set) var lastVerb = ""
@@ -181,6 +182,9 @@ public struct ServerSession: Sendable {
         case .failed: reply = Reply(451, "4.3.0", "Local error in processing; message not accepted, try again later")
         case .insufficientSpace: reply = Reply(452, "4.3.1", "Insufficient system storage; try again later")
         }
+        if draining {
+            return [.send(reply)] + closeWith(Reply(421, "4.3.2", "\(configuration.hostname) Service shutting down"))
+        }
         return [.send(reply)] + process()
     }
 
@@ -190,10 +194,15 @@ public struct ServerSession: Sendable {
         return closeWith(Reply(421, "4.4.2", "\(configuration.hostname) Error: timeout exceeded"))
     }
 
-    /// The server is shutting down.
+    /// The server is shutting down: end the session at the next point
+    /// where no message is half-received or waiting to be made durable.
     public mutating func shutdown() -> [ServerAction] {
-        guard phase != .closed else { return [] }
-        return closeWith(Reply(421, "4.3.2", "\(configuration.hostname) Service shutting down"))
+        draining = true
+        switch phase {
+        case .closed: return []
+        case .data, .waitingForStore, .waitingForAuthentication, .waitingForTLS: return []
+        default: return closeWith(Reply(421, "4.3.2", "\(configuration.hostname) Service shutting down"))
+        }
     }
 
     // MARK: input framing

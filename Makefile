@@ -1,0 +1,66 @@
+# relayd — build, run and test. `make run` and `make test` do all set-up on
+# a fresh Debian machine with Swift (they install missing packages).
+SWIFT    ?= swift
+CONFIG   ?= config/relayd.conf.example
+PREFIX   ?= /usr/local
+SYSCONF  ?= /etc/relayd
+# What building and running needs.
+RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev pkg-config openssl
+# What the tests add: real peers and clients.
+TEST_PKGS = postfix swaks unbound nginx python3 python3-pytest python3-aiosmtpd testssl.sh whois iproute2 procps
+
+.PHONY: all deps test-deps build release debug dev-setup run test unit e2e check-example install clean fuzz
+
+all: build
+
+deps:
+	@scripts/ensure-packages.sh $(RUN_PKGS)
+
+test-deps:
+	@scripts/ensure-packages.sh $(RUN_PKGS) $(TEST_PKGS)
+
+build release: deps
+	$(SWIFT) build -c release
+
+debug: deps
+	$(SWIFT) build
+
+dev-setup: deps
+	@scripts/dev-setup.sh
+
+## Builds, creates the dev certificate and users, and starts relayd on the
+## example config (127.0.0.1:2525 smtp, :2587 submission, :2465 smtps).
+run: build dev-setup
+	.build/release/relayd run --config $(CONFIG)
+
+## Unit tests, the example-config check, then the end-to-end tests.
+test: test-deps dev-setup
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+	$(MAKE) --no-print-directory check-example e2e
+
+unit: deps
+	$(SWIFT) test
+
+check-example: dev-setup
+	$(SWIFT) build --product relayd
+	.build/debug/relayd check-config --config $(CONFIG)
+
+e2e: test-deps dev-setup
+	$(SWIFT) build --product relayd
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+
+## Fuzzes the SMTP server session with libFuzzer for FUZZ_SECONDS (default 60).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONF) $(DESTDIR)/etc/systemd/system
+	install -m 0755 .build/release/relayd $(DESTDIR)$(PREFIX)/bin/relayd
+	[ -e $(DESTDIR)$(SYSCONF)/relayd.conf ] || install -m 0640 config/relayd.conf.example $(DESTDIR)$(SYSCONF)/relayd.conf
+	install -m 0644 config/relayd.service $(DESTDIR)/etc/systemd/system/relayd.service
+	@echo "edit $(SYSCONF)/relayd.conf (paths marked 'Production'), then: systemctl daemon-reload && systemctl enable --now relayd"
+
+clean:
+	rm -rf .build .build-fuzz

@@ -1,0 +1,239 @@
+// One TCP connection on a non-blocking socket, driven by exactly one read
+// and one write DispatchSource on the connection's serial queue. It moves
+// bytes and runs TLS over them; it has no idea what the bytes mean.
+//
+// Lifecycle: start() → events to the delegate → close() (flush, then
+// teardown) or abort(). Teardown cancels both sources; the fd is closed in
+// the cancel handler of the last one, so no event handler can ever run on a
+// recycled descriptor. All methods must be called on `queue`.
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public protocol ConnectionDelegate: AnyObject {
+    /// Plaintext application bytes (decrypted when TLS is active).
+    func connection(_ connection: Connection, received bytes: [UInt8])
+    func connection(_ connection: Connection, tlsEstablished info: TLSSessionInfo)
+    func connection(_ connection: Connection, tlsFailed failure: TLSFailure)
+    /// The idle timer fired.
+    func connectionTimedOut(_ connection: Connection)
+    /// Always the last call; `reason` says why ("closed", "peer closed", an error).
+    func connectionClosed(_ connection: Connection, reason: String)
+}
+
+public final class Connection {
+    public let fd: Int32
+    public let queue: DispatchQueue
+    public let peer: IPAddress
+    public weak var delegate: (any ConnectionDelegate)?
+
+    private let readSource: any DispatchSourceRead
+    private let writeSource: any DispatchSourceWrite
+    private var writeSourceRunning = false
+    private var timer: (any DispatchSourceTimer)?
+    private var outbox: [UInt8] = []
+    private var outboxOffset = 0
+    private var tls: TLSConnection?
+    private var closeWhenFlushed = false
+    private var tornDown = false
+    private var readPaused = false
+    private var pendingCancels = 2
+    /// Reused read buffer: one per connection, never per read.
+    private var readBuffer = [UInt8](repeating: 0, count: 16 * 1024)
+
+    public private(set) var tlsInfo: TLSSessionInfo?
+    public var isTLSActive: Bool { tlsInfo != nil }
+
+    public init(fd: Int32, peer: IPAddress, queue: DispatchQueue) {
+        self.fd = fd
+        self.peer = peer
+        self.queue = queue
+        readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+    }
+
+    public func start() {
+        let fd = self.fd
+        let cancelled: () -> Void = { [self] in
+            pendingCancels -= 1
+            if pendingCancels == 0 { Glibc.close(fd) }
+        }
+        readSource.setEventHandler { [weak self] in self?.readable() }
+        readSource.setCancelHandler(handler: cancelled)
+        writeSource.setEventHandler { [weak self] in self?.writable() }
+        writeSource.setCancelHandler(handler: cancelled)
+        readSource.resume()
+    }
+
+    // MARK: timers
+
+    /// (Re)arms the idle timer; `connectionTimedOut` fires if nothing is
+    /// received for `seconds`.
+    public func setIdleTimeout(seconds: Int) {
+        guard !tornDown else { return }
+        if timer == nil {
+            let t = DispatchSource.makeTimerSource(queue: queue)
+            t.setEventHandler { [weak self] in
+                guard let self, !self.tornDown else { return }
+                self.delegate?.connectionTimedOut(self)
+            }
+            t.resume()
+            timer = t
+        }
+        timer?.schedule(deadline: .now() + .seconds(seconds))
+    }
+
+    // MARK: output
+
+    /// Queues application bytes (encrypted when TLS is active) and writes
+    /// as much as the socket takes now.
+    public func send(_ bytes: [UInt8]) {
+        guard !tornDown, !closeWhenFlushed else { return }
+        if let tls, isTLSActive {
+            do { try tls.writePlaintext(bytes) } catch {
+                teardown(reason: "TLS write failed: \(error)")
+                return
+            }
+            appendOutbox(tls.takeNetworkBytes())
+        } else {
+            appendOutbox(bytes)
+        }
+        flush()
+    }
+
+    private func appendOutbox(_ bytes: [UInt8]) {
+        if outboxOffset > 0 && outboxOffset == outbox.count {
+            outbox.removeAll(keepingCapacity: true)
+            outboxOffset = 0
+        }
+        outbox.append(contentsOf: bytes)
+    }
+
+    private func flush() {
+        while outboxOffset < outbox.count {
+            let n = outbox.withUnsafeBytes { raw in
+                Glibc.send(fd, raw.baseAddress! + outboxOffset, outbox.count - outboxOffset, Int32(MSG_NOSIGNAL))
+            }
+            if n > 0 { outboxOffset += n; continue }
+            let e = errno
+            if n < 0 && e == EINTR { continue }
+            if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) {
+                if !writeSourceRunning { writeSourceRunning = true; writeSource.resume() }
+                return
+            }
+            teardown(reason: "write failed: \(String(cString: strerror(e)))")
+            return
+        }
+        outbox.removeAll(keepingCapacity: outbox.count <= 64 * 1024)
+        outboxOffset = 0
+        if writeSourceRunning { writeSourceRunning = false; writeSource.suspend() }
+        if closeWhenFlushed { teardown(reason: "closed") }
+    }
+
+    private func writable() { flush() }
+
+    // MARK: input
+
+    public func pauseReading() {
+        guard !readPaused, !tornDown else { return }
+        readPaused = true
+        readSource.suspend()
+    }
+
+    public func resumeReading() {
+        guard readPaused, !tornDown else { return }
+        readPaused = false
+        readSource.resume()
+    }
+
+    private func readable() {
+        while !tornDown && !readPaused {
+            let n = readBuffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                ingest(Array(readBuffer[0..<n]))
+                continue
+            }
+            if n == 0 { teardown(reason: "peer closed"); return }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return }
+            teardown(reason: "read failed: \(String(cString: strerror(e)))")
+            return
+        }
+    }
+
+    private func ingest(_ bytes: [UInt8]) {
+        guard let tls else {
+            delegate?.connection(self, received: bytes)
+            return
+        }
+        tls.receiveFromNetwork(bytes)
+        if tlsInfo == nil {
+            switch tls.handshake() {
+            case .incomplete:
+                appendOutbox(tls.takeNetworkBytes())
+                flush()
+                return
+            case .failed(let failure):
+                // Send the alert OpenSSL queued, then go.
+                appendOutbox(tls.takeNetworkBytes())
+                delegate?.connection(self, tlsFailed: failure)
+                close()
+                return
+            case .complete:
+                appendOutbox(tls.takeNetworkBytes())
+                flush()
+                tlsInfo = tls.sessionInfo
+                if let info = tlsInfo { delegate?.connection(self, tlsEstablished: info) }
+            }
+        }
+        switch tls.readPlaintext() {
+        case .data(let plain):
+            if !plain.isEmpty { delegate?.connection(self, received: plain) }
+        case .closed(let plain):
+            if !plain.isEmpty { delegate?.connection(self, received: plain) }
+            teardown(reason: "peer closed TLS")
+        case .failed(let failure):
+            teardown(reason: "TLS error: \(failure)")
+        }
+    }
+
+    // MARK: TLS
+
+    /// Switches to TLS as the server: every byte read from now on is TLS.
+    /// Anything still unsent in plaintext (the 220 to STARTTLS) goes first.
+    public func startServerTLS(context: TLSContext) throws {
+        tls = try TLSConnection(context: context)
+    }
+
+    // MARK: closing
+
+    /// Closes after everything queued has been written.
+    public func close() {
+        guard !tornDown else { return }
+        if let tls, isTLSActive {
+            tls.close()
+            appendOutbox(tls.takeNetworkBytes())
+        }
+        closeWhenFlushed = true
+        flush()
+    }
+
+    /// Closes at once, dropping unsent output.
+    public func abort(reason: String) { teardown(reason: reason) }
+
+    private func teardown(reason: String) {
+        guard !tornDown else { return }
+        tornDown = true
+        timer?.cancel()
+        timer = nil
+        readSource.cancel()
+        writeSource.cancel()
+        // Suspended sources never deliver their cancel handler.
+        if readPaused { readPaused = false; readSource.resume() }
+        if !writeSourceRunning { writeSourceRunning = true; writeSource.resume() }
+        outbox = []
+        delegate?.connectionClosed(self, reason: reason)
+    }
+}

@@ -1,0 +1,85 @@
+// A listening socket driven by one DispatchSource: every readiness event
+// accepts until EAGAIN and hands each new non-blocking fd to `onAccept`.
+// The fd is closed in the source's cancel handler and nowhere else.
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class Listener {
+    public let address: HostPort
+    /// The port actually bound (differs from address.port when it was 0).
+    public let boundPort: UInt16
+    private let fd: Int32
+    private let source: any DispatchSourceRead
+    private let queue: DispatchQueue
+    private var stopped = false
+    private var suspended = false
+    /// Called on `queue` for each accepted connection.
+    private let onAccept: (Int32, IPAddress) -> Void
+    private let onError: (SystemError) -> Void
+
+    public init(address: HostPort, queue: DispatchQueue,
+                onAccept: @escaping (Int32, IPAddress) -> Void,
+                onError: @escaping (SystemError) -> Void) throws {
+        self.address = address
+        self.queue = queue
+        self.onAccept = onAccept
+        self.onError = onError
+        let fd = try Socket.listen(on: address)
+        self.fd = fd
+        self.boundPort = Socket.localPort(fd) ?? address.port
+        self.source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        source.setEventHandler { [unowned self] in self.acceptAll() }
+        source.setCancelHandler { Glibc.close(fd) }
+    }
+
+    public func start() { source.resume() }
+
+    /// Stops accepting; the socket closes once the source is cancelled.
+    public func stop() {
+        guard !stopped else { return }
+        stopped = true
+        source.cancel()
+        // A suspended source never runs its cancel handler.
+        if suspended { suspended = false; source.resume() }
+    }
+
+    private func acceptAll() {
+        while !stopped {
+            var storage = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let client = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    accept(fd, $0, &len)
+                }
+            }
+            if client < 0 {
+                let e = errno
+                if e == EAGAIN || e == EWOULDBLOCK { return }
+                if e == EINTR || e == ECONNABORTED { continue }
+                onError(SystemError("accept", e))
+                if e == EMFILE || e == ENFILE {
+                    // Out of descriptors: stop reacting for a moment rather
+                    // than spinning on a readiness we cannot serve.
+                    source.suspend()
+                    suspended = true
+                    queue.asyncAfter(deadline: .now() + .milliseconds(200)) { [weak self] in
+                        guard let self, !self.stopped, self.suspended else { return }
+                        self.suspended = false
+                        self.source.resume()
+                    }
+                }
+                return
+            }
+            // accept4 is hidden behind _GNU_SOURCE in Glibc's Swift overlay.
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            guard let ip = Socket.ipAddress(storage), (try? Socket.setNonBlocking(client)) != nil else {
+                Glibc.close(client)
+                continue
+            }
+            Socket.setOption(client, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            onAccept(client, ip)
+        }
+    }
+}

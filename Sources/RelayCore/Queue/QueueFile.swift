@@ -1,0 +1,207 @@
+// The on-disk form of one queued message. Self-checking in Postfix's
+// spirit: a magic line with a version, typed records, the body with its
+// exact length, and an end record carrying a checksum of everything before
+// it. A file that fails any check is never delivered; the spool moves it
+// aside. Pure encoding and decoding, no I/O.
+//
+//   relayd-queue 1
+//   id <queue id>
+//   arrival <unix seconds>
+//   client <ip>
+//   helo <xtext>            esmtp <0|1>
+//   auth <xtext>            (optional)
+//   tls <version> <cipher> <bits>   (optional)
+//   from <xtext address>    (empty for the null sender)
+//   body-type 7BIT|8BITMIME     smtputf8 <0|1>
+//   ret FULL|HDRS           envid <xtext>      (optional)
+//   rcpt <xtext address> <notify|-> <xtext orcpt|->   (one per recipient)
+//   size <n>
+//   <blank line>
+//   <n body bytes>
+//   end <16 hex digits: FNV-1a 64 of all bytes before this line>
+public struct QueuedMessage: Equatable, Sendable {
+    public var id: String
+    public var arrival: Int
+    public var envelope: Envelope
+    /// The message as it will be sent, Received header included, CRLF lines.
+    public var body: [UInt8]
+
+    public init(id: String, arrival: Int, envelope: Envelope, body: [UInt8]) {
+        self.id = id
+        self.arrival = arrival
+        self.envelope = envelope
+        self.body = body
+    }
+}
+
+public enum QueueFileError: Error, Equatable, CustomStringConvertible {
+    case badMagic
+    case unsupportedVersion(String)
+    case badRecord(String)
+    case missing(String)
+    case truncated
+    case checksumMismatch
+
+    public var description: String {
+        switch self {
+        case .badMagic: return "not a relayd queue file"
+        case .unsupportedVersion(let v): return "unsupported queue file version \(v)"
+        case .badRecord(let r): return "malformed record: \(r)"
+        case .missing(let r): return "missing record: \(r)"
+        case .truncated: return "truncated (no end record)"
+        case .checksumMismatch: return "checksum mismatch"
+        }
+    }
+}
+
+public enum QueueFile {
+    static let magic = "relayd-queue 1"
+
+    public static func encode(_ m: QueuedMessage) -> [UInt8] {
+        let e = m.envelope
+        var h = magic + "\n"
+        h += "id \(m.id)\n"
+        h += "arrival \(m.arrival)\n"
+        h += "client \(XText.encode(e.origin.clientAddress))\n"
+        h += "helo \(XText.encode(e.origin.heloName))\n"
+        h += "esmtp \(e.origin.esmtp ? 1 : 0)\n"
+        if let a = e.origin.authenticatedUser { h += "auth \(XText.encode(a))\n" }
+        if let v = e.origin.tlsVersion, let c = e.origin.tlsCipher {
+            h += "tls \(XText.encode(v)) \(XText.encode(c)) \(e.origin.tlsBits ?? 0)\n"
+        }
+        h += "from \(XText.encode(e.sender.description))\n"
+        h += "body-type \(e.bodyType.rawValue)\n"
+        h += "smtputf8 \(e.smtpUTF8 ? 1 : 0)\n"
+        if let r = e.ret { h += "ret \(r.rawValue)\n" }
+        if let id = e.envelopeID { h += "envid \(XText.encode(id))\n" }
+        for r in e.recipients {
+            let notify = r.notify.map { $0.map(\.rawValue).joined(separator: ",") } ?? "-"
+            let orcpt = r.originalRecipient.map(XText.encode) ?? "-"
+            h += "rcpt \(XText.encode(r.mailbox.description)) \(notify) \(orcpt)\n"
+        }
+        h += "size \(m.body.count)\n\n"
+        var out = Array(h.utf8)
+        out.reserveCapacity(out.count + m.body.count + 24)
+        out.append(contentsOf: m.body)
+        out.append(10)
+        let sum = fnv1a64(out[...])
+        out.append(contentsOf: Array("end \(hex16(sum))\n".utf8))
+        return out
+    }
+
+    public static func decode(_ data: [UInt8]) throws -> QueuedMessage {
+        // End record first: a torn write is the common failure.
+        let endLength = 4 + 16 + 1
+        guard data.count > endLength, data.last == 10 else { throw QueueFileError.truncated }
+        let endStart = data.count - endLength
+        let endLine = String(decoding: data[endStart..<(data.count - 1)], as: UTF8.self)
+        guard endLine.hasPrefix("end "), let stored = UInt64(endLine.dropFirst(4), radix: 16) else {
+            throw QueueFileError.truncated
+        }
+        guard fnv1a64(data[..<endStart]) == stored else { throw QueueFileError.checksumMismatch }
+
+        var records: [(String, [Substring])] = []
+        var offset = 0
+        var headerDone = false
+        while offset < endStart {
+            guard let lf = data[offset..<endStart].firstIndex(of: 10) else { throw QueueFileError.truncated }
+            let line = String(decoding: data[offset..<lf], as: UTF8.self)
+            offset = lf + 1
+            if line.isEmpty { headerDone = true; break }
+            let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+            records.append((String(parts[0]), Array(parts.dropFirst())))
+        }
+        guard headerDone else { throw QueueFileError.truncated }
+        guard let first = records.first else { throw QueueFileError.badMagic }
+        guard first.0 == "relayd-queue" else { throw QueueFileError.badMagic }
+        guard first.1 == ["1"] else { throw QueueFileError.unsupportedVersion(first.1.joined(separator: " ")) }
+
+        func one(_ key: String) throws -> [Substring] {
+            let found = records.filter { $0.0 == key }
+            guard found.count <= 1 else { throw QueueFileError.badRecord("\(key) repeated") }
+            guard let r = found.first else { throw QueueFileError.missing(key) }
+            return r.1
+        }
+        func optional(_ key: String) throws -> [Substring]? {
+            records.contains { $0.0 == key } ? try one(key) : nil
+        }
+        func text(_ fields: [Substring], _ key: String) throws -> String {
+            guard fields.count == 1, let s = XText.decode(String(fields[0])) ?? (fields[0].isEmpty ? "" : nil) else {
+                throw QueueFileError.badRecord(key)
+            }
+            return s
+        }
+        func int(_ fields: [Substring], _ key: String) throws -> Int {
+            guard fields.count == 1, let v = Int(fields[0]), v >= 0 else { throw QueueFileError.badRecord(key) }
+            return v
+        }
+
+        let id = try text(one("id"), "id")
+        guard QueueID.isValid(id) else { throw QueueFileError.badRecord("id") }
+        let arrival = try int(one("arrival"), "arrival")
+        var origin = Envelope.Origin(clientAddress: try text(one("client"), "client"),
+                                     heloName: try text(one("helo"), "helo"),
+                                     esmtp: try int(one("esmtp"), "esmtp") == 1)
+        if let a = try optional("auth") { origin.authenticatedUser = try text(a, "auth") }
+        if let t = try optional("tls") {
+            guard t.count == 3, let v = XText.decode(String(t[0])), let c = XText.decode(String(t[1])), let b = Int(t[2]) else {
+                throw QueueFileError.badRecord("tls")
+            }
+            origin.tlsVersion = v; origin.tlsCipher = c; origin.tlsBits = b
+        }
+        let fromText = try text(one("from"), "from")
+        let sender: ReversePath
+        if fromText.isEmpty { sender = .null } else {
+            guard let m = Mailbox.parseForwardPath("<\(fromText)>") else { throw QueueFileError.badRecord("from") }
+            sender = .mailbox(m)
+        }
+        let bodyTypeFields = try one("body-type")
+        guard bodyTypeFields.count == 1, let bodyType = Envelope.BodyType(rawValue: String(bodyTypeFields[0])) else {
+            throw QueueFileError.badRecord("body-type")
+        }
+        var envelope = Envelope(sender: sender, bodyType: bodyType,
+                                smtpUTF8: try int(one("smtputf8"), "smtputf8") == 1, origin: origin)
+        if let r = try optional("ret") {
+            guard r.count == 1, let ret = Envelope.Return(rawValue: String(r[0])) else { throw QueueFileError.badRecord("ret") }
+            envelope.ret = ret
+        }
+        if let e = try optional("envid") { envelope.envelopeID = try text(e, "envid") }
+        for (key, fields) in records where key == "rcpt" {
+            guard fields.count == 3, let addr = XText.decode(String(fields[0])),
+                  let mailbox = Mailbox.parseForwardPath("<\(addr)>") else { throw QueueFileError.badRecord("rcpt") }
+            var notify: [Envelope.Notify]?
+            if fields[1] != "-" {
+                notify = try fields[1].split(separator: ",").map {
+                    guard let n = Envelope.Notify(rawValue: String($0)) else { throw QueueFileError.badRecord("rcpt notify") }
+                    return n
+                }
+            }
+            var orcpt: String?
+            if fields[2] != "-" {
+                guard let o = XText.decode(String(fields[2])) else { throw QueueFileError.badRecord("rcpt orcpt") }
+                orcpt = o
+            }
+            envelope.recipients.append(Envelope.Recipient(mailbox: mailbox, notify: notify, originalRecipient: orcpt))
+        }
+        guard !envelope.recipients.isEmpty else { throw QueueFileError.missing("rcpt") }
+        let size = try int(one("size"), "size")
+        // Body, then the "\n" that separates it from the end record.
+        guard offset + size + 1 == endStart, data[endStart - 1] == 10 else { throw QueueFileError.badRecord("size") }
+        let body = Array(data[offset..<(offset + size)])
+        return QueuedMessage(id: id, arrival: arrival, envelope: envelope, body: body)
+    }
+
+    static func fnv1a64(_ bytes: ArraySlice<UInt8>) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in bytes {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        return h
+    }
+
+    static func hex16(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}

@@ -1,0 +1,191 @@
+// The durable spool: where an accepted message lives until every recipient
+// has a final outcome. Queue/ owns the spool directories and may import
+// Model and SMTP types; it does no networking.
+//
+//   tmp/       files being written; never read as messages, emptied at start
+//   incoming/  complete, fsynced messages not yet picked up by the queue worker
+//   active/    picked up (the worker owns them while delivering)
+//   deferred/  waiting for their next attempt
+//   hold/      put on hold by the operator
+//   corrupt/   failed a self-check; kept for a human, never delivered
+//
+// Durability (SPEC: "250 only once the message is durably on disk"): the
+// file is written under tmp/, fsynced, renamed into incoming/, and the
+// incoming/ directory is fsynced, in that order, before `store` returns.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class Spool {
+    public enum Folder: String, CaseIterable, Sendable {
+        case tmp, incoming, active, deferred, hold, corrupt
+    }
+
+    public enum StoreError: Error, Equatable, CustomStringConvertible {
+        case insufficientSpace(available: UInt64)
+        case io(String)
+        public var description: String {
+            switch self {
+            case .insufficientSpace(let a): return "free space \(a) bytes is under the reserve"
+            case .io(let s): return s
+            }
+        }
+    }
+
+    public let root: String
+    /// Refuse new mail (452 4.3.1) when less than this many bytes are free.
+    public let reserveBytes: UInt64
+    /// Tests and the durability benchmark may turn fsync off; production never does.
+    public let fsyncEnabled: Bool
+
+    public init(root: String, reserveBytes: UInt64 = 100 * 1024 * 1024, fsyncEnabled: Bool = true) throws {
+        self.root = root
+        self.reserveBytes = reserveBytes
+        self.fsyncEnabled = fsyncEnabled
+        try Self.makeDirectory(root)
+        for f in Folder.allCases { try Self.makeDirectory(path(f)) }
+    }
+
+    public func path(_ folder: Folder) -> String { root + "/" + folder.rawValue }
+    public func path(_ folder: Folder, _ id: String) -> String { path(folder) + "/" + id }
+
+    static func makeDirectory(_ p: String) throws {
+        if mkdir(p, 0o700) != 0 && errno != EEXIST { throw SystemError("mkdir \(p)") }
+    }
+
+    // MARK: storing
+
+    /// Writes the message durably into incoming/. Returns only after the
+    /// data and the directory entry are on stable storage.
+    public func store(_ message: QueuedMessage) throws {
+        let available = freeBytes()
+        if let available, available < reserveBytes { throw StoreError.insufficientSpace(available: available) }
+        let bytes = QueueFile.encode(message)
+        let tmp = path(.tmp, message.id)
+        do {
+            try writeFile(tmp, bytes)
+            try rename(tmp, to: path(.incoming, message.id))
+            try syncDirectory(path(.incoming))
+        } catch {
+            unlink(tmp)
+            throw StoreError.io("\(error)")
+        }
+    }
+
+    func writeFile(_ p: String, _ bytes: [UInt8]) throws {
+        let fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError("open \(p)") }
+        defer { Glibc.close(fd) }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 { if errno == EINTR { continue }; throw SystemError("write \(p)") }
+            offset += n
+        }
+        if fsyncEnabled { guard fsync(fd) == 0 else { throw SystemError("fsync \(p)") } }
+    }
+
+    func rename(_ from: String, to: String) throws {
+        guard Glibc.rename(from, to) == 0 else { throw SystemError("rename \(from)") }
+    }
+
+    func syncDirectory(_ p: String) throws {
+        guard fsyncEnabled else { return }
+        let fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(p)") }
+        defer { Glibc.close(fd) }
+        guard fsync(fd) == 0 else { throw SystemError("fsync \(p)") }
+    }
+
+    public func freeBytes() -> UInt64? {
+        var s = statvfs()
+        guard statvfs(root, &s) == 0 else { return nil }
+        return UInt64(s.f_bavail) * UInt64(s.f_frsize)
+    }
+
+    // MARK: reading and moving
+
+    public func list(_ folder: Folder) -> [String] {
+        guard let dir = opendir(path(folder)) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name == "." || name == ".." { continue }
+            names.append(name)
+        }
+        return names.sorted()
+    }
+
+    public func read(_ folder: Folder, _ id: String) throws -> QueuedMessage {
+        let p = path(folder, id)
+        let fd = open(p, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(p)") }
+        defer { Glibc.close(fd) }
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; throw SystemError("read \(p)") }
+            if n == 0 { break }
+            data.append(contentsOf: chunk[0..<n])
+        }
+        let message = try QueueFile.decode(data)
+        guard message.id == id else { throw QueueFileError.badRecord("id does not match file name") }
+        return message
+    }
+
+    public func move(_ id: String, from: Folder, to: Folder) throws {
+        try rename(path(from, id), to: path(to, id))
+        try syncDirectory(path(to))
+    }
+
+    public func remove(_ id: String, from folder: Folder) throws {
+        guard unlink(path(folder, id)) == 0 else { throw SystemError("unlink \(path(folder, id))") }
+        try syncDirectory(path(folder))
+    }
+
+    // MARK: start-up recovery
+
+    public struct RecoveryReport: Equatable, Sendable {
+        /// tmp/ leftovers: writes that never finished, never acknowledged.
+        public var discardedPartial: [String] = []
+        /// Files that failed their self-check, now in corrupt/.
+        public var quarantined: [(id: String, reason: String)] = []
+        public var intact: Int = 0
+
+        public static func == (a: RecoveryReport, b: RecoveryReport) -> Bool {
+            a.discardedPartial == b.discardedPartial && a.intact == b.intact
+                && a.quarantined.map(\.id) == b.quarantined.map(\.id)
+        }
+    }
+
+    /// Run once before accepting mail: clears tmp/, checks every queued
+    /// file, moves unreadable ones to corrupt/, and returns messages that
+    /// were active at the crash to incoming/ so they are delivered again.
+    public func recover() -> RecoveryReport {
+        var report = RecoveryReport()
+        for name in list(.tmp) {
+            unlink(path(.tmp, name))
+            report.discardedPartial.append(name)
+        }
+        for folder in [Folder.incoming, .active, .deferred, .hold] {
+            for name in list(folder) {
+                do {
+                    guard QueueID.isValid(name) else { throw QueueFileError.badRecord("file name is not a queue id") }
+                    _ = try read(folder, name)
+                    report.intact += 1
+                    if folder == .active { try move(name, from: .active, to: .incoming) }
+                } catch {
+                    let target = path(.corrupt, name)
+                    if Glibc.rename(path(folder, name), target) != 0 { unlink(path(folder, name)) }
+                    report.quarantined.append((name, "\(folder.rawValue): \(error)"))
+                }
+            }
+        }
+        try? syncDirectory(path(.corrupt))
+        return report
+    }
+}

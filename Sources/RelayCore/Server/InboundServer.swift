@@ -1,0 +1,137 @@
+// The inbound side, wired: listeners from config, connection limits, and a
+// session per connection. Server/ is the top of RelayCore: it may import
+// every other folder; nothing imports it but the relayd executable.
+//
+// Threads: listeners and the connection table live on `acceptQueue`; each
+// connection has its own serial queue (targeting one shared concurrent
+// queue, so there is no thread per connection); durable writes run on
+// `spoolQueue`; password checks on `authQueue`.
+import Dispatch
+import Logging
+
+public final class InboundServer: @unchecked Sendable {
+    public let logger: Logger
+    let spool: Spool
+    let acceptQueue = DispatchQueue(label: "relayd.accept")
+    let connectionTarget = DispatchQueue(label: "relayd.connections", attributes: .concurrent)
+    let spoolQueue = DispatchQueue(label: "relayd.spool")
+    let authQueue = DispatchQueue(label: "relayd.auth", attributes: .concurrent)
+    let throttle: AuthThrottle
+    /// Replaced whole on reload; read on acceptQueue.
+    private var settings: InboundSettings
+    private var listeners: [(Listener, Config.Listener)] = []
+    private var sessions: [ObjectIdentifier: InboundSession] = [:]
+    private var perIP: [IPAddress: Int] = [:]
+    private var stopping = false
+    private var onIdle: (() -> Void)?
+
+    public init(settings: InboundSettings, spool: Spool, logger: Logger) {
+        self.settings = settings
+        self.spool = spool
+        self.logger = logger
+        self.throttle = AuthThrottle(maxFailures: settings.config.limits.authFailuresPerIP)
+    }
+
+    /// Binds every configured listener; throws if any cannot be bound (and
+    /// closes the ones that were).
+    public func start() throws {
+        try acceptQueue.sync {
+            for l in settings.config.listeners {
+                do {
+                    let listener = try Listener(
+                        address: l.address, queue: acceptQueue,
+                        onAccept: { [unowned self] fd, ip in self.accepted(fd: fd, ip: ip, listener: l) },
+                        onError: { [logger] e in logger.error("accept failed", metadata: ["error": "\(e)", "listener": "\(l.address)"]) })
+                    listeners.append((listener, l))
+                } catch {
+                    for (bound, _) in listeners { bound.stop() }
+                    listeners = []
+                    throw error
+                }
+            }
+            for (listener, l) in listeners {
+                listener.start()
+                logger.info("listening", metadata: ["address": "\(l.address.host):\(listener.boundPort)", "kind": "\(l.kind.rawValue)",
+                                                    "require_tls": "\(l.requireTLS)", "require_auth": "\(l.requireAuth)"])
+            }
+        }
+    }
+
+    /// Ports actually bound, in config order (useful when a port was 0).
+    public var boundPorts: [UInt16] { acceptQueue.sync { listeners.map { $0.0.boundPort } } }
+
+    public func replaceSettings(_ new: InboundSettings) {
+        acceptQueue.sync {
+            let old = settings.config.listeners.map { "\($0.address)/\($0.kind)" }
+            let now = new.config.listeners.map { "\($0.address)/\($0.kind)" }
+            if old != now { logger.warning("listener changes need a restart; keeping the current sockets") }
+            settings = new
+        }
+    }
+
+    private func accepted(fd: Int32, ip: IPAddress, listener: Config.Listener) {
+        let limits = settings.config.limits
+        let queue = DispatchQueue(label: "relayd.conn", target: connectionTarget)
+        let connection = Connection(fd: fd, peer: ip, queue: queue)
+        var refusal: Reply?
+        if stopping {
+            refusal = Reply(421, "4.3.2", "\(settings.config.server.hostname) Service shutting down")
+        } else if sessions.count >= limits.maxConnections {
+            refusal = Reply(421, "4.7.0", "\(settings.config.server.hostname) Too many connections; try again later")
+        } else if perIP[ip, default: 0] >= limits.maxConnectionsPerIP {
+            refusal = Reply(421, "4.7.0", "\(settings.config.server.hostname) Too many connections from your address")
+        }
+        if let refusal {
+            logger.warning("connection refused", metadata: ["client": "\(ip)", "reply": "\(refusal)"])
+            queue.async {
+                connection.start()
+                if listener.kind != .smtps { connection.send(refusal.wire) }
+                connection.close()
+            }
+            return
+        }
+        let session = InboundSession(server: self, connection: connection, listener: listener,
+                                     settings: settings, client: ip)
+        sessions[ObjectIdentifier(session)] = session
+        perIP[ip, default: 0] += 1
+        queue.async { session.begin() }
+    }
+
+    /// Called by a session when its connection is gone.
+    func finished(_ session: InboundSession) {
+        acceptQueue.async { [self] in
+            guard sessions.removeValue(forKey: ObjectIdentifier(session)) != nil else { return }
+            let ip = session.client
+            if let n = perIP[ip], n > 1 { perIP[ip] = n - 1 } else { perIP.removeValue(forKey: ip) }
+            if stopping && sessions.isEmpty { onIdle?(); onIdle = nil }
+        }
+    }
+
+    /// Stops accepting, asks every session to end at its next safe point,
+    /// and calls `done` when all have ended or `grace` seconds have passed.
+    public func stop(grace: Double, done: @escaping @Sendable () -> Void) {
+        acceptQueue.async { [self] in
+            stopping = true
+            for (l, _) in listeners { l.stop() }
+            listeners = []
+            if sessions.isEmpty { done(); return }
+            logger.info("draining sessions", metadata: ["count": "\(sessions.count)", "grace_seconds": "\(Int(grace))"])
+            var fired = false
+            let finish: () -> Void = {
+                guard !fired else { return }
+                fired = true
+                done()
+            }
+            onIdle = finish
+            for s in sessions.values { s.connection.queue.async { s.shutdown() } }
+            acceptQueue.asyncAfter(deadline: .now() + grace) { [self] in
+                if !sessions.isEmpty {
+                    logger.warning("grace period over; closing remaining sessions", metadata: ["count": "\(sessions.count)"])
+                }
+                finish()
+            }
+        }
+    }
+
+    public var activeSessionCount: Int { acceptQueue.sync { sessions.count } }
+}

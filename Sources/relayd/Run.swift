@@ -1,0 +1,104 @@
+import ArgumentParser
+import Dispatch
+import Logging
+import RelayCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `relayd run`: the daemon, in the foreground (systemd supervises it).
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the relay in the foreground, logging to stderr.")
+
+    @OptionGroup var options: ConfigOption
+
+    @Option(help: "Seconds to let sessions finish after SIGTERM/SIGINT.")
+    var grace: Int = 30
+
+    func run() throws {
+        let config: Config
+        do {
+            config = try ConfigLoader.load(path: options.config)
+        } catch let e as ConfigErrors {
+            for error in e.errors { printError(error.description) }
+            throw ExitCode(1)
+        }
+        LoggingSystem.bootstrap { label in LogfmtHandler(label: label, level: config.log.level) }
+        let logger = Logger(label: "relayd")
+        logger.info("starting", metadata: ["version": "\(RelaydVersion.string)", "config": "\(options.config)",
+                                           "openssl": "\(TLSLibrary.runtimeVersion)", "c-ares": "\(CAresLibrary.runtimeVersion)"])
+        signal(SIGPIPE, SIG_IGN)
+
+        let daemon = try Daemon(config: config, configPath: options.config, logger: logger)
+        try daemon.start()
+        daemon.installSignalHandlers(grace: Double(grace))
+        dispatchMain()
+    }
+}
+
+/// Process-level wiring: spool recovery, the inbound server, signals.
+final class Daemon: @unchecked Sendable {
+    let configPath: String
+    let logger: Logger
+    let spool: Spool
+    let inbound: InboundServer
+    private var signalSources: [any DispatchSourceSignal] = []
+    private let signalQueue = DispatchQueue(label: "relayd.signals")
+    private var stopping = false
+
+    init(config: Config, configPath: String, logger: Logger) throws {
+        self.configPath = configPath
+        self.logger = logger
+        spool = try Spool(root: config.server.spoolDirectory, reserveBytes: UInt64(config.queue.minFreeSpace))
+        let report = spool.recover()
+        for id in report.discardedPartial {
+            logger.warning("discarded incomplete queue file (never acknowledged)", metadata: ["file": "\(id)"])
+        }
+        for (id, reason) in report.quarantined {
+            logger.error("queue file failed its self-check; moved to corrupt/", metadata: ["id": "\(id)", "reason": "\(reason)"])
+        }
+        logger.info("spool ready", metadata: ["path": "\(spool.root)", "messages": "\(report.intact)"])
+        inbound = InboundServer(settings: try InboundSettings(config: config), spool: spool, logger: logger)
+    }
+
+    func start() throws {
+        try inbound.start()
+    }
+
+    func installSignalHandlers(grace: Double) {
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
+            source.setEventHandler { [self] in
+                if sig == SIGHUP { reload() } else { stop(signal: sig, grace: grace) }
+            }
+            source.resume()
+            signalSources.append(source)
+        }
+    }
+
+    private func stop(signal sig: Int32, grace: Double) {
+        if stopping {
+            logger.warning("second stop signal; exiting now")
+            exit(0)
+        }
+        stopping = true
+        logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
+        inbound.stop(grace: grace) { [logger] in
+            logger.info("stopped")
+            exit(0)
+        }
+    }
+
+    private func reload() {
+        do {
+            let config = try ConfigLoader.load(path: configPath)
+            inbound.replaceSettings(try InboundSettings(config: config))
+            logger.info("reloaded", metadata: ["config": "\(configPath)"])
+        } catch let e as ConfigErrors {
+            for error in e.errors { logger.error("reload refused; keeping the running config", metadata: ["problem": "\(error)"]) }
+        } catch {
+            logger.error("reload refused; keeping the running config", metadata: ["problem": "\(error)"])
+        }
+    }
+}
