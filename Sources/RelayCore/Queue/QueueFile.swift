@@ -95,10 +95,9 @@ public enum QueueFile {
         guard data.count > endLength, data.last == 10 else { throw QueueFileError.truncated }
         let endStart = data.count - endLength
         let endLine = String(decoding: data[endStart..<(data.count - 1)], as: UTF8.self)
-        guard endLine.hasPrefix("end "), let stored = UInt64(endLine.dropFirst(4), radix: 16) else {
-            throw QueueFileError.truncated
-        }
-        guard fnv1a64(data[..<endStart]) == stored else { throw QueueFileError.checksumMismatch }
+        guard endLine.hasPrefix("end ") else { throw QueueFileError.truncated }
+        // Compared as text, so the record has exactly one spelling.
+        guard endLine.dropFirst(4) == hex16(fnv1a64(data[..<endStart])) else { throw QueueFileError.checksumMismatch }
 
         var records: [(String, [Substring])] = []
         var offset = 0
