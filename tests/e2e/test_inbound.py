@@ -298,3 +298,26 @@ def test_testssl_starttls_surface(relayd, tmp_path):
     # encryption or authentication; "AVERAGE" (128-bit CBC) is allowed.
     for weak in ["cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW", "cipherlist_3DES_IDEA"]:
         assert findings[weak].startswith("not offered"), (weak, findings[weak])
+
+
+def test_slow_data_is_cut_off(make_relayd):
+    r = make_relayd(limits='data_timeout = "2s"').start()
+    raw = socket.create_connection(("127.0.0.1", r.smtp_port), timeout=10)
+    read_reply(raw)
+    raw.sendall(b"EHLO c\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n")
+    got = b""
+    while b"354" not in got:
+        got += raw.recv(4096)
+    reply = b""
+    deadline = time.monotonic() + 10
+    raw.settimeout(0.5)
+    while time.monotonic() < deadline and b"421" not in reply:
+        try:
+            raw.sendall(b"x")
+            reply += raw.recv(4096)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    assert reply.startswith(b"421 4.4.2"), reply
+    assert r.queued_ids() == []

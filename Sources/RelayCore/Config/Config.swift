@@ -93,6 +93,9 @@ public struct Config: Sendable {
         public let maxConnectionsPerIP: Int
         /// Seconds of client silence before 421 4.4.2 (RFC 5321 §4.5.3.2: 5 min).
         public let idleTimeout: Int
+        /// Seconds a whole DATA phase may take, however busy the client
+        /// keeps the line (cuts off clients trickling a byte at a time).
+        public let dataTimeout: Int
         /// 4xx/5xx replies before a session is ended.
         public let maxErrors: Int
         public let authFailuresPerConnection: Int

@@ -375,7 +375,7 @@ private struct Builder {
 
     func buildLimits() -> Config.Limits? {
         let defaults = Config.Limits(maxMessageSize: 36_700_160, maxRecipients: 1000, maxConnections: 1000,
-                                     maxConnectionsPerIP: 50, idleTimeout: 300, maxErrors: 10,
+                                     maxConnectionsPerIP: 50, idleTimeout: 300, dataTimeout: 600, maxErrors: 10,
                                      authFailuresPerConnection: 3, authFailuresPerIP: 10)
         guard let l = section("limits", required: false) else { return root.table.contains(key: "limits") ? nil : defaults }
         defer { l.finish() }
@@ -390,12 +390,17 @@ private struct Builder {
         if l.table.contains(key: "idle_timeout") {
             if let d = duration(l, "idle_timeout") { idle = d } else { ok = false }
         }
+        var dataTimeout = defaults.dataTimeout
+        if l.table.contains(key: "data_timeout") {
+            if let d = duration(l, "data_timeout") { dataTimeout = d } else { ok = false }
+        }
         let limits = Config.Limits(
             maxMessageSize: positive("max_message_size", defaults.maxMessageSize),
             maxRecipients: positive("max_recipients", defaults.maxRecipients),
             maxConnections: positive("max_connections", defaults.maxConnections),
             maxConnectionsPerIP: positive("max_connections_per_ip", defaults.maxConnectionsPerIP),
             idleTimeout: idle,
+            dataTimeout: dataTimeout,
             maxErrors: positive("max_errors", defaults.maxErrors),
             authFailuresPerConnection: positive("auth_failures_per_connection", defaults.authFailuresPerConnection),
             authFailuresPerIP: positive("auth_failures_per_ip", defaults.authFailuresPerIP))

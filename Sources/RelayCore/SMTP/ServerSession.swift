@@ -128,6 +128,8 @@ public struct ServerSession: Sendable {
     }
 
     public var isClosed: Bool { phase == .closed }
+    /// Between 354 and the end of data.
+    public var isReceivingData: Bool { phase == .data }
 
     // MARK: events from the caller
 

@@ -17,6 +17,8 @@ final class InboundSession: ConnectionDelegate {
     private var logger: Logger
     private var messages = 0
     private var ended = false
+    /// Monotonic time the current DATA phase began.
+    private var dataStarted: Double?
 
     init(server: InboundServer, connection: Connection, listener: Config.Listener,
          settings: InboundSettings, client: IPAddress) {
@@ -158,6 +160,19 @@ final class InboundSession: ConnectionDelegate {
     func connection(_ connection: Connection, received bytes: [UInt8]) {
         connection.setIdleTimeout(seconds: settings.config.limits.idleTimeout)
         perform(session.receive(bytes))
+        if session.isReceivingData {
+            let t = now()
+            if let started = dataStarted {
+                if t - started > Double(settings.config.limits.dataTimeout) {
+                    logger.notice("DATA phase too slow; cutting off", metadata: ["seconds": "\(Int(t - started))"])
+                    perform(session.timedOut())
+                }
+            } else {
+                dataStarted = t
+            }
+        } else {
+            dataStarted = nil
+        }
     }
 
     func connection(_ connection: Connection, tlsEstablished info: TLSSessionInfo) {
