@@ -1,0 +1,196 @@
+// The DNS resolver: one c-ares channel, used only from one serial queue
+// (c-ares 1.18 is not thread-safe), driven by DispatchSources for its
+// sockets and one timer for its retransmissions, as swift-corelibs-
+// foundation drives libcurl. No thread blocks and nothing polls.
+//
+// Queries are built here (DNSMessage.query: AD bit set, CD never) and sent
+// raw with ares_send; answers are parsed here too, so callers see the
+// rcode and the AD bit for every answer — MX, A/AAAA and TLSA alike.
+// ARES_FLAG_NOCHECKRESP keeps SERVFAIL a SERVFAIL instead of c-ares
+// treating it as a dead server and answering "no such record".
+import CAres
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum DNSError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// No answer from any server in time: transient.
+    case timeout
+    /// c-ares could not talk to the servers at all: transient.
+    case unreachable(String)
+    /// An answer arrived but could not be parsed: transient (it may be an
+    /// attack or a broken middlebox; never read as "no record").
+    case malformed(String)
+    case badName(String)
+
+    public var description: String {
+        switch self {
+        case .timeout: return "DNS timeout"
+        case .unreachable(let s): return "DNS servers unreachable: \(s)"
+        case .malformed(let s): return "malformed DNS answer: \(s)"
+        case .badName(let s): return "cannot query name \(s)"
+        }
+    }
+}
+
+/// What the delivery code needs from DNS; tests substitute a fake.
+public protocol DNSResolving: AnyObject, Sendable {
+    func query(_ name: String, _ type: DNSType, completion: @escaping @Sendable (Result<DNSResponse, DNSError>) -> Void)
+}
+
+public final class CAresResolver: DNSResolving, @unchecked Sendable {
+    public let queue = DispatchQueue(label: "relayd.dns")
+    private var channel: OpaquePointer?
+    private var readSources: [Int32: any DispatchSourceRead] = [:]
+    private var writeSources: [Int32: any DispatchSourceWrite] = [:]
+    private var timer: (any DispatchSourceTimer)?
+
+    private final class Request {
+        let name: String
+        let type: DNSType
+        let completion: @Sendable (Result<DNSResponse, DNSError>) -> Void
+        init(name: String, type: DNSType, completion: @escaping @Sendable (Result<DNSResponse, DNSError>) -> Void) {
+            self.name = name
+            self.type = type
+            self.completion = completion
+        }
+    }
+
+    /// `servers` empty: /etc/resolv.conf. Each query is tried `tries` times
+    /// per server with `timeoutMilliseconds` for the first try.
+    public init(servers: [HostPort], timeoutMilliseconds: Int = 2000, tries: Int = 2) throws {
+        guard CAresLibrary.initialize() else { throw DNSError.unreachable("ares_library_init failed") }
+        var options = ares_options()
+        options.flags = ARES_FLAG_NOCHECKRESP
+        options.timeout = Int32(timeoutMilliseconds)
+        options.tries = Int32(tries)
+        options.sock_state_cb = { data, fd, readable, writable in
+            guard let data else { return }
+            let resolver = Unmanaged<CAresResolver>.fromOpaque(data).takeUnretainedValue()
+            resolver.socketStateChanged(fd: fd, readable: readable != 0, writable: writable != 0)
+        }
+        options.sock_state_cb_data = Unmanaged.passUnretained(self).toOpaque()
+        let mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_SOCK_STATE_CB
+        var ch: OpaquePointer?
+        let rc = ares_init_options(&ch, &options, mask)
+        guard rc == ARES_SUCCESS, let ch else {
+            throw DNSError.unreachable("ares_init_options: \(String(cString: ares_strerror(rc)))")
+        }
+        channel = ch
+        if !servers.isEmpty {
+            let csv = servers.map(\.description).joined(separator: ",")
+            let rc = ares_set_servers_ports_csv(ch, csv)
+            guard rc == ARES_SUCCESS else {
+                ares_destroy(ch)
+                channel = nil
+                throw DNSError.unreachable("bad DNS server list \(csv): \(String(cString: ares_strerror(rc)))")
+            }
+        }
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.setEventHandler { [weak self] in self?.processTimeouts() }
+        t.schedule(deadline: .distantFuture)
+        t.resume()
+        timer = t
+    }
+
+    deinit {
+        // Runs once nobody holds the resolver; c-ares calls every pending
+        // callback with ARES_EDESTRUCTION, which releases the requests.
+        if let channel { ares_destroy(channel) }
+        for s in readSources.values { s.cancel() }
+        for s in writeSources.values { s.cancel() }
+        timer?.cancel()
+    }
+
+    public func query(_ name: String, _ type: DNSType, completion: @escaping @Sendable (Result<DNSResponse, DNSError>) -> Void) {
+        queue.async { [self] in
+            guard let channel else { return completion(.failure(.unreachable("resolver closed"))) }
+            guard let packet = DNSMessage.query(name: name, type: type, id: UInt16.random(in: 0...UInt16.max)) else {
+                return completion(.failure(.badName(name)))
+            }
+            let request = Unmanaged.passRetained(Request(name: name, type: type, completion: completion)).toOpaque()
+            packet.withUnsafeBufferPointer { buf in
+                ares_send(channel, buf.baseAddress, Int32(buf.count), { arg, status, _, abuf, alen in
+                    guard let arg else { return }
+                    let request = Unmanaged<Request>.fromOpaque(arg).takeRetainedValue()
+                    CAresResolver.finish(request, status: status, answer: abuf, length: Int(alen))
+                }, request)
+            }
+            rescheduleTimer()
+        }
+    }
+
+    private static func finish(_ request: Request, status: Int32, answer: UnsafeMutablePointer<UInt8>?, length: Int) {
+        guard status == ARES_SUCCESS else {
+            switch status {
+            case ARES_ETIMEOUT: request.completion(.failure(.timeout))
+            default: request.completion(.failure(.unreachable(String(cString: ares_strerror(status)))))
+            }
+            return
+        }
+        guard let answer, length > 0 else { return request.completion(.failure(.malformed("empty answer"))) }
+        let bytes = Array(UnsafeBufferPointer(start: answer, count: length))
+        do {
+            let response = try DNSMessage.parse(bytes)
+            // NOCHECKRESP also lets through answers to other questions.
+            guard response.questionName == DNSName.normalize(request.name), response.questionType == request.type.rawValue else {
+                return request.completion(.failure(.malformed("answer is for another question")))
+            }
+            request.completion(.success(response))
+        } catch {
+            request.completion(.failure(.malformed("\(error)")))
+        }
+    }
+
+    // MARK: driving c-ares from Dispatch (all on `queue`)
+
+    private func socketStateChanged(fd: Int32, readable: Bool, writable: Bool) {
+        if readable, readSources[fd] == nil {
+            let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+            s.setEventHandler { [weak self] in self?.process(read: fd, write: ARES_SOCKET_BAD) }
+            s.resume()
+            readSources[fd] = s
+        } else if !readable, let s = readSources.removeValue(forKey: fd) {
+            s.cancel()
+        }
+        if writable, writeSources[fd] == nil {
+            let s = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+            s.setEventHandler { [weak self] in self?.process(read: ARES_SOCKET_BAD, write: fd) }
+            s.resume()
+            writeSources[fd] = s
+        } else if !writable, let s = writeSources.removeValue(forKey: fd) {
+            s.cancel()
+        }
+    }
+
+    private func process(read: Int32, write: Int32) {
+        guard let channel else { return }
+        ares_process_fd(channel, read, write)
+        rescheduleTimer()
+    }
+
+    private func processTimeouts() {
+        process(read: ARES_SOCKET_BAD, write: ARES_SOCKET_BAD)
+    }
+
+    private func rescheduleTimer() {
+        guard let channel, let timer else { return }
+        var tv = timeval()
+        if let next = ares_timeout(channel, nil, &tv) {
+            let ms = Int(next.pointee.tv_sec) * 1000 + Int(next.pointee.tv_usec) / 1000
+            timer.schedule(deadline: .now() + .milliseconds(max(1, ms)))
+        } else {
+            timer.schedule(deadline: .distantFuture)
+        }
+    }
+}
+
+public enum DNSName {
+    /// Lower-case, no trailing dot: the form DNSMessage.parse returns.
+    public static func normalize(_ name: String) -> String {
+        var n = name.lowercased()
+        if n.hasSuffix(".") { n.removeLast() }
+        return n
+    }
+}
