@@ -42,6 +42,8 @@ final class Daemon: @unchecked Sendable {
     let logger: Logger
     let spool: Spool
     let inbound: InboundServer
+    let resolver: CAresResolver
+    let runner: QueueRunner
     private var signalSources: [any DispatchSourceSignal] = []
     private let signalQueue = DispatchQueue(label: "relayd.signals")
     private var stopping = false
@@ -59,18 +61,39 @@ final class Daemon: @unchecked Sendable {
         }
         logger.info("spool ready", metadata: ["path": "\(spool.root)", "messages": "\(report.intact)"])
         inbound = InboundServer(settings: try InboundSettings(config: config), spool: spool, logger: logger)
+        resolver = try CAresResolver(servers: config.dns.servers)
+        runner = QueueRunner(spool: spool, environment: try OutboundSettings.environment(config: config, resolver: resolver, logger: logger),
+                             logger: logger)
+        let runner = self.runner
+        inbound.onQueued = { runner.wake() }
     }
 
     func start() throws {
         try inbound.start()
+        runner.start()
+        writePIDFile()
+    }
+
+    /// spool/relayd.pid lets `relayd queue` find the daemon to wake it.
+    private func writePIDFile() {
+        let path = spool.root + "/relayd.pid"
+        let text = "\(getpid())\n"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return logger.warning("cannot write pid file", metadata: ["path": "\(path)"]) }
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
     }
 
     func installSignalHandlers(grace: Double) {
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR1] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
             source.setEventHandler { [self] in
-                if sig == SIGHUP { reload() } else { stop(signal: sig, grace: grace) }
+                switch sig {
+                case SIGHUP: reload()
+                case SIGUSR1: runner.wake()  // `relayd queue flush` and friends
+                default: stop(signal: sig, grace: grace)
+                }
             }
             source.resume()
             signalSources.append(source)
@@ -84,7 +107,9 @@ final class Daemon: @unchecked Sendable {
         }
         stopping = true
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
-        inbound.stop(grace: grace) { [logger] in
+        runner.stop()
+        inbound.stop(grace: grace) { [logger, spool] in
+            unlink(spool.root + "/relayd.pid")
             logger.info("stopped")
             exit(0)
         }
@@ -94,6 +119,7 @@ final class Daemon: @unchecked Sendable {
         do {
             let config = try ConfigLoader.load(path: configPath)
             inbound.replaceSettings(try InboundSettings(config: config))
+            runner.replaceEnvironment(try OutboundSettings.environment(config: config, resolver: resolver, logger: logger))
             logger.info("reloaded", metadata: ["config": "\(configPath)"])
         } catch let e as ConfigErrors {
             for error in e.errors { logger.error("reload refused; keeping the running config", metadata: ["problem": "\(error)"]) }

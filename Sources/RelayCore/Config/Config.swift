@@ -70,6 +70,36 @@ public struct Config: Sendable {
         public let defaultLevel: PolicyLevel
         /// The operator's explicit per-domain entries, keys lower-cased.
         public let domains: [String: DomainPolicy]
+        /// Local address outgoing connections are made from (nil: any).
+        public let sourceAddress: IPAddress?
+        /// Relay that takes all mail instead of MX delivery (nil: none).
+        public let smarthost: String?
+        /// Domain (or ".parent") → relay name, instead of MX lookup.
+        public let transport: [String: String]
+        /// Named next hops: smarthost, transport targets, fallbacks.
+        public let relays: [String: UpstreamRelay]
+        /// Port for MX delivery (25; tests use others).
+        public let mxPort: UInt16
+        /// How many MX addresses one attempt may try.
+        public let maxAddressesPerAttempt: Int
+        /// Global and per-destination-domain simultaneous deliveries.
+        public let maxConcurrentDeliveries: Int
+        public let maxConcurrentPerDomain: Int
+        public let connectTimeout: Int
+    }
+
+    /// An upstream relay: its own address, TLS level and credentials.
+    public struct UpstreamRelay: Sendable {
+        public let name: String
+        public let address: HostPort
+        /// TLS from the first byte (port 465 style) instead of STARTTLS.
+        public let implicitTLS: Bool
+        /// The hop's own TLS level; the destination's level still applies
+        /// when it is stricter.
+        public let level: PolicyLevel
+        public let username: String?
+        /// File holding the password (kept out of the config file).
+        public let passwordFile: String?
     }
 
     public struct Queue: Sendable {

@@ -185,12 +185,3 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
         }
     }
 }
-
-public enum DNSName {
-    /// Lower-case, no trailing dot: the form DNSMessage.parse returns.
-    public static func normalize(_ name: String) -> String {
-        var n = name.lowercased()
-        if n.hasSuffix(".") { n.removeLast() }
-        return n
-    }
-}

@@ -207,6 +207,20 @@ public final class Connection {
         tls = try TLSConnection(context: context)
     }
 
+    /// Switches to TLS as the client and sends the ClientHello. Plaintext
+    /// already received but not yet consumed is the caller's to discard.
+    public func startClientTLS(context: TLSContext, options: TLSConnection.Options) throws {
+        let connection = try TLSConnection(context: context, options: options)
+        tls = connection
+        if case .failed(let failure) = connection.handshake() {
+            delegate?.connection(self, tlsFailed: failure)
+            close()
+            return
+        }
+        appendOutbox(connection.takeNetworkBytes())
+        flush()
+    }
+
     // MARK: closing
 
     /// Closes after everything queued has been written.

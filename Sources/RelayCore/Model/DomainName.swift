@@ -18,3 +18,12 @@ public enum DomainName {
         (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b == 0x2d
     }
 }
+
+public enum DNSName {
+    /// Lower-case, no trailing dot: the form DNSMessage.parse returns.
+    public static func normalize(_ name: String) -> String {
+        var n = name.lowercased()
+        if n.hasSuffix(".") { n.removeLast() }
+        return n
+    }
+}

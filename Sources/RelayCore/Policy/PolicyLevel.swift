@@ -25,6 +25,15 @@ public enum PolicyLevel: String, CaseIterable, Comparable, Sendable {
 
     /// Whether delivery at this level may ever happen without TLS.
     public var permitsPlaintext: Bool { self == .none || self == .opportunistic }
+
+    /// What the SMTP client must do about STARTTLS at this level.
+    public var tlsRequirement: TLSRequirement {
+        switch self {
+        case .none: return .never
+        case .opportunistic: return .opportunistic
+        case .forced, .verify, .tlsExclusive: return .required
+        }
+    }
 }
 
 /// A per-domain entry: the level and, for tls-exclusive, how strictly the
@@ -34,10 +43,14 @@ public struct DomainPolicy: Equatable, Sendable {
 
     public let level: PolicyLevel
     public let exclusiveStrength: Strength
+    /// Name of an [[outbound.relay]] that receives the message when TLS to
+    /// the destination cannot be had (forced and verify only).
+    public let fallback: String?
 
-    public init(level: PolicyLevel, exclusiveStrength: Strength = .verify) {
+    public init(level: PolicyLevel, exclusiveStrength: Strength = .verify, fallback: String? = nil) {
         self.level = level
         self.exclusiveStrength = exclusiveStrength
+        self.fallback = fallback
     }
 
     /// Whether the MX certificate chain and name must verify.

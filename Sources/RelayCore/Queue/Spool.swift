@@ -72,8 +72,8 @@ public final class Spool {
         }
     }
 
-    func writeFile(_ p: String, _ bytes: [UInt8]) throws {
-        let fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    func writeFile(_ p: String, _ bytes: [UInt8], replacing: Bool = false) throws {
+        let fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | (replacing ? O_TRUNC : O_EXCL), 0o600)
         guard fd >= 0 else { throw SystemError("open \(p)") }
         defer { Glibc.close(fd) }
         var offset = 0
@@ -119,9 +119,11 @@ public final class Spool {
         return names.sorted()
     }
 
-    public func read(_ folder: Folder, _ id: String) throws -> QueuedMessage {
-        let p = path(folder, id)
+    func unlinkPath(_ p: String) -> Bool { unlink(p) == 0 }
+
+    func readFileIfExists(_ p: String) throws -> [UInt8]? {
         let fd = open(p, O_RDONLY | O_CLOEXEC)
+        if fd < 0 && errno == ENOENT { return nil }
         guard fd >= 0 else { throw SystemError("open \(p)") }
         defer { Glibc.close(fd) }
         var data: [UInt8] = []
@@ -132,6 +134,12 @@ public final class Spool {
             if n == 0 { break }
             data.append(contentsOf: chunk[0..<n])
         }
+        return data
+    }
+
+    public func read(_ folder: Folder, _ id: String) throws -> QueuedMessage {
+        let p = path(folder, id)
+        guard let data = try readFileIfExists(p) else { throw SystemError("open \(p)", ENOENT) }
         let message = try QueueFile.decode(data)
         guard message.id == id else { throw QueueFileError.badRecord("id does not match file name") }
         return message

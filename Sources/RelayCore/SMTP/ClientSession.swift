@@ -116,6 +116,7 @@ public struct ClientSession: Sendable {
     public init(configuration: ClientSessionConfiguration) {
         self.configuration = configuration
         self.tlsActive = configuration.implicitTLS
+        self.usedTLS = configuration.implicitTLS
     }
 
     /// RFC 5321 §4.5.3.2 timeouts for the current stage, in seconds.

@@ -24,6 +24,8 @@ public final class InboundServer: @unchecked Sendable {
     private var perIP: [IPAddress: Int] = [:]
     private var stopping = false
     private var onIdle: (() -> Void)?
+    /// Called (from any queue) after a message was durably queued.
+    public var onQueued: (@Sendable () -> Void)?
 
     public init(settings: InboundSettings, spool: Spool, logger: Logger) {
         self.settings = settings

@@ -1,0 +1,103 @@
+// Runs one ClientSession over one outgoing Connection to one address and
+// reports how it ended, with the TLS parameters that were in force. One
+// object per attempt; everything on the attempt's serial queue.
+import Dispatch
+
+public struct ClientRunResult: Sendable {
+    public let outcome: ClientOutcome
+    public let tls: TLSSessionInfo?
+    /// TLS was attempted and failed (opportunistic callers may retry in plaintext).
+    public let tlsFailure: TLSFailure?
+}
+
+final class ClientRun: ConnectionDelegate {
+    private var session: ClientSession
+    private let connection: Connection
+    private let body: [UInt8]
+    private let tlsContext: TLSContext
+    private let tlsOptions: TLSConnection.Options
+    private var completion: ((ClientRunResult) -> Void)?
+    private var tlsFailure: TLSFailure?
+    /// Keeps the run alive while the connection holds only a weak delegate.
+    private var selfRetain: ClientRun?
+
+    init(configuration: ClientSessionConfiguration, body: [UInt8], connection: Connection,
+         tlsContext: TLSContext, tlsOptions: TLSConnection.Options, completion: @escaping (ClientRunResult) -> Void) {
+        self.session = ClientSession(configuration: configuration)
+        self.connection = connection
+        self.body = body
+        self.tlsContext = tlsContext
+        self.tlsOptions = tlsOptions
+        self.completion = completion
+    }
+
+    /// On the connection's queue.
+    func start() {
+        selfRetain = self
+        connection.delegate = self
+        connection.start()
+        connection.setIdleTimeout(seconds: session.timeoutSeconds)
+        if session.configuration.implicitTLS {
+            do { try connection.startClientTLS(context: tlsContext, options: tlsOptions) } catch {
+                finish(.failed(.tls(TLSFailure(kind: .protocolError, detail: "\(error)"))))
+            }
+        }
+    }
+
+    private func perform(_ actions: [ClientAction]) {
+        for action in actions {
+            switch action {
+            case .send(let bytes):
+                connection.send(bytes)
+            case .sendBody:
+                connection.send(DotStuffer.encode(body))
+            case .startTLS:
+                do { try connection.startClientTLS(context: tlsContext, options: tlsOptions) } catch {
+                    perform(session.tlsFailed(TLSFailure(kind: .protocolError, detail: "\(error)")))
+                }
+            case .close:
+                connection.close()
+            case .finished(let outcome):
+                finish(outcome)
+            }
+        }
+        connection.setIdleTimeout(seconds: session.timeoutSeconds)
+    }
+
+    private func finish(_ outcome: ClientOutcome) {
+        guard let completion else { return }
+        self.completion = nil
+        completion(ClientRunResult(outcome: outcome, tls: connection.tlsInfo, tlsFailure: tlsFailure))
+        connection.close()
+    }
+
+    func connection(_ connection: Connection, received bytes: [UInt8]) {
+        perform(session.receive(bytes))
+    }
+
+    func connection(_ connection: Connection, tlsEstablished info: TLSSessionInfo) {
+        if session.configuration.implicitTLS {
+            return  // the greeting arrives as TLS data
+        }
+        perform(session.tlsEstablished())
+    }
+
+    func connection(_ connection: Connection, tlsFailed failure: TLSFailure) {
+        tlsFailure = failure
+        if session.configuration.implicitTLS {
+            finish(.failed(.tls(failure)))
+        } else {
+            perform(session.tlsFailed(failure))
+        }
+    }
+
+    func connectionTimedOut(_ connection: Connection) {
+        perform(session.timedOut())
+        connection.abort(reason: "timeout")
+    }
+
+    func connectionClosed(_ connection: Connection, reason: String) {
+        perform(session.connectionClosed())
+        selfRetain = nil
+    }
+}

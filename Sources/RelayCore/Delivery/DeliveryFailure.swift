@@ -1,0 +1,31 @@
+// Why a delivery attempt did not deliver, typed so the queue decides retry
+// or bounce from this alone (chasquid's courier returns (err, permanent);
+// this is the same idea with the reason kept structured for DSNs and logs).
+public struct DeliveryFailure: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Kind: Equatable, Sendable {
+        /// Try again later.
+        case transient
+        /// Never going to work: bounce (or drop, for tls-exclusive).
+        case permanent
+    }
+
+    public let kind: Kind
+    /// RFC 3463 enhanced status code for the DSN, e.g. "4.4.1", "5.7.10".
+    public let status: String
+    public let reason: String
+    /// Whether TLS policy (not the network or the remote's verdict) failed.
+    public let tlsPolicy: Bool
+    /// The remote's reply, when there was one.
+    public let remoteReply: Reply?
+
+    public init(_ kind: Kind, status: String, reason: String, tlsPolicy: Bool = false, remoteReply: Reply? = nil) {
+        self.kind = kind
+        self.status = status
+        self.reason = reason
+        self.tlsPolicy = tlsPolicy
+        self.remoteReply = remoteReply
+    }
+
+    public var isPermanent: Bool { kind == .permanent }
+    public var description: String { "\(status) \(reason)" }
+}

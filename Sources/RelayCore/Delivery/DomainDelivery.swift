@@ -1,0 +1,345 @@
+// One delivery attempt for the recipients of one message at one
+// destination domain: decide the policy, find the next hop (transport
+// table, smarthost, or MX), try its addresses in order, and turn what
+// happened into one typed result per recipient. Every address tried gets
+// one structured log line (SPEC: TLS version, cipher, verification result
+// and the policy layer that decided).
+//
+// The TLS rules live in two places only: ClientSession (no MAIL before the
+// required TLS is up) and here (what a TLS failure means at each level).
+import Dispatch
+import Logging
+
+public enum RecipientResult: Equatable, Sendable {
+    case delivered(Reply)
+    case failed(DeliveryFailure)
+    /// tls-exclusive: TLS could not be had; no delivery, no bounce.
+    case dropped(String)
+}
+
+public struct DomainDeliveryReport: Sendable {
+    public let decision: PolicyDecision
+    public let results: [Int: RecipientResult]
+}
+
+/// What DomainDelivery needs from the rest of the daemon.
+public struct DeliveryEnvironment: Sendable {
+    public let config: Config
+    public let engine: PolicyEngine
+    public let mx: MXResolver
+    public let dns: any DNSResolving
+    /// One client context: floor and ciphers from config on every attempt.
+    public let tlsContext: TLSContext
+    public let logger: Logger
+    public let queue: DispatchQueue
+    /// Overrides MX lookups' port in tests; production is 25.
+    public var mxPort: UInt16 { config.outbound.mxPort }
+
+    public init(config: Config, engine: PolicyEngine, mx: MXResolver, dns: any DNSResolving,
+                tlsContext: TLSContext, logger: Logger, queue: DispatchQueue) {
+        self.config = config
+        self.engine = engine
+        self.mx = mx
+        self.dns = dns
+        self.tlsContext = tlsContext
+        self.logger = logger
+        self.queue = queue
+    }
+}
+
+extension TLSContext: @unchecked Sendable {}
+
+public final class DomainDelivery: @unchecked Sendable {
+    struct Hop {
+        let host: String
+        let address: IPAddress
+        let port: UInt16
+        let implicitTLS: Bool
+        let level: PolicyLevel
+        let requiresVerification: Bool
+        let credentials: Credentials?
+        let via: String  // "mx", "relay NAME", "fallback NAME"
+    }
+
+    let env: DeliveryEnvironment
+    let message: QueuedMessage
+    let domain: String
+    let indexes: [Int]
+    let decision: PolicyDecision
+    private var completion: ((DomainDeliveryReport) -> Void)?
+    private var failures: [DeliveryFailure] = []
+
+    public init(env: DeliveryEnvironment, message: QueuedMessage, domain: String, recipientIndexes: [Int]) {
+        self.env = env
+        self.message = message
+        self.domain = DNSName.normalize(domain)
+        self.indexes = recipientIndexes
+        self.decision = env.engine.decide(domain)
+    }
+
+    public func run(completion: @escaping (DomainDeliveryReport) -> Void) {
+        self.completion = completion
+        env.queue.async { [self] in
+            if let relayName = relayFor(domain), let relay = env.config.outbound.relays[relayName] {
+                hopsForRelay(relay, via: "relay \(relayName)") { [self] hops in
+                    switch hops {
+                    case .failed(let f): finishAll(.failed(f))
+                    case .hosts(let list): tryHops(list[...])
+                    }
+                }
+                return
+            }
+            env.mx.resolve(domain) { [self] resolution in
+                env.queue.async { [self] in
+                    switch resolution {
+                    case .failed(let f):
+                        env.logger.info("delivery attempt", metadata: logFields(hop: nil, tls: nil, outcome: "deferred-or-bounced", detail: f.description))
+                        finishAll(.failed(f))
+                    case .hosts(let hosts):
+                        let policy = decision
+                        var list: [Hop] = []
+                        for h in hosts {
+                            for ip in h.addresses.sorted(by: { $0.isV4 && !$1.isV4 }) {
+                                list.append(Hop(host: h.name, address: ip, port: env.mxPort, implicitTLS: false,
+                                                level: policy.level, requiresVerification: policy.requiresVerification,
+                                                credentials: nil, via: "mx"))
+                            }
+                        }
+                        tryHops(list.prefix(env.config.outbound.maxAddressesPerAttempt))
+                    }
+                }
+            }
+        }
+    }
+
+    func relayFor(_ domain: String) -> String? {
+        let table = env.config.outbound.transport
+        if let r = table[domain] { return r }
+        var rest = Substring(domain)
+        while let dot = rest.firstIndex(of: ".") {
+            if let r = table[String(rest[dot...])] { return r }
+            rest = rest[rest.index(after: dot)...]
+        }
+        return env.config.outbound.smarthost
+    }
+
+    enum HopList { case hosts([Hop]); case failed(DeliveryFailure) }
+
+    /// A relay hop: its own level, but never weaker than the destination's.
+    func hopsForRelay(_ relay: Config.UpstreamRelay, via: String, completion: @escaping (HopList) -> Void) {
+        let level = max(relay.level, decision.level)
+        let verify = decision.requiresVerification || DomainPolicy(level: relay.level).requiresVerification
+            || (level == .verify)
+        var credentials: Credentials?
+        if let user = relay.username, let file = relay.passwordFile {
+            guard let password = try? String(contentsOfFile: file, encoding: .utf8) else {
+                return completion(.failed(DeliveryFailure(.transient, status: "4.3.5", reason: "cannot read password file for relay \(relay.name)")))
+            }
+            var bytes = Array(password.utf8)
+            while let last = bytes.last, last == 10 || last == 13 { bytes.removeLast() }
+            credentials = Credentials(username: user, password: bytes)
+        }
+        let make: (IPAddress) -> Hop = { ip in
+            Hop(host: relay.address.host, address: ip, port: relay.address.port, implicitTLS: relay.implicitTLS,
+                level: level, requiresVerification: verify, credentials: credentials, via: via)
+        }
+        if let ip = IPAddress(relay.address.host) { return completion(.hosts([make(ip)])) }
+        env.mx.resolveAddresses([(0, relay.address.host)], implicit: true, domain: relay.address.host) { [self] r in
+            env.queue.async {
+                switch r {
+                case .failed(let f): completion(.failed(f))
+                case .hosts(let hosts): completion(.hosts(hosts.flatMap { $0.addresses.map(make) }))
+                }
+            }
+        }
+    }
+
+    // MARK: trying addresses
+
+    func tryHops(_ hops: ArraySlice<Hop>) {
+        guard let hop = hops.first else { return allHopsFailed() }
+        attempt(hop, tls: hop.level.tlsRequirement) { [self] result in
+            handle(result, hop: hop, rest: hops.dropFirst())
+        }
+    }
+
+    func attempt(_ hop: Hop, tls: TLSRequirement, completion: @escaping (ClientRunResult) -> Void) {
+        Connector.connect(to: hop.address, port: hop.port, from: env.config.outbound.sourceAddress,
+                          timeoutSeconds: env.config.outbound.connectTimeout, queue: env.queue) { [self] r in
+            switch r {
+            case .failure(let e):
+                completion(ClientRunResult(outcome: .failed(.connectionLost(stage: "connect: \(e)")), tls: nil, tlsFailure: nil))
+            case .success(let fd):
+                let connection = Connection(fd: fd, peer: hop.address, queue: env.queue)
+                let config = ClientSessionConfiguration(heloName: env.config.server.hostname, tls: tls,
+                                                        implicitTLS: hop.implicitTLS, envelope: message.envelope,
+                                                        recipientIndexes: indexes, bodySize: message.body.count,
+                                                        credentials: hop.credentials)
+                // The name is always checked so the log can say what
+                // verification found; only `verify` strength aborts on it.
+                let options = TLSConnection.Options(serverName: hop.host, expectedHostname: hop.host,
+                                                    requireVerification: hop.requiresVerification)
+                ClientRun(configuration: config, body: message.body, connection: connection,
+                          tlsContext: env.tlsContext, tlsOptions: options, completion: completion).start()
+            }
+        }
+    }
+
+    func handle(_ result: ClientRunResult, hop: Hop, rest: ArraySlice<Hop>) {
+        switch result.outcome {
+        case .completed(let replies):
+            logAttempt(hop, result, outcome: "completed", detail: replies.values.map(\.description).sorted().first ?? "")
+            var results: [Int: RecipientResult] = [:]
+            for i in indexes {
+                guard let r = replies[i] else {
+                    results[i] = .failed(DeliveryFailure(.transient, status: "4.4.2", reason: "no reply for recipient"))
+                    continue
+                }
+                if r.code < 300 { results[i] = .delivered(r) } else {
+                    results[i] = .failed(DeliveryFailure(r.isPermanent ? .permanent : .transient,
+                                                         status: r.enhanced ?? (r.isPermanent ? "5.0.0" : "4.0.0"),
+                                                         reason: "\(hop.host)[\(hop.address)] said: \(r)", remoteReply: r))
+                }
+            }
+            finish(results)
+        case .failed(let failure):
+            // Opportunistic: a failed handshake leaves the connection
+            // unusable; go again in plaintext to the same address, logged.
+            if hop.level == .opportunistic, case .tls = failure {
+                logAttempt(hop, result, outcome: "tls-failed-retrying-plaintext", detail: failure.description)
+                attempt(hop, tls: .never) { [self] again in handle(again, hop: Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: false, level: .none, requiresVerification: false, credentials: hop.credentials, via: hop.via + " (plaintext after TLS failure)"), rest: rest) }
+                return
+            }
+            let f = classify(failure, hop: hop)
+            logAttempt(hop, result, outcome: f.isPermanent ? "failed-permanent" : "failed", detail: f.description)
+            if stopsHere(failure) { return finishAll(.failed(f)) }
+            failures.append(f)
+            tryHops(rest)
+        }
+    }
+
+    /// Failures that end the attempt for this domain, rather than moving to
+    /// the next address.
+    func stopsHere(_ f: ClientFailure) -> Bool {
+        switch f {
+        case .rejected, .needsSMTPUTF8, .messageTooBig: return true
+        default: return false
+        }
+    }
+
+    func classify(_ f: ClientFailure, hop: Hop) -> DeliveryFailure {
+        let at = "\(hop.host)[\(hop.address)]:\(hop.port)"
+        switch f {
+        case .tlsNotOffered:
+            return DeliveryFailure(.transient, status: "4.7.10", reason: "TLS not offered by \(at) (policy \(hop.level.rawValue))", tlsPolicy: true)
+        case .tlsRefused(let r):
+            return DeliveryFailure(.transient, status: "4.7.10", reason: "STARTTLS refused by \(at): \(r)", tlsPolicy: true, remoteReply: r)
+        case .tls(let t):
+            let status = (t.kind == .certificateUntrusted || t.kind == .hostnameMismatch) ? "4.7.15" : "4.7.5"
+            return DeliveryFailure(.transient, status: status, reason: "TLS with \(at) failed: \(t.kind.rawValue): \(t.detail)", tlsPolicy: true)
+        case .greeting(let r):
+            return DeliveryFailure(.transient, status: r.enhanced.map { "4" + $0.dropFirst() } ?? "4.4.2",
+                                   reason: "\(at) greeted with \(r)", remoteReply: r)
+        case .rejected(let r, let stage):
+            return DeliveryFailure(r.isPermanent ? .permanent : .transient, status: r.enhanced ?? (r.isPermanent ? "5.0.0" : "4.0.0"),
+                                   reason: "\(at) refused \(stage): \(r)", remoteReply: r)
+        case .authRejected(let r):
+            return DeliveryFailure(.transient, status: "4.7.8", reason: "\(at) refused our AUTH: \(r)", remoteReply: r)
+        case .protocolError(let s):
+            return DeliveryFailure(.transient, status: "4.5.0", reason: "protocol error with \(at): \(s)")
+        case .connectionLost(let stage):
+            return DeliveryFailure(.transient, status: "4.4.1", reason: "\(at): \(stage)")
+        case .timeout(let stage):
+            return DeliveryFailure(.transient, status: "4.4.2", reason: "\(at): timeout during \(stage)")
+        case .needsSMTPUTF8:
+            return DeliveryFailure(.permanent, status: "5.6.7", reason: "\(at) does not support SMTPUTF8, which this message needs")
+        case .messageTooBig(let limit):
+            return DeliveryFailure(.permanent, status: "5.3.4", reason: "message is larger than \(at)'s limit of \(limit) bytes")
+        }
+    }
+
+    func allHopsFailed() {
+        // Every address failed. If each one that answered failed on TLS,
+        // the domain cannot give us TLS right now: the level decides.
+        let tlsOnly = !failures.isEmpty && failures.contains { $0.tlsPolicy }
+            && failures.allSatisfy { $0.tlsPolicy || $0.status == "4.4.1" }
+        let last = failures.last(where: \.tlsPolicy) ?? failures.last
+            ?? DeliveryFailure(.transient, status: "4.4.4", reason: "no addresses to try")
+        if tlsOnly && failures.allSatisfy(\.tlsPolicy) && decision.level == .tlsExclusive {
+            return finishAll(.dropped(last.reason))
+        }
+        if tlsOnly, let fallback = decision.fallback, let relay = env.config.outbound.relays[fallback] {
+            env.logger.notice("TLS to destination unavailable; handing to fallback relay",
+                              metadata: ["id": "\(message.id)", "domain": "\(domain)", "fallback": "\(fallback)", "reason": "\(last.reason)"])
+            failures = []
+            hopsForRelay(relay, via: "fallback \(fallback)") { [self] hops in
+                switch hops {
+                case .failed(let f): finishAll(.failed(f))
+                case .hosts(let list):
+                    // The fallback's own level only; it must not inherit the
+                    // destination's (it exists because that failed).
+                    let own = list.map { Hop(host: $0.host, address: $0.address, port: $0.port, implicitTLS: $0.implicitTLS,
+                                             level: relay.level, requiresVerification: DomainPolicy(level: relay.level).requiresVerification,
+                                             credentials: $0.credentials, via: $0.via) }
+                    tryFallback(own[...])
+                }
+            }
+            return
+        }
+        finishAll(.failed(last))
+    }
+
+    func tryFallback(_ hops: ArraySlice<Hop>) {
+        guard let hop = hops.first else {
+            return finishAll(.failed(failures.last ?? DeliveryFailure(.transient, status: "4.4.4", reason: "fallback relay unreachable")))
+        }
+        attempt(hop, tls: hop.level.tlsRequirement) { [self] result in
+            if case .failed(let f) = result.outcome, !stopsHere(f) {
+                let d = classify(f, hop: hop)
+                logAttempt(hop, result, outcome: "failed", detail: d.description)
+                failures.append(d)
+                return tryFallback(hops.dropFirst())
+            }
+            handle(result, hop: hop, rest: [])
+        }
+    }
+
+    func finishAll(_ r: RecipientResult) {
+        var results: [Int: RecipientResult] = [:]
+        for i in indexes { results[i] = r }
+        finish(results)
+    }
+
+    func finish(_ results: [Int: RecipientResult]) {
+        guard let completion else { return }
+        self.completion = nil
+        completion(DomainDeliveryReport(decision: decision, results: results))
+    }
+
+    // MARK: the delivery log
+
+    func logFields(hop: Hop?, tls: TLSSessionInfo?, outcome: String, detail: String) -> Logger.Metadata {
+        var m: Logger.Metadata = [
+            "id": "\(message.id)", "domain": "\(domain)", "nrcpt": "\(indexes.count)",
+            "level": "\(hop?.level.rawValue ?? decision.level.rawValue)", "layer": "\(decision.layer.rawValue)",
+            "outcome": "\(outcome)", "detail": "\(detail)",
+        ]
+        if let hop {
+            m["mx"] = "\(hop.host)"
+            m["ip"] = "\(hop.address)"
+            m["port"] = "\(hop.port)"
+            m["via"] = "\(hop.via)"
+        }
+        m["tls"] = "\(tls?.protocolVersion ?? "none")"
+        m["cipher"] = "\(tls?.cipher ?? "none")"
+        m["bits"] = "\(tls?.cipherBits ?? 0)"
+        m["verify"] = "\(tls.map { "\($0.verification)" } ?? "none")"
+        return m
+    }
+
+    func logAttempt(_ hop: Hop, _ result: ClientRunResult, outcome: String, detail: String) {
+        var fields = logFields(hop: hop, tls: result.tls, outcome: outcome, detail: detail)
+        if let f = result.tlsFailure { fields["tls_failure"] = "\(f.kind.rawValue)" }
+        env.logger.info("delivery attempt", metadata: fields)
+    }
+}

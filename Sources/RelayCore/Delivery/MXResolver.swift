@@ -1,0 +1,133 @@
+// Turns a destination domain into the ordered list of hosts to try (RFC 5321
+// §5.1): MX records by preference with equal preferences shuffled, the
+// domain itself as implicit MX when it has none, RFC 7505 null MX as an
+// immediate permanent failure. DNS trouble (SERVFAIL, timeouts, malformed
+// answers) is always transient: "could not look it up" is never taken for
+// "does not exist".
+//
+// Delivery/ may import DNS, TLS, IO, SMTP, Policy, Queue and Model.
+import Dispatch
+
+public struct MXHost: Equatable, Sendable {
+    public let name: String
+    public let preference: Int
+    public let addresses: [IPAddress]
+    /// Implicit MX: the domain's own address records.
+    public let implicit: Bool
+}
+
+public enum MXResolution: Equatable, Sendable {
+    case hosts([MXHost])
+    case failed(DeliveryFailure)
+}
+
+public final class MXResolver: @unchecked Sendable {
+    let resolver: any DNSResolving
+    let shuffle: @Sendable ([MXHost]) -> [MXHost]
+
+    public init(resolver: any DNSResolving,
+                shuffle: @escaping @Sendable ([MXHost]) -> [MXHost] = { $0.shuffled() }) {
+        self.resolver = resolver
+        self.shuffle = shuffle
+    }
+
+    public func resolve(_ domain: String, completion: @escaping @Sendable (MXResolution) -> Void) {
+        let d = DNSName.normalize(domain)
+        resolver.query(d, .mx) { [self] result in
+            switch result {
+            case .failure(let e):
+                completion(.failed(DeliveryFailure(.transient, status: "4.4.3", reason: "MX lookup for \(d) failed: \(e)")))
+            case .success(let r):
+                switch r.rcode {
+                case .noError: break
+                case .nxDomain:
+                    return completion(.failed(DeliveryFailure(.permanent, status: "5.1.2", reason: "domain \(d) does not exist (NXDOMAIN)")))
+                default:
+                    return completion(.failed(DeliveryFailure(.transient, status: "4.4.3", reason: "MX lookup for \(d): \(r.rcode)")))
+                }
+                // Owners the answer may legitimately use: the name and its CNAME chain.
+                var owners: Set<String> = [d]
+                for rec in r.answers { if case .cname(let target) = rec.data, owners.contains(rec.name) { owners.insert(target) } }
+                let mx: [(Int, String)] = r.answers.compactMap {
+                    guard owners.contains($0.name), case .mx(let pref, let exchange) = $0.data else { return nil }
+                    return (Int(pref), exchange)
+                }
+                if mx.contains(where: { $0.1.isEmpty }) {
+                    return completion(.failed(DeliveryFailure(.permanent, status: "5.1.10",
+                                                              reason: "\(d) does not accept mail (null MX, RFC 7505)")))
+                }
+                let targets = mx.isEmpty ? [(0, d)] : mx
+                resolveAddresses(targets, implicit: mx.isEmpty, domain: d, completion: completion)
+            }
+        }
+    }
+
+    /// Resolves A and AAAA for each host name, in parallel.
+    func resolveAddresses(_ targets: [(Int, String)], implicit: Bool, domain: String,
+                          completion: @escaping @Sendable (MXResolution) -> Void) {
+        let group = DispatchGroup()
+        let lock = DispatchQueue(label: "relayd.mx")
+        final class Collected: @unchecked Sendable {
+            var found: [String: [IPAddress]] = [:]
+            var transientErrors: [String] = []
+        }
+        let c = Collected()
+        for (_, name) in targets {
+            for type in [DNSType.a, .aaaa] {
+                group.enter()
+                resolver.query(name, type) { result in
+                    lock.sync {
+                        switch result {
+                        case .success(let r) where r.rcode == .noError || r.rcode == .nxDomain:
+                            let owners = Self.chain(name, r.answers)
+                            for rec in r.answers where owners.contains(rec.name) {
+                                switch rec.data {
+                                case .a(let ip) where type == .a: c.found[name, default: []].append(ip)
+                                case .aaaa(let ip) where type == .aaaa: c.found[name, default: []].append(ip)
+                                default: break
+                                }
+                            }
+                        case .success(let r):
+                            c.transientErrors.append("\(name)/\(type): \(r.rcode)")
+                        case .failure(let e):
+                            c.transientErrors.append("\(name)/\(type): \(e)")
+                        }
+                    }
+                    group.leave()
+                }
+            }
+        }
+        group.notify(queue: lock) { [self] in
+            var hosts: [MXHost] = []
+            // Group by preference, shuffle inside each group (RFC 5321 §5.1).
+            let prefs = Set(targets.map(\.0)).sorted()
+            for p in prefs {
+                let same = targets.filter { $0.0 == p }.map {
+                    MXHost(name: $0.1, preference: $0.0, addresses: c.found[$0.1] ?? [], implicit: implicit)
+                }
+                hosts += shuffle(same)
+            }
+            let usable = hosts.filter { !$0.addresses.isEmpty }
+            if !usable.isEmpty { return completion(.hosts(usable)) }
+            if !c.transientErrors.isEmpty {
+                return completion(.failed(DeliveryFailure(.transient, status: "4.4.3",
+                                                          reason: "address lookup failed: \(c.transientErrors.joined(separator: "; "))")))
+            }
+            completion(.failed(DeliveryFailure(.permanent, status: implicit ? "5.1.2" : "5.4.4",
+                                               reason: implicit ? "\(domain) has no MX and no address records"
+                                                   : "no MX host of \(domain) has an address")))
+        }
+    }
+
+    static func chain(_ name: String, _ answers: [DNSRecord]) -> Set<String> {
+        var owners: Set<String> = [DNSName.normalize(name)]
+        var grew = true
+        while grew {
+            grew = false
+            for rec in answers {
+                if case .cname(let t) = rec.data, owners.contains(rec.name), !owners.contains(t) { owners.insert(t); grew = true }
+            }
+        }
+        return owners
+    }
+}

@@ -1,0 +1,121 @@
+// The outbound TLS policy engine. Each layer answers for a domain with a
+// level and a reason, like swift-certificates' verifier policies; the engine
+// combines them by SPEC's precedence:
+//
+//   operator entry  >  DANE  >  MTA-STS  >  learned status  >  default
+//
+// The operator's explicit entry is the escape hatch and may lower as well
+// as raise. Every automatic layer can only raise: its answer never yields a
+// level below the default. The decision keeps every layer's answer so
+// `relayd policy explain` and the delivery log can say who decided.
+//
+// Policy/ is pure: no I/O, no clock. Layers that need fetched data (DANE
+// TLSA, MTA-STS policies, the learned-status store) are given it already
+// resolved; that is the seam for the upgrade layers still to come.
+public enum PolicyLayer: String, CaseIterable, Sendable {
+    case operatorEntry = "operator"
+    case dane
+    case mtaSTS = "mta-sts"
+    case learned
+    case defaultLevel = "default"
+}
+
+public struct LayerVerdict: Equatable, Sendable {
+    public let layer: PolicyLayer
+    /// nil: this layer has nothing to say about the domain.
+    public let level: PolicyLevel?
+    public let detail: String
+    public let requiresVerification: Bool
+
+    public init(layer: PolicyLayer, level: PolicyLevel?, detail: String, requiresVerification: Bool? = nil) {
+        self.layer = layer
+        self.level = level
+        self.detail = detail
+        self.requiresVerification = requiresVerification ?? (level == .verify)
+    }
+}
+
+public struct PolicyDecision: Equatable, Sendable, CustomStringConvertible {
+    public let domain: String
+    public let level: PolicyLevel
+    /// Chain and MX host name must verify (verify, tls-exclusive at verify
+    /// strength, or an upgrade that demands it).
+    public let requiresVerification: Bool
+    public let layer: PolicyLayer
+    public let reason: String
+    /// For forced/verify: the relay that takes the message when TLS fails.
+    public let fallback: String?
+    /// Every layer's answer, highest precedence first.
+    public let verdicts: [LayerVerdict]
+
+    public var tlsRequirement: TLSRequirement { level.tlsRequirement }
+
+    public var description: String {
+        "\(domain): \(level.rawValue)\(requiresVerification ? "+verify" : "") by \(layer.rawValue) (\(reason))"
+    }
+}
+
+/// A layer that can raise a domain's level (DANE, MTA-STS, learned status).
+public protocol PolicyUpgradeLayer: Sendable {
+    var layer: PolicyLayer { get }
+    func verdict(for domain: String) -> LayerVerdict?
+}
+
+public struct PolicyEngine: Sendable {
+    public let defaultLevel: PolicyLevel
+    public let domains: [String: DomainPolicy]
+    public let upgrades: [any PolicyUpgradeLayer]
+
+    public init(defaultLevel: PolicyLevel, domains: [String: DomainPolicy], upgrades: [any PolicyUpgradeLayer] = []) {
+        self.defaultLevel = defaultLevel
+        self.domains = domains
+        // Keep SPEC's order whatever order the caller passed.
+        let order = PolicyLayer.allCases
+        self.upgrades = upgrades.sorted { order.firstIndex(of: $0.layer)! < order.firstIndex(of: $1.layer)! }
+    }
+
+    /// The operator entry for a domain: exact name first, then ".parent"
+    /// entries from the closest parent outwards.
+    public func operatorEntry(for domain: String) -> (key: String, policy: DomainPolicy)? {
+        let d = DNSName.normalize(domain)
+        if let p = domains[d] { return (d, p) }
+        var rest = Substring(d)
+        while let dot = rest.firstIndex(of: ".") {
+            let parent = String(rest[dot...])
+            if let p = domains[parent] { return (parent, p) }
+            rest = rest[rest.index(after: dot)...]
+        }
+        return nil
+    }
+
+    public func decide(_ domain: String) -> PolicyDecision {
+        let d = DNSName.normalize(domain)
+        var verdicts: [LayerVerdict] = []
+        let entry = operatorEntry(for: d)
+        verdicts.append(LayerVerdict(layer: .operatorEntry, level: entry?.policy.level,
+                                     detail: entry.map { "[outbound.domains] \"\($0.key)\"" } ?? "no entry",
+                                     requiresVerification: entry?.policy.requiresVerification ?? false))
+        for u in upgrades {
+            verdicts.append(u.verdict(for: d) ?? LayerVerdict(layer: u.layer, level: nil, detail: "no answer"))
+        }
+        verdicts.append(LayerVerdict(layer: .defaultLevel, level: defaultLevel, detail: "[outbound] default_level",
+                                     requiresVerification: DomainPolicy(level: defaultLevel).requiresVerification))
+
+        if let entry {
+            return PolicyDecision(domain: d, level: entry.policy.level,
+                                  requiresVerification: entry.policy.requiresVerification, layer: .operatorEntry,
+                                  reason: verdicts[0].detail, fallback: entry.policy.fallback, verdicts: verdicts)
+        }
+        // The highest-precedence automatic layer that answers decides,
+        // but never below the default.
+        if let winner = verdicts.dropFirst().first(where: { $0.level != nil && $0.layer != .defaultLevel }),
+           let level = winner.level, level >= defaultLevel {
+            let defaultVerify = DomainPolicy(level: defaultLevel).requiresVerification
+            return PolicyDecision(domain: d, level: level, requiresVerification: winner.requiresVerification || defaultVerify,
+                                  layer: winner.layer, reason: winner.detail, fallback: nil, verdicts: verdicts)
+        }
+        return PolicyDecision(domain: d, level: defaultLevel,
+                              requiresVerification: DomainPolicy(level: defaultLevel).requiresVerification,
+                              layer: .defaultLevel, reason: "[outbound] default_level", fallback: nil, verdicts: verdicts)
+    }
+}

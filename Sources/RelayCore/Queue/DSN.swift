@@ -1,0 +1,104 @@
+// Delivery status notifications (RFC 3464, multipart/report RFC 6522) for
+// recipients that failed permanently or outlived the queue lifetime. The
+// diagnostic names the TLS reason when TLS policy was the cause, so a
+// sender learns "the destination does not offer TLS" rather than a bare
+// "delivery failed". Never for a null sender (RFC 5321 §4.5.5: no bounce
+// of a bounce), never for a recipient that asked NOTIFY=NEVER or a NOTIFY
+// list without FAILURE. The original message is returned as headers only
+// unless the sender asked RET=FULL: a bounce should not spread a body
+// further than it was meant to go.
+public enum DSN {
+    public struct Failure: Sendable {
+        public let recipientIndex: Int
+        public let status: String
+        public let diagnostic: String
+        public let remoteMTA: String?
+
+        public init(recipientIndex: Int, status: String, diagnostic: String, remoteMTA: String? = nil) {
+            self.recipientIndex = recipientIndex
+            self.status = status
+            self.diagnostic = diagnostic
+            self.remoteMTA = remoteMTA
+        }
+    }
+
+    /// Whether this recipient wants to hear about its failure.
+    public static func wantsFailureNotice(_ r: Envelope.Recipient) -> Bool {
+        guard let notify = r.notify else { return true }
+        return notify.contains(.failure)
+    }
+
+    /// The bounce message, or nil when none may be sent.
+    public static func bounce(for original: QueuedMessage, failures: [Failure], hostname: String,
+                              id: String, now: Int) -> QueuedMessage? {
+        guard case .mailbox(let sender) = original.envelope.sender else { return nil }
+        let reportable = failures.filter { wantsFailureNotice(original.envelope.recipients[$0.recipientIndex]) }
+        guard !reportable.isEmpty else { return nil }
+        let boundary = "=_relayd_\(id)"
+        let date = ReceivedHeader.rfc5322Date(now)
+        var text = ""
+        text += "From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r\n"
+        text += "To: <\(sender)>\r\n"
+        text += "Subject: Undelivered Mail Returned to Sender\r\n"
+        text += "Date: \(date)\r\n"
+        text += "Message-ID: <\(id)@\(hostname)>\r\n"
+        text += "Auto-Submitted: auto-replied\r\n"
+        text += "MIME-Version: 1.0\r\n"
+        text += "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"\(boundary)\"\r\n"
+        text += "\r\nThis is a MIME-encapsulated delivery status notification.\r\n"
+
+        text += "\r\n--\(boundary)\r\n"
+        text += "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        text += "This is relayd at \(hostname).\r\n\r\n"
+        text += "Your message could not be delivered to one or more recipients.\r\n"
+        text += "It was not sent to them; the reasons follow.\r\n\r\n"
+        for f in reportable {
+            text += "<\(original.envelope.recipients[f.recipientIndex].mailbox)>: \(f.diagnostic)\r\n"
+        }
+
+        text += "\r\n--\(boundary)\r\n"
+        text += "Content-Type: message/delivery-status\r\n\r\n"
+        text += "Reporting-MTA: dns; \(hostname)\r\n"
+        text += "X-Relayd-Queue-ID: \(original.id)\r\n"
+        if let envid = original.envelope.envelopeID { text += "Original-Envelope-Id: \(XText.encode(envid))\r\n" }
+        text += "Arrival-Date: \(ReceivedHeader.rfc5322Date(original.arrival))\r\n"
+        for f in reportable {
+            let r = original.envelope.recipients[f.recipientIndex]
+            text += "\r\n"
+            if let orcpt = r.originalRecipient { text += "Original-Recipient: \(orcpt)\r\n" }
+            text += "Final-Recipient: rfc822; \(r.mailbox)\r\n"
+            text += "Action: failed\r\n"
+            text += "Status: \(f.status)\r\n"
+            if let mta = f.remoteMTA { text += "Remote-MTA: dns; \(mta)\r\n" }
+            text += "Diagnostic-Code: x-relayd; \(oneLine(f.diagnostic))\r\n"
+        }
+
+        text += "\r\n--\(boundary)\r\n"
+        let full = original.envelope.ret == .full
+        text += full ? "Content-Type: message/rfc822\r\n\r\n" : "Content-Type: text/rfc822-headers\r\n\r\n"
+        var body = Array(text.utf8)
+        body += full ? original.body : headers(of: original.body)
+        if body.last != 10 { body += [13, 10] }
+        body += Array("\r\n--\(boundary)--\r\n".utf8)
+
+        let env = Envelope(sender: .null, recipients: [Envelope.Recipient(mailbox: sender, notify: [.never])],
+                           bodyType: original.envelope.bodyType, smtpUTF8: sender.needsSMTPUTF8,
+                           origin: Envelope.Origin(clientAddress: "127.0.0.1", heloName: hostname, esmtp: true))
+        return QueuedMessage(id: id, arrival: now, envelope: env, body: body)
+    }
+
+    /// The header section of a message, up to and including the blank line.
+    static func headers(of body: [UInt8]) -> [UInt8] {
+        var i = 0
+        while i + 3 < body.count {
+            if body[i] == 13, body[i + 1] == 10, body[i + 2] == 13, body[i + 3] == 10 { return Array(body[..<(i + 2)]) }
+            i += 1
+        }
+        return body
+    }
+
+    /// Folds a diagnostic into one header-safe line.
+    static func oneLine(_ s: String) -> String {
+        String(s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : Character($0) }).prefix(900).description
+    }
+}

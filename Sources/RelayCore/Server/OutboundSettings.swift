@@ -1,0 +1,22 @@
+// Builds the outbound side's reloadable pieces from a Config: the client
+// TLS context (the configured floor and cipher policy, applied to every
+// attempt at every level that uses TLS) and the policy engine.
+import Dispatch
+import Logging
+
+public enum OutboundSettings {
+    public static func clientTLSContext(_ config: Config) throws -> TLSContext {
+        try TLSContext(TLSContextConfiguration(role: .client, caBundleFile: config.tls.caBundleFile,
+                                               minimumVersion: config.tls.minimumVersion, ciphers: config.tls.ciphers))
+    }
+
+    public static func engine(_ config: Config) -> PolicyEngine {
+        PolicyEngine(defaultLevel: config.outbound.defaultLevel, domains: config.outbound.domains)
+    }
+
+    public static func environment(config: Config, resolver: any DNSResolving, logger: Logger) throws -> DeliveryEnvironment {
+        DeliveryEnvironment(config: config, engine: engine(config), mx: MXResolver(resolver: resolver), dns: resolver,
+                            tlsContext: try clientTLSContext(config), logger: logger,
+                            queue: DispatchQueue(label: "relayd.delivery.default"))
+    }
+}
