@@ -7,7 +7,7 @@ SYSCONF  ?= /etc/relayd
 # What building and running needs.
 RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev pkg-config openssl
 # What the tests add: real peers and clients.
-TEST_PKGS = postfix swaks unbound nginx python3 python3-pytest python3-aiosmtpd testssl.sh whois iproute2 procps
+TEST_PKGS = postfix swaks unbound nginx python3 python3-pytest python3-dnspython testssl.sh whois iproute2 procps
 
 .PHONY: all deps test-deps build release debug dev-setup run test unit e2e check-example install clean fuzz
 
@@ -48,7 +48,7 @@ check-example: dev-setup
 
 e2e: test-deps dev-setup
 	$(SWIFT) build --product relayd
-	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/bed tests/e2e
 
 ## Fuzzes the SMTP server session with libFuzzer for FUZZ_SECONDS (default 60).
 FUZZ_SECONDS ?= 60

@@ -1,0 +1,456 @@
+"""The relayd test bed: real peers on 127.0.0.0/8, brought up from the
+scenario table (scenarios.toml) and torn down by recorded PID.
+
+  - a DNS server (unbound) for the private .test TLD at 127.0.0.153:53,
+    with the MX/A/TXT records of every scenario, SERVFAIL where asked;
+  - a test CA and certificates: valid for each MX name, self-signed,
+    and one for the wrong name;
+  - receivers on port 25 of their own 127.0.0.x address: a real Postfix
+    (its own config, queue and mailbox under the bed's temp folder), the
+    small test receivers of receiver.py, and the STARTTLS-stripping proxy;
+  - nginx on 127.0.0.31:443 with a test-CA certificate for mta-sts.*.
+
+Every process is started with its PID recorded in <workdir>/pids and
+stopped by it; stop() also runs at interpreter exit and on SIGINT/SIGTERM,
+so an interrupted run leaves no process, port or temp folder behind.
+Every wait is bounded.
+"""
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DNS_IP = "127.0.0.153"
+SERVFAIL_IP = "127.0.0.154"
+NGINX_IP = "127.0.0.31"
+PYTHON = "/usr/bin/python3"
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(ip, port):
+    try:
+        with socket.create_connection((ip, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def load_scenarios(path=HERE / "scenarios.toml"):
+    with open(path, "rb") as f:
+        return tomllib.load(f)["scenario"]
+
+
+class CA:
+    """A throwaway certificate authority (openssl CLI) in the bed folder."""
+
+    def __init__(self, folder):
+        self.dir = Path(folder)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cert = self.dir / "ca.pem"
+        self.key = self.dir / "ca.key"
+        self._run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", self.key)
+        self._run("req", "-x509", "-new", "-key", self.key, "-sha256", "-days", "30", "-subj", "/CN=relayd test bed CA",
+                  "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                  "-out", self.cert)
+
+    def _run(self, *args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
+
+    def issue(self, name, sans=None):
+        """A leaf for `name` signed by this CA; returns (cert, key)."""
+        cert, key, csr, ext = (self.dir / f"{name}.pem", self.dir / f"{name}.key", self.dir / f"{name}.csr", self.dir / f"{name}.ext")
+        if cert.exists():
+            return cert, key
+        self._run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+        self._run("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
+        ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in (sans or [name])) +
+                       "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        self._run("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key, "-CAcreateserial",
+                  "-sha256", "-days", "30", "-extfile", ext, "-out", cert)
+        return cert, key
+
+    def self_signed(self, name):
+        cert, key = self.dir / f"self-{name}.pem", self.dir / f"self-{name}.key"
+        self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30",
+                  "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}", "-keyout", key, "-out", cert)
+        return cert, key
+
+
+class Bed:
+    def __init__(self, workdir=None, scenarios=None):
+        self.owns_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="relayd-bed-"))
+        self.scenarios = scenarios or load_scenarios()
+        self.procs = []          # (name, Popen)
+        self.pids = []           # every PID we must stop, including daemonised ones
+        self.postfix_dir = self.dir / "postfix"
+        self.records = self.dir / "records"
+        self.started = False
+        self.stopped = False
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self):
+        # Postfix's unprivileged processes must reach their folders inside.
+        os.chmod(self.dir, 0o755)
+        self.records.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+
+            def handler(signum, frame, previous=previous):
+                self.stop()
+                if callable(previous):
+                    previous(signum, frame)
+                else:
+                    raise KeyboardInterrupt
+            signal.signal(sig, handler)
+        try:
+            self.ca = CA(self.dir / "ca")
+            self._start_dns()
+            self._start_postfix()
+            self._start_receivers()
+            self._start_nginx()
+        except BaseException:
+            self.stop()
+            raise
+        self.started = True
+        return self
+
+    def _spawn(self, name, argv, ready=None, timeout=15):
+        log = open(self.dir / f"{name}.log", "ab")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs.append((name, p))
+        self._record_pid(p.pid)
+        if ready:
+            wait_for(lambda: p.poll() is not None or ready(), timeout, f"{name} to start")
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited: {(self.dir / f'{name}.log').read_text(errors='replace')[-2000:]}")
+        return p
+
+    def _record_pid(self, pid):
+        self.pids.append(pid)
+        with open(self.dir / "pids", "a") as f:
+            f.write(f"{pid}\n")
+
+    def stop(self):
+        if self.stopped:
+            return
+        self.stopped = True
+        if (self.postfix_dir / "etc" / "main.cf").exists():
+            subprocess.run(["postfix", "-c", str(self.postfix_dir / "etc"), "stop"], capture_output=True, timeout=30)
+        for pid in self.pids:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for name, p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+        for pid in self.pids:
+            if pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- DNS ----------------------------------------------------------------
+
+    def zone_lines(self):
+        # Everything under .test is answered here; nothing is ever looked
+        # up on the Internet (see the catch-all forward-zone below).
+        lines = ['local-zone: "test." static']
+        for s in self.scenarios:
+            d = s["domain"]
+            if s.get("dns") == "servfail":
+                # Transparent: no local data, so it goes to its forward-zone,
+                # dns_servfail.py, and the resolver answers SERVFAIL.
+                lines.append(f'local-zone: "{d}." transparent')
+                continue
+            lines.append(f'local-zone: "{d}." static')
+            lines.append(f'local-data: "{d}. 300 IN TXT \\"relayd test bed: {s["name"]}\\""')
+            if s.get("mx") == ".":
+                lines.append(f'local-data: "{d}. 300 IN MX 0 ."')
+                continue
+            for mx in s.get("mx", []):
+                lines.append(f'local-data: "{d}. 300 IN MX {mx["preference"]} {mx["name"]}."')
+                lines.append(f'local-data: "{mx["name"]}. 300 IN A {mx["ip"]}"')
+            lines.append(f'local-data: "mta-sts.{d}. 300 IN A {NGINX_IP}"')
+        return lines
+
+    def _start_dns(self):
+        d = self.dir / "unbound"
+        d.mkdir()
+        conf = d / "unbound.conf"
+        servfail = [s["domain"] for s in self.scenarios if s.get("dns") == "servfail"]
+        forward = "".join(f'forward-zone:\n  name: "{n}."\n  forward-addr: {SERVFAIL_IP}@53\n' for n in servfail)
+        forward += 'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@9\n'
+        if servfail:
+            self._spawn("dns-servfail", [PYTHON, str(HERE / "dns_servfail.py"), f"{SERVFAIL_IP}:53"],
+                        ready=lambda: (self.dir / "dns-servfail.log").exists()
+                        and "ready" in (self.dir / "dns-servfail.log").read_text())
+        body = "\n  ".join(self.zone_lines())
+        conf.write_text(f"""server:
+  interface: {DNS_IP}
+  port: 53
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{d}"
+  pidfile: "{d}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  module-config: "iterator"
+  num-threads: 1
+  outgoing-range: 64
+  so-reuseport: no
+  harden-referral-path: no
+  serve-expired: no
+  infra-host-ttl: 1
+  {body}
+{forward}""")
+        check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError("unbound config: " + check.stdout + check.stderr)
+        self._spawn("unbound", ["unbound", "-d", "-c", str(conf)], ready=lambda: self.dns_answers("valid.test", "MX"))
+
+    def dns_answers(self, name, rdtype):
+        """Queries the bed's resolver; returns (rcode text, [rdata text])."""
+        import dns.message
+        import dns.query
+        import dns.rcode
+        q = dns.message.make_query(name, rdtype)
+        try:
+            r = dns.query.udp(q, DNS_IP, timeout=1, port=53)
+        except Exception:
+            return None
+        return dns.rcode.to_text(r.rcode()), [rd.to_text() for rrset in r.answer for rd in rrset]
+
+    # --- receivers ----------------------------------------------------------
+
+    def mx_hosts(self):
+        for s in self.scenarios:
+            if isinstance(s.get("mx"), list):
+                for mx in s["mx"]:
+                    yield s, mx
+
+    def _start_postfix(self):
+        names = [mx for _, mx in self.mx_hosts() if mx["receiver"] == "postfix"]
+        if not names:
+            return
+        mx = names[0]
+        domains = [s["domain"] for s, m in self.mx_hosts() if m["receiver"] in ("postfix", "strip")]
+        d = self.postfix_dir
+        for sub in ("etc", "queue", "data", "mail"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        shutil.chown(d / "data", "postfix")
+        shutil.chown(d / "mail", "postfix", "postfix")
+        cert, key = self.ca.issue(mx["name"])
+        uid, gid = pwd_ids("postfix")
+        (d / "etc" / "main.cf").write_text(f"""compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = {mx["name"]}
+mydestination =
+mynetworks = 127.0.0.0/8
+virtual_mailbox_domains = {" ".join(domains)}
+virtual_mailbox_base = {d}/mail
+virtual_mailbox_maps = static:inbox
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_received_header = yes
+maillog_file_prefixes = {self.dir}
+maillog_file = {d}/maillog
+smtputf8_enable = yes
+alias_maps =
+alias_database =
+biff = no
+""")
+        master = Path("/usr/share/postfix/master.cf.dist").read_text().splitlines()
+        out = []
+        for line in master:
+            if line.startswith("smtp ") and " smtpd" in line and "inet" in line:
+                line = f"{mx['ip']}:25 inet n - n - - smtpd"
+            out.append(line)
+        out.append("postlog   unix-dgram n  -       n       -       1       postlogd")
+        (d / "etc" / "master.cf").write_text("\n".join(out) + "\n")
+        r = subprocess.run(["postfix", "-c", str(d / "etc"), "start"], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            log = (d / "maillog").read_text(errors="replace") if (d / "maillog").exists() else ""
+            raise RuntimeError(f"postfix did not start: {r.stdout}{r.stderr}{log[-2000:]}")
+        pidfile = d / "queue" / "pid" / "master.pid"
+        wait_for(pidfile.exists, 15, "postfix master.pid")
+        self._record_pid(int(pidfile.read_text().split()[0]))
+        wait_for(lambda: port_open(mx["ip"], 25), 15, "postfix on port 25")
+
+    def _start_receivers(self):
+        upstream = None
+        for s, mx in self.mx_hosts():
+            if mx["receiver"] == "postfix":
+                upstream = mx["ip"]
+        for s, mx in self.mx_hosts():
+            kind = mx["receiver"]
+            if kind in ("postfix", "none"):
+                continue
+            listen = f"{mx['ip']}:25"
+            if kind == "strip":
+                self._spawn(f"strip-{mx['ip']}", [PYTHON, str(HERE / "strip_proxy.py"), "--listen", listen,
+                                                  "--upstream", f"{upstream}:25"],
+                            ready=lambda ip=mx["ip"]: port_open(ip, 25))
+                continue
+            argv = [PYTHON, str(HERE / "receiver.py"), "--listen", listen, "--mode", kind, "--name", mx["name"],
+                    "--record", str(self.record_file(mx["ip"]))]
+            if kind in ("tls", "broken-tls"):
+                which = mx.get("cert", "valid")
+                if which == "selfsigned":
+                    cert, key = self.ca.self_signed(mx["name"])
+                elif which == "wrongname":
+                    cert, key = self.ca.issue("mx.elsewhere.test")
+                else:
+                    cert, key = self.ca.issue(mx["name"])
+                argv += ["--cert", str(cert), "--key", str(key)]
+            self._spawn(f"receiver-{mx['ip']}", argv, ready=lambda ip=mx["ip"]: port_open(ip, 25))
+
+    def _start_nginx(self):
+        d = self.dir / "nginx"
+        (d / "www" / ".well-known").mkdir(parents=True)
+        (d / "www" / ".well-known" / "mta-sts.txt").write_text("version: STSv1\nmode: testing\nmx: mx.valid.test\nmax_age: 86400\n")
+        names = [f"mta-sts.{s['domain']}" for s in self.scenarios]
+        cert, key = self.ca.issue("mta-sts.bed", sans=names)
+        conf = d / "nginx.conf"
+        conf.write_text(f"""daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log {d}/access.log;
+  client_body_temp_path {d}/tmp-body;
+  proxy_temp_path {d}/tmp-proxy;
+  fastcgi_temp_path {d}/tmp-fastcgi;
+  uwsgi_temp_path {d}/tmp-uwsgi;
+  scgi_temp_path {d}/tmp-scgi;
+  default_type text/plain;
+  server {{
+    listen {NGINX_IP}:443 ssl;
+    server_name {" ".join(names)};
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    root {d}/www;
+  }}
+}}
+""")
+        self._spawn("nginx", ["nginx", "-c", str(conf), "-p", str(d), "-e", str(d / "error.log")],
+                    ready=lambda: port_open(NGINX_IP, 443))
+
+    # --- what the receivers saw ---------------------------------------------
+
+    def record_file(self, ip):
+        return self.records / f"{ip}.jsonl"
+
+    def events(self, ip):
+        """Events recorded by the test receiver at `ip`."""
+        f = self.record_file(ip)
+        if not f.exists():
+            return []
+        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+    def messages(self, ip):
+        """Messages that arrived at `ip`: dicts with tls, version, cipher, data."""
+        mx = next((m for _, m in self.mx_hosts() if m["ip"] == ip), None)
+        if mx and mx["receiver"] in ("postfix", "strip"):
+            return self.postfix_messages()
+        return [e for e in self.events(ip) if e["event"] == "mail"]
+
+    def postfix_messages(self):
+        inbox = self.postfix_dir / "mail" / "inbox"
+        if not inbox.exists():
+            return []
+        out = []
+        for chunk in inbox.read_text(errors="replace").split("\nFrom ")[0:]:
+            if not chunk.strip():
+                continue
+            # Postfix's own Received header is first; it records the TLS
+            # the sender used ("(using TLSv1.3 with cipher ...)").
+            head = chunk.split("\n\n", 1)[0]
+            first_received = head.split("\nReceived:", 2)[1] if "\nReceived:" in head else ""
+            import re
+            m = re.search(r"\(using (TLSv[\d.]+) with cipher (\S+)", first_received)
+            out.append({"tls": bool(m), "version": m.group(1) if m else None,
+                        "cipher": m.group(2) if m else None, "data": chunk})
+        return out
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def pwd_ids(user):
+    import pwd
+    p = pwd.getpwnam(user)
+    return p.pw_uid, p.pw_gid
+
+
+def main():
+    """`python3 bed.py up`: bring the bed up and hold it until interrupted."""
+    bed = Bed().start()
+    print(json.dumps({"dir": str(bed.dir), "pids": bed.pids, "dns": DNS_IP}), flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bed.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
