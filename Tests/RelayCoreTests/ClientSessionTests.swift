@@ -243,3 +243,28 @@ final class ClientSessionTests: XCTestCase {
         XCTAssertEqual(t.outcome, .failed(.timeout(stage: "greeting")))
     }
 }
+
+final class ClientSessionInjectionTests: XCTestCase {
+    func testGarbageAfterSTARTTLSReplyInSameReadIsNotParsed() {
+        var env = Envelope(sender: .null, origin: Envelope.Origin(clientAddress: "127.0.0.1"))
+        env.recipients = [Envelope.Recipient(mailbox: Mailbox.parseForwardPath("<a@b.test>")!)]
+        var h = ClientHarness(ClientSessionConfiguration(heloName: "r.test", tls: .required, envelope: env, bodySize: 1))
+        h.server("220 hi\r\n250-x\r\n250 STARTTLS\r\n")
+        h.server("220 go\r\n\u{15}\u{3}\u{3} not TLS at all\r\n")
+        XCTAssertEqual(h.tlsRequested, 1, "the handshake starts; the garbage is left for TLS to reject")
+        XCTAssertNil(h.outcome)
+    }
+}
+
+extension ClientSessionInjectionTests {
+    func testConnectionLostDuringHandshakeIsATLSFailure() {
+        var env = Envelope(sender: .null, origin: Envelope.Origin(clientAddress: "127.0.0.1"))
+        env.recipients = [Envelope.Recipient(mailbox: Mailbox.parseForwardPath("<a@b.test>")!)]
+        var h = ClientHarness(ClientSessionConfiguration(heloName: "r.test", tls: .opportunistic, envelope: env, bodySize: 1))
+        h.server("220 hi\r\n250-x\r\n250 STARTTLS\r\n220 go\r\n")
+        h.apply(h.session.connectionClosed())
+        guard case .failed(.tls(let f))? = h.outcome else { return XCTFail("\(String(describing: h.outcome))") }
+        XCTAssertEqual(f.kind, .peerClosed)
+        XCTAssertTrue(ClientFailure.tls(f).isTLSPolicyFailure)
+    }
+}

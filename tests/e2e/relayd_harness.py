@@ -33,7 +33,7 @@ class Relayd:
     """One relayd process on its own config, spool and ports."""
 
     def __init__(self, workdir, client_networks=("127.0.0.1/32",), relay_domains=("example.org",),
-                 extra="", limits=""):
+                 extra="", limits="", outbound="", queue="", dns_servers=(), ca_bundle=None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.spool = self.dir / "spool"
@@ -69,6 +69,7 @@ kind = "smtps"
 [tls]
 certificate = "{FIXTURES / 'mx.pem'}"
 key = "{FIXTURES / 'mx.key'}"
+ca_bundle = "{ca_bundle or ''}"
 
 [relay]
 client_networks = [{nets}]
@@ -76,6 +77,13 @@ domains = [{doms}]
 {extra}
 [queue]
 min_free_space = 0
+{queue}
+
+[dns]
+servers = [{", ".join(f'"{d}"' for d in dns_servers)}]
+
+[outbound]
+{outbound}
 
 [limits]
 idle_timeout = "30s"

@@ -135,13 +135,14 @@ public struct ClientSession: Sendable {
 
     public mutating func receive(_ bytes: [UInt8]) -> [ClientAction] {
         guard stage != .done, stage != .handshake else { return [] }
-        let replies: [Reply]
-        do { replies = try parser.feed(bytes) } catch {
-            return fail(.protocolError("\(error)"))
-        }
+        parser.append(bytes)
         var actions: [ClientAction] = []
-        for reply in replies {
-            guard stage != .done else { break }
+        while stage != .done {
+            let reply: Reply?
+            do { reply = try parser.next() } catch {
+                return actions + fail(.protocolError("\(error)"))
+            }
+            guard let reply else { break }
             actions += handle(reply)
             if stage == .handshake {
                 // Bytes after the 220 to STARTTLS and before the handshake
@@ -171,9 +172,14 @@ public struct ClientSession: Sendable {
 
     public mutating func connectionClosed() -> [ClientAction] {
         guard stage != .done else { return [] }
-        let s = stage.rawValue
+        let s = stage
         stage = .done
-        return [.finished(.failed(.connectionLost(stage: s)))]
+        if s == .handshake {
+            // A handshake cut short is a TLS failure like any other: the
+            // policy (plaintext retry, defer, drop) must see it as one.
+            return [.finished(.failed(.tls(TLSFailure(kind: .peerClosed, detail: "connection closed during the TLS handshake"))))]
+        }
+        return [.finished(.failed(.connectionLost(stage: s.rawValue)))]
     }
 
     public mutating func timedOut() -> [ClientAction] {

@@ -20,17 +20,30 @@ public struct ReplyParser: Sendable {
 
     /// Adds bytes; returns every reply they complete, in order.
     public mutating func feed(_ bytes: [UInt8]) throws -> [Reply] {
-        buffer.append(contentsOf: bytes)
+        append(bytes)
         var replies: [Reply] = []
+        while let reply = try next() { replies.append(reply) }
+        return replies
+    }
+
+    /// Adds bytes without parsing them yet.
+    public mutating func append(_ bytes: [UInt8]) {
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next complete reply in what was appended, if any. Parsing one
+    /// reply at a time lets the caller stop (at STARTTLS) before bytes
+    /// that must not be read as SMTP at all.
+    public mutating func next() throws -> Reply? {
         while let lf = buffer.firstIndex(of: 10) {
             var line = Array(buffer[..<lf])
             buffer.removeFirst(lf + 1)
             if line.last == 13 { line.removeLast() }
             guard line.count <= Self.maxLineLength else { throw Failure.lineTooLong }
-            if let reply = try takeLine(line) { replies.append(reply) }
+            if let reply = try takeLine(line) { return reply }
         }
         if buffer.count > Self.maxLineLength { throw Failure.lineTooLong }
-        return replies
+        return nil
     }
 
     /// True while a multi-line reply has started but not ended.

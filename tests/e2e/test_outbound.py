@@ -1,0 +1,182 @@
+"""Outbound delivery in the test bed: the SPEC's policy table checked
+against what the receiving side actually recorded, not relayd's own log.
+
+One relayd per policy level sends one message to every destination in
+tests/bed/scenarios.toml; each must end as the table's `expect` says.
+"""
+import re
+import smtplib
+import time
+import uuid
+
+import pytest
+
+from bed import DNS_IP, Bed, load_scenarios, wait_for
+from relayd_harness import Relayd
+
+LEVELS = ["none", "opportunistic", "forced", "verify", "tls-exclusive"]
+SCENARIOS = [s for s in load_scenarios() if s.get("role") != "sink"]
+SINK = "127.0.0.29"        # mx.sender.test: where bounces arrive
+PORTAL = "127.0.0.30"      # mx.portal.test: the fallback relay
+LIFETIME = 6
+
+
+@pytest.fixture(scope="module")
+def bed():
+    b = Bed().start()
+    yield b
+    b.stop()
+
+
+def outbound_relayd(tmp_path, bed, level, outbound_extra="", queue=None, name=None):
+    return Relayd(tmp_path / (name or f"relayd-{level}"), relay_domains=(), dns_servers=(DNS_IP,), ca_bundle=bed.ca.cert,
+                  queue=queue or f'retry_schedule = ["1s"]\nmax_lifetime = "{LIFETIME}s"',
+                  outbound=f'default_level = "{level}"\nconnect_timeout = "3s"\n{outbound_extra}'
+                           '\n[outbound.domains]\n"sender.test" = "opportunistic"\n')
+
+
+def submit(relayd, sender, rcpt, tag, count=1):
+    with smtplib.SMTP("127.0.0.1", relayd.smtp_port, timeout=10) as s:
+        s.ehlo("client.test")
+        ids = []
+        for n in range(count):
+            t = tag if count == 1 else f"{tag}-{n}"
+            code, msg = s.data if False else (None, None)
+            s.mail(sender)
+            s.rcpt(rcpt)
+            code, msg = s.data(f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: {t}\r\nMessage-ID: <{t}@client.test>\r\n\r\nbody of {t}\r\n".encode())
+            assert code == 250, msg
+            ids.append(msg.decode().rsplit(" ", 1)[1])
+        return ids
+
+
+def arrived(bed, ip, tag):
+    return [m for m in bed.messages(ip) if f"Subject: {tag}" in m["data"]]
+
+
+def bounces(bed, tag):
+    return [m for m in bed.messages(SINK) if f"Subject: {tag}" in m["data"] and "multipart/report" in m["data"]]
+
+
+def landing_ip(s):
+    return s.get("via") or s["mx"][0]["ip"]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_policy_table(bed, tmp_path, level):
+    relayd = outbound_relayd(tmp_path, bed, level).start()
+    try:
+        tags, ids = {}, {}
+        for s in SCENARIOS:
+            tag = f"{level}-{s['name']}-{uuid.uuid4().hex[:8]}"
+            tags[s["name"]] = tag
+            ids[s["name"]] = submit(relayd, f"sender-{level}@sender.test", f"user@{s['domain']}", tag)[0]
+
+        def settled(s):
+            expect, tag = s["expect"][level], tags[s["name"]]
+            if expect in ("tls", "plain"):
+                return bool(arrived(bed, landing_ip(s), tag))
+            if expect in ("deferred", "bounced"):
+                return bool(bounces(bed, tag))
+            if expect == "dropped":
+                return f"audit=tls-exclusive-drop" in relayd.log_text() and ids[s["name"]] in relayd.log_text()
+            raise AssertionError(expect)
+
+        wait_for(lambda: all(settled(s) for s in SCENARIOS), LIFETIME + 20,
+                 "every scenario to reach its outcome: " + ", ".join(s["name"] for s in SCENARIOS if not settled(s)))
+        time.sleep(1)  # let any wrong extra delivery show up
+        log = relayd.log_text()
+        for s in SCENARIOS:
+            expect, tag, name = s["expect"][level], tags[s["name"]], s["name"]
+            everywhere = [m for ip in {mx["ip"] for mx in s.get("mx", []) if isinstance(s.get("mx"), list)}
+                          for m in arrived(bed, ip, tag)]
+            if expect == "tls":
+                got = arrived(bed, landing_ip(s), tag)
+                assert got and all(m["tls"] for m in got), (name, got)
+                assert got[0]["version"] == "TLSv1.3", (name, got[0])
+            elif expect == "plain":
+                got = arrived(bed, landing_ip(s), tag)
+                assert got and not any(m["tls"] for m in got), (name, "expected plaintext", got)
+            else:
+                assert not everywhere, (name, "delivered although policy forbids it", everywhere)
+            if expect == "deferred":
+                dsn = bounces(bed, tag)[0]["data"]
+                assert "Action: failed" in dsn
+                if name == "servfail":
+                    assert "SERVFAIL" in dsn, dsn
+                else:
+                    assert re.search(r"TLS|STARTTLS", dsn), (name, dsn)
+            if expect == "bounced":
+                dsn = bounces(bed, tag)[0]["data"]
+                assert "Status: 5.1.10" in dsn, dsn
+                assert re.search(rf"msg=removed attempts=1 .*id={ids[name]}", log), "null MX bounces on the first attempt"
+            if expect == "dropped":
+                assert not bounces(bed, tag), (name, "tls-exclusive must not bounce")
+                assert re.search(rf"audit=tls-exclusive-drop .*id={ids[name]}", log)
+        # One structured line per attempt with the TLS facts and the layer.
+        attempts = [l for l in log.splitlines() if 'msg="delivery attempt"' in l]
+        assert attempts
+        for l in attempts:
+            for key in ("tls=", "cipher=", "verify=", "layer=", "level=", "outcome=", "id=", "domain="):
+                assert key in l, (key, l)
+    finally:
+        relayd.stop()
+
+
+def test_fallback_channel_receives_when_tls_cannot_be_had(bed, tmp_path):
+    relayd = Relayd(tmp_path / "fallback", relay_domains=(), dns_servers=(DNS_IP,), ca_bundle=bed.ca.cert,
+                    queue='retry_schedule = ["1s"]\nmax_lifetime = "30s"',
+                    outbound='default_level = "opportunistic"\n'
+                             '[[outbound.relay]]\nname = "portal"\naddress = "mx.portal.test:25"\nlevel = "verify"\n'
+                             '[outbound.domains]\n"plain.test" = { level = "forced", fallback = "portal" }\n').start()
+    try:
+        tag = f"fallback-{uuid.uuid4().hex[:8]}"
+        submit(relayd, "s@sender.test", "user@plain.test", tag)
+        wait_for(lambda: arrived(bed, PORTAL, tag), 15, "delivery to the fallback relay")
+        got = arrived(bed, PORTAL, tag)
+        assert got[0]["tls"] and got[0]["version"] == "TLSv1.3"
+        assert not arrived(bed, "127.0.0.22", tag), "the plaintext MX never got it"
+        assert "handing to fallback relay" in relayd.log_text()
+    finally:
+        relayd.stop()
+
+
+def test_retries_never_relax_tls(bed, tmp_path):
+    relayd = outbound_relayd(tmp_path, bed, "forced", queue='retry_schedule = ["1s"]\nmax_lifetime = "8s"')
+    relayd.start()
+    try:
+        before = {ip: len(bed.events(ip)) for ip in ("127.0.0.22", "127.0.0.25")}
+        tags = {d: f"norelax-{d}-{uuid.uuid4().hex[:6]}" for d in ("plain.test", "broken.test")}
+        for d, tag in tags.items():
+            submit(relayd, "s@sender.test", f"user@{d}", tag)
+        wait_for(lambda: all(bounces(bed, t) for t in tags.values()), 30, "bounces after the lifetime")
+        for ip in ("127.0.0.22", "127.0.0.25"):
+            new = bed.events(ip)[before[ip]:]
+            sessions = [e for e in new if e["event"] == "session"]
+            assert len(sessions) >= 3, (ip, "expected several attempts", len(sessions))
+            assert not [e for e in new if e["event"] == "mail"], (ip, "relayd sent mail without TLS")
+    finally:
+        relayd.stop()
+
+
+def test_kill9_during_delivery_loses_nothing(bed, tmp_path):
+    relayd = outbound_relayd(tmp_path, bed, "opportunistic", queue='retry_schedule = ["1s"]\nmax_lifetime = "5m"',
+                             name="kill9")
+    relayd.start()
+    tag = f"k9-{uuid.uuid4().hex[:6]}"
+    try:
+        for batch in range(4):
+            submit(relayd, "s@sender.test", "user@sender.test", f"{tag}-{batch}", count=50)
+        wait_for(lambda: len([m for m in bed.messages(SINK) if tag in m["data"]]) >= 10, 30, "some deliveries")
+        relayd.kill9()
+        delivered_before = {m["data"].split("Subject: ")[1].split("\n")[0].strip() for m in bed.messages(SINK) if tag in m["data"]}
+        assert len(delivered_before) < 200, "the kill came too late to test anything"
+        relayd.restart()
+        expected = {f"{tag}-{b}-{n}" for b in range(4) for n in range(50)}
+
+        def seen():
+            return {m["data"].split("Subject: ")[1].split("\n")[0].strip() for m in bed.messages(SINK) if tag in m["data"]}
+        wait_for(lambda: expected <= seen(), 90, "all 200 messages at the receiver")
+        assert expected <= seen()
+    finally:
+        relayd.stop()
