@@ -30,8 +30,9 @@ struct Run: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
 
         let daemon = try Daemon(config: config, configPath: options.config, logger: logger)
-        try daemon.start()
+        // Handlers first: the pid file written by start() invites SIGUSR1.
         daemon.installSignalHandlers(grace: Double(grace))
+        try daemon.start()
         dispatchMain()
     }
 }

@@ -62,6 +62,7 @@ public final class QueueRunner: @unchecked Sendable {
 
     private func pump() {
         guard !stopped else { return }
+        processRequests()
         let limit = environment.config.outbound.maxConcurrentDeliveries
         // Fresh mail first: a backlog in deferred/ never delays it.
         for id in spool.list(.incoming) where inFlight.count < limit && !inFlight.contains(id) {
@@ -86,6 +87,22 @@ public final class QueueRunner: @unchecked Sendable {
             } else {
                 timer.schedule(deadline: .distantFuture)
             }
+        }
+    }
+
+    /// Operator requests from `relayd queue`, applied here where the set of
+    /// messages in delivery is known.
+    private func processRequests() {
+        let admin = QueueAdmin(spool: spool)
+        for (name, request) in admin.takeRequests() {
+            guard let request else {
+                admin.finishRequest(name, result: "error: unreadable request")
+                continue
+            }
+            let result: String
+            do { result = try admin.apply(request, inFlight: inFlight) } catch { result = "error: \(error)" }
+            logger.info("queue request", metadata: ["request": "\(request)", "result": "\(result)"])
+            admin.finishRequest(name, result: result)
         }
     }
 

@@ -1,0 +1,213 @@
+// Operator actions on the queue (`relayd queue …`), safe while the daemon
+// runs. Reading is direct: queue files are immutable and state files are
+// replaced atomically. Changing is done by the daemon's queue runner, the
+// only writer of active messages: the CLI drops a request file into
+// spool/requests/ and wakes the daemon (SIGUSR1, pid from spool/relayd.pid);
+// with no daemon running the CLI applies the request itself.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum QueueTarget: Equatable, Sendable {
+    case id(String)
+    case domain(String)
+    case all
+}
+
+public enum QueueRequest: Equatable, Sendable, CustomStringConvertible {
+    case flush(QueueTarget)
+    case hold(String)
+    case release(String)
+    case delete(QueueTarget)
+
+    public var description: String { encode() }
+
+    func encode() -> String {
+        func t(_ target: QueueTarget) -> String {
+            switch target {
+            case .id(let id): return "id \(id)"
+            case .domain(let d): return "domain \(d)"
+            case .all: return "all"
+            }
+        }
+        switch self {
+        case .flush(let target): return "flush \(t(target))"
+        case .hold(let id): return "hold id \(id)"
+        case .release(let id): return "release id \(id)"
+        case .delete(let target): return "delete \(t(target))"
+        }
+    }
+
+    static func decode(_ line: String) -> QueueRequest? {
+        let w = line.split(separator: " ").map(String.init)
+        guard w.count >= 2 else { return nil }
+        let target: QueueTarget?
+        switch (w.count, w[1]) {
+        case (3, "id") where QueueID.isValid(w[2]): target = .id(w[2])
+        case (3, "domain"): target = .domain(DNSName.normalize(w[2]))
+        case (2, "all"): target = .all
+        default: target = nil
+        }
+        guard let target else { return nil }
+        switch (w[0], target) {
+        case ("flush", _): return .flush(target)
+        case ("delete", _): return .delete(target)
+        case ("hold", .id(let id)): return .hold(id)
+        case ("release", .id(let id)): return .release(id)
+        default: return nil
+        }
+    }
+}
+
+public struct QueueEntry: Sendable {
+    public let id: String
+    public let folder: Spool.Folder
+    public let message: QueuedMessage
+    public let state: DeliveryState?
+
+    public var recipients: [(Mailbox, DeliveryState.Recipient?)] {
+        message.envelope.recipients.enumerated().map { ($0.element.mailbox, state?.recipients[safe: $0.offset]) }
+    }
+
+    /// The last failure recorded for any pending recipient.
+    public var lastError: String? {
+        guard let state else { return nil }
+        return state.recipients.first { $0.status == .pending && !$0.detail.isEmpty }?.detail
+    }
+
+    public func matches(domain: String) -> Bool {
+        message.envelope.recipients.contains { $0.mailbox.domain == domain }
+    }
+}
+
+extension Array {
+    subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
+}
+
+public struct QueueAdmin {
+    public let spool: Spool
+    public init(spool: Spool) { self.spool = spool }
+
+    var requestDirectory: String { spool.root + "/requests" }
+
+    /// Every readable message (unreadable ones are the daemon's to quarantine).
+    public func entries(folders: [Spool.Folder] = [.incoming, .active, .deferred, .hold]) -> [QueueEntry] {
+        var out: [QueueEntry] = []
+        for folder in folders {
+            for id in spool.list(folder) where QueueID.isValid(id) {
+                guard let message = try? spool.read(folder, id) else { continue }
+                out.append(QueueEntry(id: id, folder: folder, message: message, state: (try? spool.readState(id)) ?? nil))
+            }
+        }
+        return out.sorted { $0.id < $1.id }
+    }
+
+    public func find(_ id: String) -> QueueEntry? {
+        entries().first { $0.id == id }
+    }
+
+    // MARK: requests
+
+    /// The daemon's pid, if one is running on this spool.
+    public func daemonPID() -> Int32? {
+        guard let data = try? spool.readFileIfExists(spool.root + "/relayd.pid"),
+              let pid = Int32(String(decoding: data, as: UTF8.self).trimmingSpaces.filter { $0 != "\n" }), pid > 0,
+              kill(pid, 0) == 0 else { return nil }
+        return pid
+    }
+
+    /// Hands the request to the running daemon and waits (bounded) for it
+    /// to be carried out; with no daemon, carries it out here.
+    public func submit(_ request: QueueRequest, timeoutSeconds: Double = 10) throws -> String {
+        guard let pid = daemonPID() else {
+            return try apply(request, inFlight: [])
+        }
+        try Spool.makeDirectory(requestDirectory)
+        let name = QueueID.generate()
+        let tmp = spool.path(.tmp, name + ".req")
+        try spool.writeFile(tmp, Array((request.encode() + "\n").utf8))
+        try spool.rename(tmp, to: requestDirectory + "/" + name)
+        kill(pid, SIGUSR1)
+        var waited = 0.0
+        while waited < timeoutSeconds {
+            if access(requestDirectory + "/" + name, F_OK) != 0 {
+                let result = try? spool.readFileIfExists(requestDirectory + "/" + name + ".done")
+                _ = spool.unlinkPath(requestDirectory + "/" + name + ".done")
+                return result.map { String(decoding: $0, as: UTF8.self) } ?? "done"
+            }
+            usleep(50_000)
+            waited += 0.05
+        }
+        throw SystemError("relayd (pid \(pid)) did not take the request within \(Int(timeoutSeconds))s", ETIMEDOUT)
+    }
+
+    /// Pending request files, oldest first (the daemon's side).
+    public func takeRequests() -> [(name: String, request: QueueRequest?)] {
+        guard let dir = opendir(requestDirectory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let e = readdir(dir) {
+            let n = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if QueueID.isValid(n) { names.append(n) }
+        }
+        return names.sorted().map { name in
+            let text = (try? spool.readFileIfExists(requestDirectory + "/" + name)).map { String(decoding: $0, as: UTF8.self) }
+            return (name, text.flatMap { QueueRequest.decode($0.trimmingSpaces.filter { $0 != "\n" }) })
+        }
+    }
+
+    public func finishRequest(_ name: String, result: String) {
+        try? spool.writeFile(requestDirectory + "/" + name + ".done", Array(result.utf8), replacing: true)
+        _ = spool.unlinkPath(requestDirectory + "/" + name)
+    }
+
+    /// Carries out a request. Messages in `inFlight` are being delivered;
+    /// the runner applies hold/delete to them after the attempt.
+    public func apply(_ request: QueueRequest, inFlight: Set<String>) throws -> String {
+        func targets(_ t: QueueTarget, _ folders: [Spool.Folder]) -> [QueueEntry] {
+            let all = entries(folders: folders)
+            switch t {
+            case .id(let id): return all.filter { $0.id == id }
+            case .domain(let d): return all.filter { $0.matches(domain: d) }
+            case .all: return all
+            }
+        }
+        switch request {
+        case .flush(let t):
+            var n = 0
+            for e in targets(t, [.deferred]) where !inFlight.contains(e.id) {
+                if var state = e.state {
+                    state.nextAttempt = 0
+                    try spool.writeState(e.id, state)
+                }
+                n += 1
+            }
+            return "flushed \(n) message\(n == 1 ? "" : "s")"
+        case .hold(let id):
+            guard let e = find(id) else { return "no message \(id)" }
+            if e.folder == .hold { return "\(id) is already held" }
+            if inFlight.contains(id) || e.folder == .active { return "\(id) is being delivered now; try again in a moment" }
+            try spool.move(id, from: e.folder, to: .hold)
+            return "held \(id)"
+        case .release(let id):
+            guard let e = find(id), e.folder == .hold else { return "\(id) is not on hold" }
+            if var state = e.state {
+                state.nextAttempt = 0
+                try spool.writeState(id, state)
+                try spool.move(id, from: .hold, to: .deferred)
+            } else {
+                try spool.move(id, from: .hold, to: .incoming)
+            }
+            return "released \(id)"
+        case .delete(let t):
+            var n = 0, busy = 0
+            for e in targets(t, [.incoming, .active, .deferred, .hold]) {
+                if inFlight.contains(e.id) || e.folder == .active { busy += 1; continue }
+                try spool.remove(e.id, from: e.folder)
+                spool.removeState(e.id)
+                n += 1
+            }
+            return "deleted \(n) message\(n == 1 ? "" : "s")" + (busy > 0 ? "; \(busy) being delivered now, not deleted" : "")
+        }
+    }
+}

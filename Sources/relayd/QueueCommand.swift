@@ -1,0 +1,143 @@
+import ArgumentParser
+import Foundation
+import RelayCore
+
+/// `relayd queue …`: inspect and steer the queue, also while relayd runs.
+struct QueueCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "queue",
+        abstract: "List, show, flush, hold, release or delete queued messages.",
+        subcommands: [List.self, Show.self, Flush.self, Hold.self, Release.self, Delete.self])
+
+    static func admin(_ options: ConfigOption) throws -> QueueAdmin {
+        do {
+            let config = try ConfigLoader.load(path: options.config)
+            return QueueAdmin(spool: try Spool(root: config.server.spoolDirectory))
+        } catch let e as ConfigErrors {
+            for error in e.errors { printError(error.description) }
+            throw ExitCode(1)
+        }
+    }
+
+    static func run(_ options: ConfigOption, _ request: QueueRequest) throws {
+        let admin = try admin(options)
+        do {
+            print(try admin.submit(request))
+        } catch {
+            printError("relayd queue: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    static func validID(_ id: String) throws -> String {
+        guard QueueID.isValid(id) else { throw ValidationError("'\(id)' is not a queue id") }
+        return id
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One line per message (or JSON).")
+        @OptionGroup var options: ConfigOption
+        @Flag(help: "Only deferred messages.") var deferred = false
+        @Option(help: "Only messages with a recipient in this domain.") var domain: String?
+        @Flag(help: "JSON array instead of text.") var json = false
+
+        func run() throws {
+            let admin = try QueueCommand.admin(options)
+            var entries = admin.entries(folders: deferred ? [.deferred] : [.incoming, .active, .deferred, .hold])
+            if let domain { entries = entries.filter { $0.matches(domain: domain.lowercased()) } }
+            let now = Int(Date().timeIntervalSince1970)
+            if json {
+                let rows: [[String: Any]] = entries.map { e in
+                    var row: [String: Any] = [
+                        "id": e.id, "state": e.folder.rawValue, "age_seconds": now - e.message.arrival,
+                        "sender": e.message.envelope.sender.description,
+                        "recipients": e.recipients.map { r in
+                            ["address": r.0.description, "status": r.1?.status.rawValue ?? "pending", "detail": r.1?.detail ?? ""]
+                        },
+                        "attempts": e.state?.attempts ?? 0,
+                    ]
+                    if let next = e.state?.nextAttempt, e.folder == .deferred { row["next_attempt"] = next }
+                    if let err = e.lastError { row["last_error"] = err }
+                    return row
+                }
+                let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            for e in entries {
+                let age = now - e.message.arrival
+                let next = e.folder == .deferred ? " next-in=\(max(0, (e.state?.nextAttempt ?? now) - now))s" : ""
+                print("\(e.id) \(e.folder.rawValue) age=\(age)s attempts=\(e.state?.attempts ?? 0)\(next) from=<\(e.message.envelope.sender)>")
+                for (rcpt, status) in e.recipients {
+                    let detail = status?.detail.isEmpty == false ? " (\(status!.detail))" : ""
+                    print("    <\(rcpt)> \(status?.status.rawValue ?? "pending")\(detail)")
+                }
+            }
+            print("\(entries.count) message\(entries.count == 1 ? "" : "s")")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Envelope, delivery state and headers of one message.")
+        @OptionGroup var options: ConfigOption
+        @Argument var id: String
+
+        func run() throws {
+            let admin = try QueueCommand.admin(options)
+            guard let e = admin.find(try QueueCommand.validID(id)) else {
+                printError("no message \(id)")
+                throw ExitCode(1)
+            }
+            let env = e.message.envelope
+            print("id: \(e.id)\nstate: \(e.folder.rawValue)\narrival: \(e.message.arrival)\nsender: <\(env.sender)>")
+            print("client: \(env.origin.clientAddress) helo=\(env.origin.heloName) tls=\(env.origin.tlsVersion ?? "none") user=\(env.origin.authenticatedUser ?? "-")")
+            print("attempts: \(e.state?.attempts ?? 0)")
+            for (rcpt, status) in e.recipients {
+                print("recipient: <\(rcpt)> \(status?.status.rawValue ?? "pending") \(status?.enhancedStatus ?? "") \(status?.detail ?? "")")
+            }
+            let headers = e.message.body.firstRange(of: Array("\r\n\r\n".utf8)).map { Array(e.message.body[..<$0.lowerBound]) } ?? e.message.body
+            print("\n" + String(decoding: headers, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n"))
+        }
+    }
+
+    struct Flush: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Retry deferred mail now (all, one id, or one domain).")
+        @OptionGroup var options: ConfigOption
+        @Argument var id: String?
+        @Option(help: "Only messages for this domain.") var domain: String?
+
+        func run() throws {
+            let target: QueueTarget = try id.map { .id(try QueueCommand.validID($0)) } ?? domain.map { .domain($0.lowercased()) } ?? .all
+            try QueueCommand.run(options, .flush(target))
+        }
+    }
+
+    struct Hold: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Keep a message from being delivered until released.")
+        @OptionGroup var options: ConfigOption
+        @Argument var id: String
+        func run() throws { try QueueCommand.run(options, .hold(try QueueCommand.validID(id))) }
+    }
+
+    struct Release: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Release a held message for delivery now.")
+        @OptionGroup var options: ConfigOption
+        @Argument var id: String
+        func run() throws { try QueueCommand.run(options, .release(try QueueCommand.validID(id))) }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete messages without a bounce (one id, or --all).")
+        @OptionGroup var options: ConfigOption
+        @Argument var id: String?
+        @Flag(help: "Delete every queued message.") var all = false
+
+        func validate() throws {
+            if (id == nil) == !all { throw ValidationError("give a queue id or --all") }
+        }
+
+        func run() throws {
+            try QueueCommand.run(options, .delete(all ? .all : .id(try QueueCommand.validID(id!))))
+        }
+    }
+}
