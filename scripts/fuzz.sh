@@ -1,14 +1,31 @@
 #!/bin/sh
-# Builds the ServerSession fuzz target with libFuzzer and runs it for
-# $1 seconds (default 60) over fuzz/corpus. Crashes land in .build-fuzz/.
+# Builds the libFuzzer targets and runs each for $1 seconds (default 60):
+#   server-session  SMTP commands, DATA and AUTH as a client sends them
+#   remote          DNS answers, SMTP replies and the client session
+# Crashes land in .build-fuzz/<target>-crash-*.
 set -eu
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
+only="${2:-}"
 out=.build-fuzz
-mkdir -p "$out/corpus"
-cp fuzz/corpus/* "$out/corpus/" 2>/dev/null || true
-swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name RelayFuzz \
-  Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift fuzz/FuzzServerSession.swift \
-  -o "$out/fuzz-server-session"
-"$out/fuzz-server-session" -max_total_time="$seconds" -max_len=4096 -timeout=10 \
-  -artifact_prefix="$out/" -print_final_stats=1 "$out/corpus"
+mkdir -p "$out"
+core="Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift"
+build() {
+  # shellcheck disable=SC2086
+  swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name RelayFuzz $core "$@"
+}
+run() {
+  name=$1; corpus=$2; shift 2
+  mkdir -p "$out/corpus-$name"
+  cp "$corpus"/* "$out/corpus-$name/" 2>/dev/null || true
+  "$out/fuzz-$name" -max_total_time="$seconds" -max_len=4096 -timeout=10 \
+    -artifact_prefix="$out/$name-" -print_final_stats=1 "$out/corpus-$name"
+}
+if [ -z "$only" ] || [ "$only" = server-session ]; then
+  build fuzz/FuzzServerSession.swift -o "$out/fuzz-server-session"
+  run server-session fuzz/corpus
+fi
+if [ -z "$only" ] || [ "$only" = remote ]; then
+  build Sources/RelayCore/DNS/DNSMessage.swift fuzz/FuzzDNSMessage.swift -o "$out/fuzz-remote"
+  run remote fuzz/corpus-remote
+fi
