@@ -161,3 +161,20 @@ final class TLSEngineTests: XCTestCase {
         XCTAssertNil(TLSProtocolVersion(configName: "TLSv0.9"))
     }
 }
+
+final class TLSAddressVerificationTests: XCTestCase {
+    func testRelayByAddressIsVerifiedAgainstIPSubjectAltName() throws {
+        for (address, ok) in [("127.0.0.1", true), ("127.0.0.2", false)] {
+            let server = try TLSConnection(context: makeServerContext())
+            let client = try TLSConnection(context: makeClientContext(),
+                                           options: .init(serverName: address, expectedHostname: address, requireVerification: true))
+            let outcome = TLSPump(client: client, server: server).handshake()
+            if ok {
+                XCTAssertEqual(outcome.client, .complete, address)
+            } else {
+                guard case .failed(let f) = outcome.client else { XCTFail(address); continue }
+                XCTAssertEqual(f.kind, .hostnameMismatch, "\(f)")
+            }
+        }
+    }
+}

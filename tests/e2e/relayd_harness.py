@@ -33,7 +33,9 @@ class Relayd:
     """One relayd process on its own config, spool and ports."""
 
     def __init__(self, workdir, client_networks=("127.0.0.1/32",), relay_domains=("example.org",),
-                 extra="", limits="", outbound="", queue="", dns_servers=(), ca_bundle=None):
+                 extra="", limits="", outbound="", queue="", dns_servers=("127.0.0.1:9",), ca_bundle=None):
+        # DNS defaults to a dead loopback port: a test relayd must never ask
+        # the machine's own resolver (which is not on loopback).
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.spool = self.dir / "spool"
@@ -144,8 +146,19 @@ level = "debug"
         d = self.spool / folder
         return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
-    def read_queued(self, qid, folder="incoming"):
-        return parse_queue_file((self.spool / folder / qid).read_bytes())
+    def read_queued(self, qid, folder=None):
+        """The queue file of `qid`, wherever the queue runner has put it."""
+        folders = [folder] if folder else ["incoming", "active", "deferred", "hold"]
+        for f in folders:
+            p = self.spool / f / qid
+            try:
+                return parse_queue_file(p.read_bytes())
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(qid)
+
+    def all_queued_ids(self):
+        return sorted(set().union(*(self.queued_ids(f) for f in ("incoming", "active", "deferred", "hold"))))
 
 
 def fnv1a64(data):

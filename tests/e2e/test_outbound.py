@@ -180,3 +180,32 @@ def test_kill9_during_delivery_loses_nothing(bed, tmp_path):
         assert expected <= seen()
     finally:
         relayd.stop()
+
+
+def test_smarthost_with_auth_over_implicit_tls(tmp_path):
+    """relayd → relayd: the smarthost hop uses port 465, verifies the
+    upstream's certificate against the configured CA and authenticates."""
+    from relayd_harness import FIXTURES, PASSWORD, USER
+    upstream = Relayd(tmp_path / "upstream", relay_domains=()).start()
+    try:
+        secret = tmp_path / "smarthost.password"
+        secret.write_text(PASSWORD + "\n")
+        front = Relayd(tmp_path / "front", relay_domains=(), ca_bundle=FIXTURES / "ca.pem",
+                       outbound=f'default_level = "opportunistic"\nsmarthost = "up"\n'
+                                f'[[outbound.relay]]\nname = "up"\naddress = "127.0.0.1:{upstream.smtps_port}"\n'
+                                f'implicit_tls = true\nlevel = "verify"\nusername = "{USER}"\npassword_file = "{secret}"\n').start()
+        try:
+            tag = f"smarthost-{uuid.uuid4().hex[:6]}"
+            submit(front, "s@sender.test", "someone@far.example", tag)
+            wait_for(lambda: "msg=queued" in upstream.log_text(), 20, "the upstream relay to queue the message")
+            qid = re.search(r"msg=queued .*id=(\S+)", upstream.log_text()).group(1)
+            records, body = upstream.read_queued(qid)
+            assert f"Subject: {tag}".encode() in body
+            assert records["auth"] == USER
+            assert records["tls"].startswith("TLSv1.3")
+            log = front.log_text()
+            assert re.search(r'msg="delivery attempt".*outcome=completed.*tls=TLSv1\.3.*verify=trusted.*via="relay up"', log), log[-3000:]
+        finally:
+            front.stop()
+    finally:
+        upstream.stop()

@@ -83,7 +83,10 @@ public final class DomainDelivery: @unchecked Sendable {
             if let relayName = relayFor(domain), let relay = env.config.outbound.relays[relayName] {
                 hopsForRelay(relay, via: "relay \(relayName)") { [self] hops in
                     switch hops {
-                    case .failed(let f): finishAll(.failed(f))
+                    case .failed(let f):
+                        env.logger.info("delivery attempt", metadata: logFields(hop: nil, tls: nil, outcome: "failed",
+                                                                                detail: "relay \(relayName): \(f)"))
+                        finishAll(.failed(f))
                     case .hosts(let list): tryHops(list[...])
                     }
                 }

@@ -105,15 +105,24 @@ public final class TLSConnection {
 
         if isClient {
             SSL_set_connect_state(ssl)
-            if let sni = options.serverName, !sni.isEmpty {
+            // RFC 6066 §3: SNI carries host names only, never an address.
+            if let sni = options.serverName, !sni.isEmpty, IPAddress(sni) == nil {
                 guard relayd_ssl_set_tlsext_host_name(ssl, sni) == 1 else {
                     throw TLSSetupError(message: "cannot set SNI name \(sni)")
                 }
             }
             if let host = options.expectedHostname {
-                SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
-                guard SSL_set1_host(ssl, host) == 1 else {
-                    throw TLSSetupError(message: "cannot set expected hostname \(host)")
+                if IPAddress(host) != nil {
+                    // A relay configured by address is checked against the
+                    // certificate's IP subjectAltName.
+                    guard X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) == 1 else {
+                        throw TLSSetupError(message: "cannot set expected address \(host)")
+                    }
+                } else {
+                    SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
+                    guard SSL_set1_host(ssl, host) == 1 else {
+                        throw TLSSetupError(message: "cannot set expected hostname \(host)")
+                    }
                 }
             }
             SSL_set_verify(ssl, options.requireVerification ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nil)

@@ -30,7 +30,7 @@ extension TLSFailure {
 
     static func fromVerifyResult(_ code: Int) -> TLSFailure {
         let text = String(cString: X509_verify_cert_error_string(code))
-        if code == Int(X509_V_ERR_HOSTNAME_MISMATCH) {
+        if code == Int(X509_V_ERR_HOSTNAME_MISMATCH) || code == Int(X509_V_ERR_IP_ADDRESS_MISMATCH) {
             return TLSFailure(kind: .hostnameMismatch, detail: text)
         }
         return TLSFailure(kind: .certificateUntrusted, detail: text)
