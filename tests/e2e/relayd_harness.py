@@ -142,7 +142,11 @@ level = "debug"
 
     # --- spool -------------------------------------------------------------
 
-    def queued_ids(self, folder="incoming"):
+    def queued_ids(self, folder=None):
+        """Queue ids in one spool folder, or (no folder) wherever the queue
+        runner may have moved them: incoming, active, deferred, hold."""
+        if folder is None:
+            return sorted({i for f in ("incoming", "active", "deferred", "hold") for i in self.queued_ids(f)})
         d = self.spool / folder
         return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
@@ -157,8 +161,6 @@ level = "debug"
                 continue
         raise FileNotFoundError(qid)
 
-    def all_queued_ids(self):
-        return sorted(set().union(*(self.queued_ids(f) for f in ("incoming", "active", "deferred", "hold"))))
 
 
 def fnv1a64(data):

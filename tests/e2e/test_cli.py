@@ -29,7 +29,7 @@ def test_check_config_reports_every_problem_with_line_and_key(tmp_path):
     text = text.replace('hostname = "relay.e2e.test"', 'hostname = "relay.e2e.test"\nhostnmae = "typo"')
     text = text.replace('idle_timeout = "30s"', 'idle_timeout = "30s"\nmax_recipients = "many"')
     text = text.replace(f'certificate = "', 'certificate = "/nonexistent')
-    text += '\n[outbound]\ndefault_level = "secure"\n'
+    text = text.replace("[outbound]\n", '[outbound]\ndefault_level = "secure"\n')
     r.config.write_text(text)
     lines = text.split("\n")
     out = run("check-config", "--config", str(r.config))
