@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Dispatch
 import Logging
 import RelayCore
@@ -52,7 +53,15 @@ final class Daemon: @unchecked Sendable {
     init(config: Config, configPath: String, logger: Logger) throws {
         self.configPath = configPath
         self.logger = logger
-        spool = try Spool(root: config.server.spoolDirectory, reserveBytes: UInt64(config.queue.minFreeSpace))
+        // Only the durability benchmark sets this: it measures what fsync
+        // costs. It is an environment variable, not a config key, so it
+        // cannot be left in a policy file by accident, and it is loud.
+        let unsafeNoFsync = ProcessInfo.processInfo.environment["RELAYD_UNSAFE_NO_FSYNC"] == "1"
+        if unsafeNoFsync {
+            logger.critical("RELAYD_UNSAFE_NO_FSYNC=1: queue files are NOT fsynced; acknowledged mail can be lost on a crash. Benchmarks only.")
+        }
+        spool = try Spool(root: config.server.spoolDirectory, reserveBytes: UInt64(config.queue.minFreeSpace),
+                          fsyncEnabled: !unsafeNoFsync)
         let report = spool.recover()
         for id in report.discardedPartial {
             logger.warning("discarded incomplete queue file (never acknowledged)", metadata: ["file": "\(id)"])
@@ -66,7 +75,7 @@ final class Daemon: @unchecked Sendable {
         runner = QueueRunner(spool: spool, environment: try OutboundSettings.environment(config: config, resolver: resolver, logger: logger),
                              logger: logger)
         let runner = self.runner
-        inbound.onQueued = { runner.wake() }
+        inbound.onQueued = { id in runner.wake(queued: id) }
     }
 
     func start() throws {

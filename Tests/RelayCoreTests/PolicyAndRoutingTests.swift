@@ -202,7 +202,8 @@ final class DSNAndStateTests: XCTestCase {
         var s = DeliveryState(recipientCount: 3, nextAttempt: 1234)
         s.attempts = 2
         s.recipients[0] = .init(status: .delivered, detail: "250 ok")
-        s.recipients[1] = .init(status: .bounced, detail: "TLS failed: hostname-mismatch", enhancedStatus: "5.7.15")
+        s.recipients[1] = .init(status: .bounced, detail: "TLS failed: hostname-mismatch", enhancedStatus: "5.7.15",
+                                tlsDetail: "4.7.15 TLS with mx[1.2.3.4]:25 failed: hostname-mismatch")
         XCTAssertEqual(try DeliveryState.decode(s.encode()), s)
         XCTAssertEqual(s.pendingIndexes, [2])
         let bytes = s.encode()

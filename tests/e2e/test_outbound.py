@@ -101,7 +101,7 @@ def test_policy_table(bed, tmp_path, level):
                 assert not everywhere, (name, "delivered although policy forbids it", everywhere)
             if expect == "deferred":
                 dsn = bounces(bed, tag)[0]["data"]
-                assert "Action: failed" in dsn
+                assert "Action: failed" in dsn, (name, dsn[:6000])
                 if name == "servfail":
                     assert "SERVFAIL" in dsn, dsn
                 else:

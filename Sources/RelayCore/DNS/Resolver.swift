@@ -44,6 +44,10 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
     private var channel: OpaquePointer?
     private var readSources: [Int32: any DispatchSourceRead] = [:]
     private var writeSources: [Int32: any DispatchSourceWrite] = [:]
+    /// Sources cancelled whose cancel handler has not run yet, per fd.
+    private var cancelling: [Int32: Int] = [:]
+    /// Sockets c-ares is done with, closed once their sources are gone.
+    private var closeWhenCancelled: Set<Int32> = []
     private var timer: (any DispatchSourceTimer)?
 
     private final class Request {
@@ -78,6 +82,10 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
             throw DNSError.unreachable("ares_init_options: \(String(cString: ares_strerror(rc)))")
         }
         channel = ch
+        relayd_ares_use_socket_functions(ch, { fd, data in
+            guard let data else { return }
+            Unmanaged<CAresResolver>.fromOpaque(data).takeUnretainedValue().socketClosedByCAres(fd)
+        }, Unmanaged.passUnretained(self).toOpaque())
         if !servers.isEmpty {
             let csv = servers.map(\.description).joined(separator: ",")
             let rc = ares_set_servers_ports_csv(ch, csv)
@@ -149,19 +157,42 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
         if readable, readSources[fd] == nil {
             let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
             s.setEventHandler { [weak self] in self?.process(read: fd, write: ARES_SOCKET_BAD) }
+            s.setCancelHandler { [weak self] in self?.sourceCancelled(fd) }
             s.resume()
             readSources[fd] = s
         } else if !readable, let s = readSources.removeValue(forKey: fd) {
+            cancelling[fd, default: 0] += 1
             s.cancel()
         }
         if writable, writeSources[fd] == nil {
             let s = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
             s.setEventHandler { [weak self] in self?.process(read: ARES_SOCKET_BAD, write: fd) }
+            s.setCancelHandler { [weak self] in self?.sourceCancelled(fd) }
             s.resume()
             writeSources[fd] = s
         } else if !writable, let s = writeSources.removeValue(forKey: fd) {
+            cancelling[fd, default: 0] += 1
             s.cancel()
         }
+    }
+
+    /// c-ares' close(2), deferred until no DispatchSource can still be
+    /// registered for the descriptor (STYLE: close only in the cancel handler).
+    private func socketClosedByCAres(_ fd: Int32) {
+        for s in [readSources.removeValue(forKey: fd)].compactMap({ $0 }) { cancelling[fd, default: 0] += 1; s.cancel() }
+        for s in [writeSources.removeValue(forKey: fd)].compactMap({ $0 }) { cancelling[fd, default: 0] += 1; s.cancel() }
+        if cancelling[fd, default: 0] == 0 {
+            close(fd)
+        } else {
+            closeWhenCancelled.insert(fd)
+        }
+    }
+
+    private func sourceCancelled(_ fd: Int32) {
+        let left = cancelling[fd, default: 1] - 1
+        if left > 0 { cancelling[fd] = left; return }
+        cancelling.removeValue(forKey: fd)
+        if closeWhenCancelled.remove(fd) != nil { close(fd) }
     }
 
     private func process(read: Int32, write: Int32) {

@@ -44,12 +44,24 @@ public final class QueueRunner: @unchecked Sendable {
             t.schedule(deadline: .distantFuture)
             t.resume()
             timer = t
+            rescan()
             pump()
         }
     }
 
-    /// New mail arrived, or the operator asked for a flush.
-    public func wake() { queue.async { [self] in pump() } }
+    /// New mail arrived (its id, when the caller knows it), or the operator
+    /// asked for something.
+    public func wake(queued id: String? = nil) {
+        queue.async { [self] in
+            if let id, QueueID.isValid(id), !known.contains(id) {
+                known.insert(id)
+                fresh.append(id)
+            } else if id == nil {
+                rescan()
+            }
+            pump()
+        }
+    }
 
     public func replaceEnvironment(_ env: DeliveryEnvironment) { queue.async { [self] in environment = env } }
 
@@ -59,33 +71,77 @@ public final class QueueRunner: @unchecked Sendable {
     public var activeCount: Int { queue.sync { inFlight.count } }
 
     // MARK: scheduling
+    //
+    // The runner keeps its own view of the queue in memory — fresh ids in
+    // arrival order, deferred ids with their due times — so each delivery
+    // costs O(1) bookkeeping instead of a directory listing. The folders are
+    // read in full only at start and when an operator request may have
+    // changed them.
+
+    private var fresh: [String] = []
+    private var freshHead = 0
+    private var deferredDue: [String: Int] = [:]
+    private var known: Set<String> = []
+    /// Destination domains of messages waiting for a per-domain slot.
+    private var waitingDomains: [String: Set<String>] = [:]
+
+    private func rescan() {
+        for id in spool.list(.incoming) where QueueID.isValid(id) && !known.contains(id) {
+            known.insert(id)
+            fresh.append(id)
+        }
+        deferredDue = [:]
+        for id in spool.list(.deferred) where QueueID.isValid(id) && !inFlight.contains(id) {
+            deferredDue[id] = ((try? spool.readState(id)) ?? nil)?.nextAttempt ?? 0
+            known.insert(id)
+        }
+    }
 
     private func pump() {
         guard !stopped else { return }
         processRequests()
         let limit = environment.config.outbound.maxConcurrentDeliveries
-        // Fresh mail first: a backlog in deferred/ never delays it.
-        for id in spool.list(.incoming) where inFlight.count < limit && !inFlight.contains(id) {
-            guard QueueID.isValid(id) else { continue }
-            begin(id, from: .incoming)
+        // Fresh mail first: a backlog in deferred/ never delays it. Mail
+        // for a domain at its limit waits in place (order kept); the scan
+        // per pump is bounded so a busy domain costs O(1), not O(queue).
+        let perDomain = environment.config.outbound.maxConcurrentPerDomain
+        var kept: [String] = []
+        var examined = 0
+        while inFlight.count < limit && freshHead < fresh.count && examined < 256 {
+            let id = fresh[freshHead]
+            freshHead += 1
+            examined += 1
+            if let domains = waitingDomains[id], domains.contains(where: { domainsInFlight[$0, default: 0] >= perDomain }) {
+                kept.append(id)
+                continue
+            }
+            if !begin(id, from: .incoming) { kept.append(id) }
         }
-        var nextDue = Int.max
+        freshHead -= kept.count
+        for (k, id) in kept.enumerated() { fresh[freshHead + k] = id }
+        if freshHead > 1024 && freshHead * 2 > fresh.count {
+            fresh.removeFirst(freshHead)
+            freshHead = 0
+        }
         let t = now()
-        for id in spool.list(.deferred) where !inFlight.contains(id) && QueueID.isValid(id) {
-            let due = (try? spool.readState(id))??.nextAttempt ?? 0
+        var nextDue = Int.max
+        for (id, due) in deferredDue {
             if due <= t && inFlight.count < limit {
-                begin(id, from: .deferred)
+                deferredDue.removeValue(forKey: id)
+                if !begin(id, from: .deferred) { deferredDue[id] = t + 1; nextDue = min(nextDue, t + 1) }
             } else {
                 nextDue = min(nextDue, max(due, t + 1))
             }
         }
         if let timer {
-            if inFlight.count >= limit {
+            if inFlight.count >= limit || freshHead < fresh.count {
                 timer.schedule(deadline: .now() + .seconds(1))
             } else if nextDue != Int.max {
                 timer.schedule(deadline: .now() + .seconds(max(1, nextDue - t)))
             } else {
-                timer.schedule(deadline: .distantFuture)
+                // Nothing due: a slow rescan catches anything put in the
+                // folders behind the runner's back.
+                timer.schedule(deadline: .now() + .seconds(60))
             }
         }
     }
@@ -94,6 +150,7 @@ public final class QueueRunner: @unchecked Sendable {
     /// messages in delivery is known.
     private func processRequests() {
         let admin = QueueAdmin(spool: spool)
+        requestsApplied = false
         for (name, request) in admin.takeRequests() {
             guard let request else {
                 admin.finishRequest(name, result: "error: unreadable request")
@@ -103,17 +160,36 @@ public final class QueueRunner: @unchecked Sendable {
             do { result = try admin.apply(request, inFlight: inFlight) } catch { result = "error: \(error)" }
             logger.info("queue request", metadata: ["request": "\(request)", "result": "\(result)"])
             admin.finishRequest(name, result: result)
+            requestsApplied = true
+        }
+        if requestsApplied {
+            known.subtract(known.filter { !inFlight.contains($0) })
+            fresh = []
+            freshHead = 0
+            rescan()
         }
     }
 
-    private func begin(_ id: String, from folder: Spool.Folder) {
+    private var requestsApplied = false
+
+    /// Starts delivering one message; false when it must wait (its domain
+    /// is at its concurrency limit). A message that is gone or broken
+    /// counts as handled.
+    @discardableResult
+    private func begin(_ id: String, from folder: Spool.Folder) -> Bool {
+        guard !inFlight.contains(id) else { return true }
         let message: QueuedMessage
         do {
             message = try spool.read(folder, id)
         } catch {
+            if access(spool.path(folder, id), F_OK) != 0 {
+                known.remove(id)  // deleted or moved by the operator
+                return true
+            }
             logger.error("queue file failed its self-check; moved to corrupt/", metadata: ["id": "\(id)", "reason": "\(error)"])
             try? spool.move(id, from: folder, to: .corrupt)
-            return
+            known.remove(id)
+            return true
         }
         var state: DeliveryState
         do {
@@ -126,21 +202,28 @@ public final class QueueRunner: @unchecked Sendable {
         }
         guard state.recipients.count == message.envelope.recipients.count else {
             logger.error("delivery state does not match message; retrying every recipient", metadata: ["id": "\(id)"])
-            return begin(afterResetting: id, message, from: folder)
+            spool.removeState(id)
+            return begin(id, from: folder)
         }
         let byDomain = Dictionary(grouping: state.pendingIndexes) { message.envelope.recipients[$0].mailbox.domain }
         let perDomain = environment.config.outbound.maxConcurrentPerDomain
         if byDomain.keys.contains(where: { domainsInFlight[$0, default: 0] >= perDomain }) {
-            return  // picked up again by the next pump
+            waitingDomains[id] = Set(byDomain.keys)
+            return false  // picked up again by the next pump
         }
+        waitingDomains.removeValue(forKey: id)
         do { try spool.move(id, from: folder, to: .active) } catch {
             logger.error("cannot move message to active/", metadata: ["id": "\(id)", "error": "\(error)"])
-            return
+            known.remove(id)
+            return true
         }
         inFlight.insert(id)
         for d in byDomain.keys { domainsInFlight[d, default: 0] += 1 }
         state.attempts += 1
-        if byDomain.isEmpty { return finish(message, state: state, domains: []) }
+        if byDomain.isEmpty {
+            finish(message, state: state, domains: [])
+            return true
+        }
 
         let group = DispatchGroup()
         final class Reports: @unchecked Sendable { var list: [DomainDeliveryReport] = [] }
@@ -162,11 +245,7 @@ public final class QueueRunner: @unchecked Sendable {
             apply(reports.list, to: &state, message: message)
             finish(message, state: state, domains: Array(byDomain.keys))
         }
-    }
-
-    private func begin(afterResetting id: String, _ message: QueuedMessage, from folder: Spool.Folder) {
-        spool.removeState(id)
-        begin(id, from: folder)
+        return true
     }
 
     // MARK: filing results
@@ -189,7 +268,8 @@ public final class QueueRunner: @unchecked Sendable {
                 case .failed(let f) where f.isPermanent:
                     state.recipients[i] = .init(status: .bounced, detail: f.reason, enhancedStatus: f.status)
                 case .failed(let f):
-                    state.recipients[i] = .init(status: .pending, detail: f.reason, enhancedStatus: f.status)
+                    let tls = f.tlsPolicy ? f.reason : state.recipients[i].tlsDetail
+                    state.recipients[i] = .init(status: .pending, detail: f.reason, enhancedStatus: f.status, tlsDetail: tls)
                 }
             }
         }
@@ -211,8 +291,10 @@ public final class QueueRunner: @unchecked Sendable {
                 let last = state.recipients[i].detail.isEmpty ? "delivery not possible" : state.recipients[i].detail
                 var status = state.recipients[i].enhancedStatus
                 status = status.isEmpty ? "5.4.7" : "5" + status.dropFirst()
-                state.recipients[i] = .init(status: .bounced, detail: "gave up after \(lifetime / 3600)h in the queue; last error: \(last)",
-                                            enhancedStatus: status)
+                let tls = state.recipients[i].tlsDetail
+                var detail = "gave up after \(Self.duration(lifetime)) in the queue; last error: \(last)"
+                if !tls.isEmpty && tls != last { detail += "; TLS could not be had: \(tls)" }
+                state.recipients[i] = .init(status: .bounced, detail: detail, enhancedStatus: status, tlsDetail: tls)
             }
             logger.notice("queue lifetime exceeded", metadata: ["id": "\(message.id)", "attempts": "\(state.attempts)"])
         }
@@ -223,8 +305,10 @@ public final class QueueRunner: @unchecked Sendable {
                 state.nextAttempt = t + 300
                 try? spool.writeState(message.id, state)
                 try? spool.move(message.id, from: .active, to: .deferred)
+                deferredDue[message.id] = state.nextAttempt
                 return
             }
+            known.remove(message.id)
             // The state goes first: a crash between the two leaves a message
             // without state, which is retried (a duplicate), never lost.
             spool.removeState(message.id)
@@ -248,9 +332,15 @@ public final class QueueRunner: @unchecked Sendable {
                          metadata: ["id": "\(message.id)", "error": "\(error)"])
             return
         }
+        deferredDue[message.id] = state.nextAttempt
         logger.info("deferred", metadata: ["id": "\(message.id)", "attempts": "\(state.attempts)",
                                            "next_in": "\(state.nextAttempt - t)s",
                                            "reason": "\(state.recipients.first { $0.status == .pending }?.detail ?? "")"])
+    }
+
+    static func duration(_ seconds: Int) -> String {
+        seconds >= 86400 && seconds % 86400 == 0 ? "\(seconds / 86400)d"
+            : seconds >= 3600 ? "\(seconds / 3600)h" : seconds >= 60 ? "\(seconds / 60)m" : "\(seconds)s"
     }
 
     /// Queues the DSN; false only when it could not be written.
@@ -264,6 +354,8 @@ public final class QueueRunner: @unchecked Sendable {
         }
         do {
             try spool.store(dsn)
+            known.insert(id)
+            fresh.append(id)
             logger.info("bounce queued", metadata: ["id": "\(id)", "original": "\(message.id)", "to": "<\(message.envelope.sender)>",
                                                     "recipients": "\(indexes.count)"])
             return true

@@ -8,7 +8,7 @@
 //   relayd-state 1
 //   attempts <n>
 //   next <unix seconds>
-//   rcpt <index> pending|delivered|bounced|dropped <xtext last reason or ->
+//   rcpt <index> pending|delivered|bounced|dropped <status or -> <xtext last reason or -> <xtext last TLS reason or ->
 //   end <FNV-1a 64 of the lines above>
 public struct DeliveryState: Equatable, Sendable {
     public enum Status: String, Sendable { case pending, delivered, bounced, dropped }
@@ -19,11 +19,16 @@ public struct DeliveryState: Equatable, Sendable {
         public var detail: String
         /// RFC 3463 status for the DSN, when bounced.
         public var enhancedStatus: String
+        /// The last TLS-policy failure, kept even when a later attempt
+        /// failed for another reason, so the bounce can say TLS was the
+        /// problem.
+        public var tlsDetail: String
 
-        public init(status: Status = .pending, detail: String = "", enhancedStatus: String = "") {
+        public init(status: Status = .pending, detail: String = "", enhancedStatus: String = "", tlsDetail: String = "") {
             self.status = status
             self.detail = detail
             self.enhancedStatus = enhancedStatus
+            self.tlsDetail = tlsDetail
         }
     }
 
@@ -45,7 +50,8 @@ public struct DeliveryState: Equatable, Sendable {
         for (i, r) in recipients.enumerated() {
             let detail = r.detail.isEmpty ? "-" : XText.encode(r.detail)
             let status = r.enhancedStatus.isEmpty ? "-" : r.enhancedStatus
-            s += "rcpt \(i) \(r.status.rawValue) \(status) \(detail)\n"
+            let tls = r.tlsDetail.isEmpty ? "-" : XText.encode(r.tlsDetail)
+            s += "rcpt \(i) \(r.status.rawValue) \(status) \(detail) \(tls)\n"
         }
         let body = Array(s.utf8)
         return body + Array("end \(QueueFile.hex16(QueueFile.fnv1a64(body[...])))\n".utf8)
@@ -69,11 +75,12 @@ public struct DeliveryState: Equatable, Sendable {
         state.nextAttempt = try value(lines[2], "next")
         for (n, line) in lines.dropFirst(3).enumerated() {
             let parts = line.split(separator: " ")
-            guard parts.count == 5, parts[0] == "rcpt", Int(parts[1]) == n,
+            guard parts.count == 6, parts[0] == "rcpt", Int(parts[1]) == n,
                   let status = Status(rawValue: String(parts[2])) else { throw QueueFileError.badRecord("rcpt") }
             let detail = parts[4] == "-" ? "" : (XText.decode(String(parts[4])) ?? "")
+            let tls = parts[5] == "-" ? "" : (XText.decode(String(parts[5])) ?? "")
             state.recipients.append(Recipient(status: status, detail: detail,
-                                              enhancedStatus: parts[3] == "-" ? "" : String(parts[3])))
+                                              enhancedStatus: parts[3] == "-" ? "" : String(parts[3]), tlsDetail: tls))
         }
         return state
     }

@@ -24,8 +24,8 @@ public final class InboundServer: @unchecked Sendable {
     private var perIP: [IPAddress: Int] = [:]
     private var stopping = false
     private var onIdle: (() -> Void)?
-    /// Called (from any queue) after a message was durably queued.
-    public var onQueued: (@Sendable () -> Void)?
+    /// Called (from any queue) with the id of each message durably queued.
+    public var onQueued: (@Sendable (String) -> Void)?
 
     public init(settings: InboundSettings, spool: Spool, logger: Logger) {
         self.settings = settings

@@ -1,0 +1,507 @@
+#!/usr/bin/python3
+"""relayd against Postfix on this machine, in the same run.
+
+Each cell runs the same load (bench/loadgen.py) against relayd and against
+a private Postfix instance (`postfix -c DIR`, default durability) doing the
+same job — accept on 127.0.0.x:25, relay to a sink — interleaved A B A B
+for --rounds rounds, and prints relayd ÷ Postfix with the min–max of the
+per-round ratios. The generator's own ceiling (generator → sink, no relay)
+is measured too. Everything is on loopback, every load is bounded in count
+and time, and every process started here is stopped here.
+
+Suites: accept, e2e, idle, durability (see bench/README in RESULTS.md).
+"""
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RELAYD = REPO / ".build" / "release" / "relayd"
+PY = "/usr/bin/python3"
+RELAYD_IP, SINK_IP, POSTFIX_IP, TLS_SINK_IP = "127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+# --- process accounting -------------------------------------------------------
+
+def children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree(root):
+    kids, out, todo = children_map(), [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def cpu_seconds(root):
+    """User+system CPU of a process tree, including reaped children."""
+    total = 0
+    for p in tree(root):
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / CLK
+
+
+def rss_kib(root):
+    total = 0
+    for p in tree(root):
+        try:
+            total += int(open(f"/proc/{p}/statm").read().split()[1]) * PAGE_KIB
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+class Sampler:
+    """Peak RSS of a process tree, sampled every 100 ms in the background."""
+
+    def __init__(self, root):
+        self.root, self.peak, self.proc = root, 0, None
+
+    def __enter__(self):
+        import threading
+        self.stop = threading.Event()
+
+        def loop():
+            while not self.stop.is_set():
+                self.peak = max(self.peak, rss_kib(self.root))
+                self.stop.wait(0.1)
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        self.thread.join(timeout=2)
+
+
+def wait_port(ip, port, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((ip, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{ip}:{port} did not open")
+
+
+def raise_nofile():
+    """As many descriptors as the hard limit allows (the idle suite needs
+    10,000 in relayd and as many in the generator)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in (65536, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard) if want <= hard else want))
+            return
+        except (ValueError, OSError):
+            continue
+
+
+# --- the servers ----------------------------------------------------------------
+
+class Relayd:
+    name = "relayd"
+
+    def __init__(self, work, cert, key, outbound, env=None):
+        self.dir = work / "relayd"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "relayd.conf").write_text(f"""
+[server]
+hostname = "relay.bench.test"
+spool_dir = "spool"
+[[listener]]
+address = "{RELAYD_IP}:25"
+kind = "smtp"
+[tls]
+certificate = "{cert}"
+key = "{key}"
+[relay]
+client_networks = ["127.0.0.0/8"]
+[queue]
+min_free_space = 0
+retry_schedule = ["10s"]
+[dns]
+servers = ["127.0.0.1:9"]
+[limits]
+max_connections = 30000
+max_connections_per_ip = 30000
+[log]
+level = "warning"
+[outbound]
+{outbound}
+""")
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.dir / "relayd.log", "ab")
+        self.proc = subprocess.Popen([str(RELAYD), "run", "--config", str(self.dir / "relayd.conf"), "--grace", "2"],
+                                     stdout=self.log, stderr=self.log, env=self.env, preexec_fn=raise_nofile,
+                                     start_new_session=True)
+        wait_port(RELAYD_IP, 25)
+        self.root = self.proc.pid
+        return self
+
+    @property
+    def target(self):
+        return f"{RELAYD_IP}:25"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self.log.close()
+        shutil.rmtree(self.dir / "spool", ignore_errors=True)
+
+
+class Postfix:
+    name = "postfix"
+
+    def __init__(self, work, cert, key, relay_tls):
+        self.dir = work / "postfix"
+        d = self.dir
+        for sub in ("etc", "queue", "data"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        shutil.chown(d / "data", "postfix")
+        (d / "etc" / "main.cf").write_text(f"""compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = relay.bench.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [{TLS_SINK_IP if relay_tls else SINK_IP}]:25
+smtp_tls_security_level = {"encrypt" if relay_tls else "none"}
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_received_header = yes
+maillog_file_prefixes = {work}
+maillog_file = {d}/maillog
+alias_maps =
+alias_database =
+biff = no
+smtp_host_lookup = native
+disable_dns_lookups = yes
+""")
+        master = Path("/usr/share/postfix/master.cf.dist").read_text().splitlines()
+        out = []
+        for line in master:
+            if line.startswith("smtp ") and " smtpd" in line and "inet" in line:
+                line = f"{POSTFIX_IP}:25 inet n - n - - smtpd"
+            out.append(line)
+        out.append("postlog   unix-dgram n  -       n       -       1       postlogd")
+        (d / "etc" / "master.cf").write_text("\n".join(out) + "\n")
+
+    def start(self):
+        r = subprocess.run(["postfix", "-c", str(self.dir / "etc"), "start"], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("postfix: " + r.stdout + r.stderr)
+        wait_port(POSTFIX_IP, 25)
+        self.root = int((self.dir / "queue" / "pid" / "master.pid").read_text().split()[0])
+        return self
+
+    @property
+    def target(self):
+        return f"{POSTFIX_IP}:25"
+
+    def stop(self):
+        subprocess.run(["postfix", "-c", str(self.dir / "etc"), "stop"], capture_output=True, timeout=60)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.root, 0)
+                time.sleep(0.1)
+            except ProcessLookupError:
+                break
+
+
+class Sink:
+    def __init__(self, work, ip, cert=None, key=None, processes=2):
+        self.ip, self.count_file, self.processes = ip, work / f"sink-{ip}.count", processes
+        argv = [PY, str(HERE / "sink.py"), "--listen", f"{ip}:25", "--count-file", str(self.count_file),
+                "--processes", str(processes)]
+        if cert:
+            argv += ["--cert", str(cert), "--key", str(key)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_port(ip, 25)
+
+    def count(self):
+        sys.path.insert(0, str(HERE))
+        import sink
+        return sink.count(self.count_file, self.processes)
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=10)
+
+
+# --- load -----------------------------------------------------------------------
+
+def load(target, sessions, messages, starttls, seconds, size=4096):
+    argv = [PY, str(HERE / "loadgen.py"), "--target", target, "--sessions", str(sessions), "--messages", str(messages),
+            "--size", str(size), "--max-seconds", str(seconds), "--processes", "2"]
+    if starttls:
+        argv.append("--starttls")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, preexec_fn=raise_nofile)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(server, sessions, messages, starttls, seconds, sink=None):
+    cpu0 = cpu_seconds(server.root)
+    delivered0 = sink.count() if sink else 0
+    with Sampler(server.root) as mem:
+        r = load(server.target, sessions, messages, starttls, seconds)
+    r["cpu_ms_per_msg"] = round((cpu_seconds(server.root) - cpu0) * 1000 / max(1, r["sent"]), 3)
+    r["peak_rss_kib"] = mem.peak
+    if sink:
+        r["delivered_per_s"] = round((sink.count() - delivered0) / r["elapsed"], 1)
+    return r
+
+
+async def hold_idle(target, n, starttls, ready, release):
+    host, port = target.split(":")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conns = []
+    sem = asyncio.Semaphore(200)
+
+    async def one():
+        async with sem:
+            try:
+                r, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 30)
+                await r.readline()
+                w.write(b"EHLO idle.test\r\n")
+                while (await r.readline())[3:4] == b"-":
+                    pass
+                if starttls:
+                    w.write(b"STARTTLS\r\n")
+                    await r.readline()
+                    await w.start_tls(ctx)
+                    w.write(b"EHLO idle.test\r\n")
+                    while (await r.readline())[3:4] == b"-":
+                        pass
+                conns.append(w)
+            except Exception:
+                pass
+    await asyncio.gather(*(one() for _ in range(n)))
+    ready(len(conns))
+    await release()
+    for w in conns:
+        w.close()
+
+
+def idle_cost(server, n, starttls, seconds=120):
+    """KiB of server memory per idle session, holding `n` sessions."""
+    import threading
+    base = rss_kib(server.root)
+    result = {}
+    held = threading.Event()
+    done = threading.Event()
+
+    async def release():
+        while not done.is_set():
+            await asyncio.sleep(0.1)
+
+    def ready(k):
+        result["held"] = k
+        time.sleep(1.0)
+        result["rss_kib"] = rss_kib(server.root)
+        held.set()
+        done.set()
+
+    raise_nofile()
+    t = threading.Thread(target=lambda: asyncio.run(hold_idle(server.target, n, starttls, ready, release)), daemon=True)
+    t.start()
+    held.wait(timeout=seconds)
+    t.join(timeout=60)
+    result["kib_per_session"] = round((result.get("rss_kib", base) - base) / max(1, result.get("held", 0)), 1)
+    time.sleep(1)
+    return result
+
+
+# --- the suites -----------------------------------------------------------------
+
+def make_cert(work):
+    key, cert = work / "key.pem", work / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "2", "-subj", "/CN=relay.bench.test", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def ratio_cell(rounds_a, rounds_b, key, higher_is_better=True):
+    ratios = [a[key] / b[key] for a, b in zip(rounds_a, rounds_b) if a.get(key) and b.get(key)]
+    if not ratios:
+        return None
+    return {"median": round(statistics.median(ratios), 2), "min": round(min(ratios), 2), "max": round(max(ratios), 2)}
+
+
+def interleaved(a, b, rounds, fn):
+    ra, rb = [], []
+    for _ in range(rounds):
+        ra.append(fn(a))
+        rb.append(fn(b))
+    return ra, rb
+
+
+def med(rs, key):
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return round(statistics.median(vals), 2) if vals else None
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--suites", default="accept,e2e,idle,durability")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=8, help="bound of each load cell")
+    p.add_argument("--idle", type=int, default=10000, help="idle sessions held by relayd")
+    p.add_argument("--postfix-idle", type=int, default=100, help="idle sessions for Postfix (one process each)")
+    p.add_argument("--json", default=str(HERE / "last-run.json"))
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: the servers listen on port 25 of 127.0.0.x")
+    suites = args.suites.split(",")
+    work = Path(tempfile.mkdtemp(prefix="relayd-bench-"))
+    os.chmod(work, 0o755)
+    cert, key = make_cert(work)
+    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
+               "cpus": os.cpu_count(), "cells": []}
+    started = []
+    t_start = time.monotonic()
+
+    def cell(suite, label, ra, rb, extra=None):
+        c = {"suite": suite, "cell": label,
+             "relayd": {k: med(ra, k) for k in ("msgs_per_s", "p50_ms", "p99_ms", "cpu_ms_per_msg", "peak_rss_kib", "delivered_per_s", "refused")},
+             "postfix": {k: med(rb, k) for k in ("msgs_per_s", "p50_ms", "p99_ms", "cpu_ms_per_msg", "peak_rss_kib", "delivered_per_s", "refused")},
+             "throughput_ratio": ratio_cell(ra, rb, "msgs_per_s"),
+             "p99_ratio": ratio_cell(ra, rb, "p99_ms"),
+             "cpu_ratio": ratio_cell(ra, rb, "cpu_ms_per_msg")}
+        if extra:
+            c.update(extra)
+        results["cells"].append(c)
+        r, q = c["relayd"], c["postfix"]
+        tr = c["throughput_ratio"] or {}
+        print(f"{suite:10} {label:28} relayd {r['msgs_per_s']:>8} msg/s p99 {r['p99_ms']:>8} ms  | postfix {q['msgs_per_s']:>8} msg/s p99 {q['p99_ms']:>8} ms"
+              f" | ratio {tr.get('median')} ({tr.get('min')}–{tr.get('max')})", flush=True)
+
+    try:
+        plain_sink = Sink(work, SINK_IP)
+        tls_sink = Sink(work, TLS_SINK_IP, cert, key)
+        started += [plain_sink, tls_sink]
+
+        # The generator's own ceiling: straight into the sinks.
+        class Direct:
+            def __init__(self, ip, root): self.target, self.root = f"{ip}:25", root
+        for tls in (False, True):
+            sink = tls_sink if tls else plain_sink
+            r = measure(Direct(sink.ip, sink.proc.pid), 10, 100000, tls, args.seconds)
+            results["cells"].append({"suite": "ceiling", "cell": f"generator->sink {'STARTTLS' if tls else 'plain'} 10 sessions", "sink": r})
+            print(f"{'ceiling':10} generator->sink {'STARTTLS' if tls else 'plain':9} 10 sessions: {r['msgs_per_s']} msg/s p99 {r['p99_ms']} ms", flush=True)
+
+        if "accept" in suites:
+            relayd = Relayd(work, cert, key, f'smarthost = "sink"\n[[outbound.relay]]\nname = "sink"\naddress = "{SINK_IP}:25"\nlevel = "none"\n').start()
+            postfix = Postfix(work, cert, key, relay_tls=False).start()
+            started += [relayd, postfix]
+            for label, sessions, tls in [("STARTTLS 4KiB 10 sessions", 10, True), ("STARTTLS 4KiB 100 sessions", 100, True),
+                                         ("plain 4KiB 10 sessions", 10, False)]:
+                ra, rb = interleaved(relayd, postfix, args.rounds,
+                                     lambda s: measure(s, sessions, 100000, tls, args.seconds, sink=plain_sink))
+                cell("accept", label, ra, rb)
+            ra, rb = interleaved(relayd, postfix, args.rounds, lambda s: measure(s, 1, 100000, True, args.seconds / 2))
+            cell("accept", "STARTTLS 4KiB 1 session", ra, rb)
+            relayd.stop(); postfix.stop()
+            started = [s for s in started if s not in (relayd, postfix)]
+
+        if "e2e" in suites:
+            relayd = Relayd(work, cert, key, f'smarthost = "tls-sink"\n[[outbound.relay]]\nname = "tls-sink"\naddress = "{TLS_SINK_IP}:25"\nlevel = "forced"\n').start()
+            postfix = Postfix(work, cert, key, relay_tls=True).start()
+            started += [relayd, postfix]
+            ra, rb = interleaved(relayd, postfix, args.rounds,
+                                 lambda s: measure(s, 10, 100000, True, args.seconds, sink=tls_sink))
+            cell("e2e", "STARTTLS in+out 10 sessions", ra, rb,
+                 {"delivered_over_accepted_relayd": round(med(ra, "delivered_per_s") / max(1, med(ra, "msgs_per_s")), 2)})
+            relayd.stop(); postfix.stop()
+            started = [s for s in started if s not in (relayd, postfix)]
+
+        if "idle" in suites:
+            relayd = Relayd(work, cert, key, 'default_level = "none"\n').start()
+            postfix = Postfix(work, cert, key, relay_tls=False).start()
+            started += [relayd, postfix]
+            for tls in (False, True):
+                a = idle_cost(relayd, args.idle, tls)
+                b = idle_cost(postfix, args.postfix_idle, tls)
+                results["cells"].append({"suite": "idle", "cell": f"idle {'TLS' if tls else 'plain'}", "relayd": a, "postfix": b})
+                print(f"{'idle':10} {'TLS' if tls else 'plain':28} relayd {a.get('held')} held, {a['kib_per_session']} KiB/session"
+                      f" | postfix {b.get('held')} held, {b['kib_per_session']} KiB/session", flush=True)
+            relayd.stop(); postfix.stop()
+            started = [s for s in started if s not in (relayd, postfix)]
+
+        if "durability" in suites:
+            out = f'smarthost = "sink"\n[[outbound.relay]]\nname = "sink"\naddress = "{SINK_IP}:25"\nlevel = "none"\n'
+            on = Relayd(work, cert, key, out)
+            off = Relayd(work, cert, key, out, env={"RELAYD_UNSAFE_NO_FSYNC": "1"})
+            ra, rb = [], []
+            for _ in range(args.rounds):
+                for server, bucket in ((on, ra), (off, rb)):
+                    server.start()
+                    bucket.append(measure(server, 10, 100000, False, args.seconds, sink=plain_sink))
+                    server.stop()
+            c = {"suite": "durability", "cell": "plain 4KiB 10 sessions, fsync on / off",
+                 "fsync_on": med(ra, "msgs_per_s"), "fsync_off": med(rb, "msgs_per_s"), "ratio": ratio_cell(ra, rb, "msgs_per_s")}
+            results["cells"].append(c)
+            print(f"{'durability':10} fsync on {c['fsync_on']} msg/s, off {c['fsync_off']} msg/s, on/off {c['ratio']}", flush=True)
+    finally:
+        for s in reversed(started):
+            try:
+                s.stop()
+            except Exception as e:
+                print(f"stopping {s}: {e}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+    results["seconds"] = round(time.monotonic() - t_start, 1)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"total {results['seconds']} s; details in {args.json}")
+
+
+if __name__ == "__main__":
+    main()
