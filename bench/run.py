@@ -72,12 +72,21 @@ def cpu_seconds(root):
 
 
 def rss_kib(root):
+    """Proportional set size (PSS) of a process tree: shared pages are
+    divided among the processes sharing them, so a many-process server
+    (Postfix) is not charged its libraries once per process."""
     total = 0
     for p in tree(root):
         try:
-            total += int(open(f"/proc/{p}/statm").read().split()[1]) * PAGE_KIB
-        except (FileNotFoundError, ProcessLookupError):
-            pass
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            try:
+                total += int(open(f"/proc/{p}/statm").read().split()[1]) * PAGE_KIB
+            except (FileNotFoundError, ProcessLookupError):
+                pass
     return total
 
 

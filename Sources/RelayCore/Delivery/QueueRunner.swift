@@ -84,6 +84,24 @@ public final class QueueRunner: @unchecked Sendable {
     private var known: Set<String> = []
     /// Destination domains of messages waiting for a per-domain slot.
     private var waitingDomains: [String: Set<String>] = [:]
+    /// Per destination domain at its limit: the fresh ids waiting for it.
+    private var blocked: [String: [String]] = [:]
+    /// Ids released from a domain's line, tried before other fresh mail.
+    private var ready: [String] = []
+
+    private func nextFresh() -> String? {
+        if !ready.isEmpty { return ready.removeFirst() }
+        guard freshHead < fresh.count else { return nil }
+        let id = fresh[freshHead]
+        freshHead += 1
+        if freshHead > 1024 && freshHead * 2 > fresh.count {
+            fresh.removeFirst(freshHead)
+            freshHead = 0
+        }
+        return id
+    }
+
+    private var hasFresh: Bool { !ready.isEmpty || freshHead < fresh.count }
 
     private func rescan() {
         for id in spool.list(.incoming) where QueueID.isValid(id) && !known.contains(id) {
@@ -101,27 +119,21 @@ public final class QueueRunner: @unchecked Sendable {
         guard !stopped else { return }
         processRequests()
         let limit = environment.config.outbound.maxConcurrentDeliveries
-        // Fresh mail first: a backlog in deferred/ never delays it. Mail
-        // for a domain at its limit waits in place (order kept); the scan
-        // per pump is bounded so a busy domain costs O(1), not O(queue).
+        // Fresh mail first: a backlog in deferred/ never delays it. Mail for
+        // a domain at its concurrency limit waits in that domain's line and
+        // goes back to the front when a slot frees, so a busy destination
+        // costs nothing per pump and never blocks mail for other domains.
         let perDomain = environment.config.outbound.maxConcurrentPerDomain
-        var kept: [String] = []
-        var examined = 0
-        while inFlight.count < limit && freshHead < fresh.count && examined < 256 {
-            let id = fresh[freshHead]
-            freshHead += 1
-            examined += 1
-            if let domains = waitingDomains[id], domains.contains(where: { domainsInFlight[$0, default: 0] >= perDomain }) {
-                kept.append(id)
+        while inFlight.count < limit, let id = nextFresh() {
+            if let domains = waitingDomains[id],
+               let full = domains.first(where: { domainsInFlight[$0, default: 0] >= perDomain }) {
+                blocked[full, default: []].append(id)
                 continue
             }
-            if !begin(id, from: .incoming) { kept.append(id) }
-        }
-        freshHead -= kept.count
-        for (k, id) in kept.enumerated() { fresh[freshHead + k] = id }
-        if freshHead > 1024 && freshHead * 2 > fresh.count {
-            fresh.removeFirst(freshHead)
-            freshHead = 0
+            if !begin(id, from: .incoming), let domains = waitingDomains[id],
+               let full = domains.first(where: { domainsInFlight[$0, default: 0] >= perDomain }) {
+                blocked[full, default: []].append(id)
+            }
         }
         let t = now()
         var nextDue = Int.max
@@ -134,7 +146,7 @@ public final class QueueRunner: @unchecked Sendable {
             }
         }
         if let timer {
-            if inFlight.count >= limit || freshHead < fresh.count {
+            if inFlight.count >= limit || hasFresh {
                 timer.schedule(deadline: .now() + .seconds(1))
             } else if nextDue != Int.max {
                 timer.schedule(deadline: .now() + .seconds(max(1, nextDue - t)))
@@ -166,6 +178,8 @@ public final class QueueRunner: @unchecked Sendable {
             known.subtract(known.filter { !inFlight.contains($0) })
             fresh = []
             freshHead = 0
+            blocked = [:]
+            ready = []
             rescan()
         }
     }
@@ -281,6 +295,10 @@ public final class QueueRunner: @unchecked Sendable {
             inFlight.remove(message.id)
             for d in domains {
                 if let n = domainsInFlight[d], n > 1 { domainsInFlight[d] = n - 1 } else { domainsInFlight.removeValue(forKey: d) }
+                if var line = blocked[d], !line.isEmpty {
+                    ready.append(line.removeFirst())
+                    blocked[d] = line.isEmpty ? nil : line
+                }
             }
             pump()
         }
