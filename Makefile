@@ -9,7 +9,7 @@ RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev pkg-config openssl
 # What the tests add: real peers and clients.
 TEST_PKGS = postfix swaks unbound nginx python3 python3-pytest python3-dnspython testssl.sh whois iproute2 procps
 
-.PHONY: all deps test-deps build release debug dev-setup run test unit e2e check-example install clean fuzz
+.PHONY: all deps test-deps bench-deps build release debug dev-setup run test unit e2e check-example install clean fuzz bench
 
 all: build
 
@@ -55,6 +55,15 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
+## relayd against a private Postfix on this machine, same run, interleaved
+## rounds; prints the ratio table (bench/run.py --help for the knobs).
+BENCH_ARGS ?=
+bench-deps:
+	@scripts/ensure-packages.sh $(RUN_PKGS) postfix python3 openssl
+bench: bench-deps
+	$(SWIFT) build -c release
+	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
+
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONF) $(DESTDIR)/etc/systemd/system
 	install -m 0755 .build/release/relayd $(DESTDIR)$(PREFIX)/bin/relayd
@@ -63,4 +72,4 @@ install: build
 	@echo "edit $(SYSCONF)/relayd.conf (paths marked 'Production'), then: systemctl daemon-reload && systemctl enable --now relayd"
 
 clean:
-	rm -rf .build .build-fuzz
+	rm -rf .build .build-fuzz bench/last-run.json

@@ -474,17 +474,19 @@ def main():
             started = [s for s in started if s not in (relayd, postfix)]
 
         if "idle" in suites:
-            relayd = Relayd(work, cert, key, 'default_level = "none"\n').start()
-            postfix = Postfix(work, cert, key, relay_tls=False).start()
-            started += [relayd, postfix]
+            # Fresh servers for each measurement: memory a server kept from
+            # an earlier batch of sessions (Postfix's idle smtpd processes,
+            # relayd's grown heap) would otherwise be missed.
             for tls in (False, True):
+                relayd = Relayd(work, cert, key, 'default_level = "none"\n').start()
                 a = idle_cost(relayd, args.idle, tls)
+                relayd.stop()
+                postfix = Postfix(work, cert, key, relay_tls=False).start()
                 b = idle_cost(postfix, args.postfix_idle, tls)
+                postfix.stop()
                 results["cells"].append({"suite": "idle", "cell": f"idle {'TLS' if tls else 'plain'}", "relayd": a, "postfix": b})
                 print(f"{'idle':10} {'TLS' if tls else 'plain':28} relayd {a.get('held')} held, {a['kib_per_session']} KiB/session"
                       f" | postfix {b.get('held')} held, {b['kib_per_session']} KiB/session", flush=True)
-            relayd.stop(); postfix.stop()
-            started = [s for s in started if s not in (relayd, postfix)]
 
         if "durability" in suites:
             out = f'smarthost = "sink"\n[[outbound.relay]]\nname = "sink"\naddress = "{SINK_IP}:25"\nlevel = "none"\n'

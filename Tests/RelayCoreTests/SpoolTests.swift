@@ -98,6 +98,22 @@ final class SpoolTests: XCTestCase {
         XCTAssertTrue(spool.list(.tmp).isEmpty)
     }
 
+    func testGroupCommitStoresEveryMessageOfABatch() throws {
+        let spool = try Spool(root: dir, reserveBytes: 0)
+        let batch = (0..<5).map { sampleMessage(id: QueueID.make(microseconds: UInt64(100 + $0), random: UInt32($0))) }
+        let results = spool.store(batch: batch)
+        XCTAssertEqual(results.filter { if case .success = $0 { return true } else { return false } }.count, 5)
+        XCTAssertEqual(spool.list(.incoming), batch.map(\.id).sorted())
+        for m in batch { XCTAssertEqual(try spool.read(.incoming, m.id), m) }
+        XCTAssertTrue(spool.list(.tmp).isEmpty)
+        let full = try Spool(root: dir + "-full", reserveBytes: UInt64.max)
+        defer { try? FileManager.default.removeItem(atPath: dir + "-full") }
+        for r in full.store(batch: batch) {
+            guard case .failure(.insufficientSpace) = r else { return XCTFail("\(r)") }
+        }
+        XCTAssertTrue(full.list(.incoming).isEmpty)
+    }
+
     func testQueueIDsAreValidOrderedAndUnique() {
         let a = QueueID.make(microseconds: 1, random: 0)
         let b = QueueID.make(microseconds: 2, random: 0)

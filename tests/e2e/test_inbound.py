@@ -245,8 +245,9 @@ def test_kill9_loses_no_acknowledged_message(relayd):
     assert "failed its self-check" not in relayd.log_text()
 
 
-def test_sigterm_stops_cleanly(relayd):
-    assert relayd.stop(signal.SIGTERM) == 0
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT (Ctrl-C)"])
+def test_stop_signals_stop_cleanly(relayd, sig):
+    assert relayd.stop(sig) == 0
     assert "msg=stopped" in relayd.log_text()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", relayd.smtp_port), timeout=2)

@@ -226,7 +226,7 @@ public final class QueueRunner: @unchecked Sendable {
             return false  // picked up again by the next pump
         }
         waitingDomains.removeValue(forKey: id)
-        do { try spool.move(id, from: folder, to: .active) } catch {
+        do { try spool.move(id, from: folder, to: .active, durable: false) } catch {
             logger.error("cannot move message to active/", metadata: ["id": "\(id)", "error": "\(error)"])
             known.remove(id)
             return true
@@ -330,7 +330,7 @@ public final class QueueRunner: @unchecked Sendable {
             // The state goes first: a crash between the two leaves a message
             // without state, which is retried (a duplicate), never lost.
             spool.removeState(message.id)
-            do { try spool.remove(message.id, from: .active) } catch {
+            do { try spool.remove(message.id, from: .active, durable: false) } catch {
                 logger.error("cannot remove finished message", metadata: ["id": "\(message.id)", "error": "\(error)"])
             }
             logger.info("removed", metadata: ["id": "\(message.id)", "attempts": "\(state.attempts)",

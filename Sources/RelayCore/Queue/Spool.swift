@@ -145,14 +145,55 @@ public final class Spool {
         return message
     }
 
-    public func move(_ id: String, from: Folder, to: Folder) throws {
+    /// Moves a message between folders. `durable: false` skips the
+    /// directory fsync where losing the rename in a crash is harmless
+    /// because start-up recovery looks in every folder (incoming ↔ active,
+    /// as Postfix's qmgr does); moves the operator asked for stay durable.
+    public func move(_ id: String, from: Folder, to: Folder, durable: Bool = true) throws {
         try rename(path(from, id), to: path(to, id))
-        try syncDirectory(path(to))
+        if durable { try syncDirectory(path(to)) }
     }
 
-    public func remove(_ id: String, from folder: Folder) throws {
+    /// Removes a message. `durable: false` for delivered mail: a lost unlink
+    /// means one more delivery after a crash (at-least-once), never a loss.
+    public func remove(_ id: String, from folder: Folder, durable: Bool = true) throws {
         guard unlink(path(folder, id)) == 0 else { throw SystemError("unlink \(path(folder, id))") }
-        try syncDirectory(path(folder))
+        if durable { try syncDirectory(path(folder)) }
+    }
+
+    /// Group commit: writes every message to tmp/ and fsyncs it, renames
+    /// them all into incoming/, and fsyncs incoming/ once for the batch.
+    /// Each result says whether that message is durable; a failure of the
+    /// shared directory fsync fails the whole batch (none is acknowledged).
+    public func store(batch messages: [QueuedMessage]) -> [Result<Void, StoreError>] {
+        let available = freeBytes()
+        if let available, available < reserveBytes {
+            return messages.map { _ in .failure(.insufficientSpace(available: available)) }
+        }
+        var results: [Result<Void, StoreError>] = []
+        var renamed: [Int] = []
+        for (i, m) in messages.enumerated() {
+            let tmp = path(.tmp, m.id)
+            do {
+                try writeFile(tmp, QueueFile.encode(m))
+                try rename(tmp, to: path(.incoming, m.id))
+                results.append(.success(()))
+                renamed.append(i)
+            } catch {
+                unlink(tmp)
+                results.append(.failure(.io("\(error)")))
+            }
+        }
+        if !renamed.isEmpty {
+            do { try syncDirectory(path(.incoming)) } catch {
+                // Not durable: take them back so nothing half-kept is delivered.
+                for i in renamed {
+                    unlink(path(.incoming, messages[i].id))
+                    results[i] = .failure(.io("\(error)"))
+                }
+            }
+        }
+        return results
     }
 
     // MARK: start-up recovery

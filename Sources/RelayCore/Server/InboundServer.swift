@@ -5,7 +5,7 @@
 // Threads: listeners and the connection table live on `acceptQueue`; each
 // connection has its own serial queue (targeting one shared concurrent
 // queue, so there is no thread per connection); durable writes run on
-// `spoolQueue`; password checks on `authQueue`.
+// the SpoolCommitter (group commit); password checks on `authQueue`.
 import Dispatch
 import Logging
 
@@ -14,7 +14,7 @@ public final class InboundServer: @unchecked Sendable {
     let spool: Spool
     let acceptQueue = DispatchQueue(label: "relayd.accept")
     let connectionTarget = DispatchQueue(label: "relayd.connections", attributes: .concurrent)
-    let spoolQueue = DispatchQueue(label: "relayd.spool")
+    let committer: SpoolCommitter
     let authQueue = DispatchQueue(label: "relayd.auth", attributes: .concurrent)
     let throttle: AuthThrottle
     /// Replaced whole on reload; read on acceptQueue.
@@ -32,6 +32,7 @@ public final class InboundServer: @unchecked Sendable {
         self.spool = spool
         self.logger = logger
         self.throttle = AuthThrottle(maxFailures: settings.config.limits.authFailuresPerIP)
+        self.committer = SpoolCommitter(spool: spool, logger: logger)
     }
 
     /// Binds every configured listener; throws if any cannot be bound (and

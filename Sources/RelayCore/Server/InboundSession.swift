@@ -127,19 +127,7 @@ final class InboundSession: ConnectionDelegate {
         full.reserveCapacity(full.count + body.count)
         full.append(contentsOf: body)
         let message = QueuedMessage(id: id, arrival: arrival, envelope: envelope, body: full)
-        let spool = server.spool
-        server.spoolQueue.async { [self] in
-            let result: StoreResult
-            do {
-                try spool.store(message)
-                result = .queued(id: id)
-            } catch Spool.StoreError.insufficientSpace(let available) {
-                logger.error("spool below free-space reserve; refusing mail", metadata: ["available": "\(available)"])
-                result = .insufficientSpace
-            } catch {
-                logger.error("spool write failed", metadata: ["error": "\(error)"])
-                result = .failed(reason: "\(error)")
-            }
+        server.committer.submit(message) { [self] result in
             connection.queue.async { [self] in
                 if case .queued = result {
                     messages += 1
