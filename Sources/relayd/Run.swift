@@ -75,7 +75,7 @@ final class Daemon: @unchecked Sendable {
         runner = QueueRunner(spool: spool, environment: try OutboundSettings.environment(config: config, resolver: resolver, logger: logger),
                              logger: logger)
         let runner = self.runner
-        inbound.onQueued = { id in runner.wake(queued: id) }
+        inbound.onQueued = { message in runner.wake(queued: message.id, message: message) }
     }
 
     func start() throws {

@@ -50,12 +50,15 @@ public final class QueueRunner: @unchecked Sendable {
     }
 
     /// New mail arrived (its id, when the caller knows it), or the operator
-    /// asked for something.
-    public func wake(queued id: String? = nil) {
+    /// asked for something. The inbound side may hand over the message it
+    /// just made durable, which saves reading the file back (bounded cache;
+    /// anything not cached is read from disk as usual).
+    public func wake(queued id: String? = nil, message: QueuedMessage? = nil) {
         queue.async { [self] in
             if let id, QueueID.isValid(id), !known.contains(id) {
                 known.insert(id)
                 fresh.append(id)
+                if let message, message.id == id, handedOver.count < 1000 { handedOver[id] = message }
             } else if id == nil {
                 rescan()
             }
@@ -84,6 +87,8 @@ public final class QueueRunner: @unchecked Sendable {
     private var known: Set<String> = []
     /// Destination domains of messages waiting for a per-domain slot.
     private var waitingDomains: [String: Set<String>] = [:]
+    /// Fresh messages as the inbound side wrote them (see wake).
+    private var handedOver: [String: QueuedMessage] = [:]
     /// Per destination domain at its limit: the fresh ids waiting for it.
     private var blocked: [String: [String]] = [:]
     /// Ids released from a domain's line, tried before other fresh mail.
@@ -176,6 +181,7 @@ public final class QueueRunner: @unchecked Sendable {
         }
         if requestsApplied {
             known.subtract(known.filter { !inFlight.contains($0) })
+            handedOver = [:]
             fresh = []
             freshHead = 0
             blocked = [:]
@@ -194,7 +200,11 @@ public final class QueueRunner: @unchecked Sendable {
         guard !inFlight.contains(id) else { return true }
         let message: QueuedMessage
         do {
-            message = try spool.read(folder, id)
+            if folder == .incoming, let m = handedOver.removeValue(forKey: id), access(spool.path(folder, id), F_OK) == 0 {
+                message = m
+            } else {
+                message = try spool.read(folder, id)
+            }
         } catch {
             if access(spool.path(folder, id), F_OK) != 0 {
                 known.remove(id)  // deleted or moved by the operator

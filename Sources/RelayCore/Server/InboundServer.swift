@@ -24,8 +24,8 @@ public final class InboundServer: @unchecked Sendable {
     private var perIP: [IPAddress: Int] = [:]
     private var stopping = false
     private var onIdle: (() -> Void)?
-    /// Called (from any queue) with the id of each message durably queued.
-    public var onQueued: (@Sendable (String) -> Void)?
+    /// Called (from any queue) with each message once it is durably queued.
+    public var onQueued: (@Sendable (QueuedMessage) -> Void)?
 
     public init(settings: InboundSettings, spool: Spool, logger: Logger) {
         self.settings = settings

@@ -131,7 +131,7 @@ final class InboundSession: ConnectionDelegate {
             connection.queue.async { [self] in
                 if case .queued = result {
                     messages += 1
-                    server.onQueued?(id)
+                    server.onQueued?(message)
                     logger.info("queued", metadata: [
                         "id": "\(id)", "from": "<\(envelope.sender)>", "nrcpt": "\(envelope.recipients.count)",
                         "size": "\(message.body.count)", "tls": "\(envelope.origin.tlsVersion ?? "none")",
