@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""Renders a bench/run.py JSON result as the Markdown tables of
+bench/RESULTS.md, with each goal of the benchmark issue checked."""
+import json
+import sys
+
+
+def fmt(v):
+    return "–" if v is None else f"{v}"
+
+
+def ratio(r):
+    return "–" if not r else f"{r['median']} ({r['min']}–{r['max']})"
+
+
+def main(path):
+    r = json.load(open(path))
+    cells = r["cells"]
+    out = [f"Run of {r['date']}, {r['cpus']} CPUs, {r['rounds']} interleaved rounds, {r['seconds']} s in all.", ""]
+    out += ["| cell | relayd msg/s | Postfix msg/s | relayd ÷ Postfix (min–max) | p99 relayd / Postfix (ms) | p99 ratio | CPU ms/msg relayd / Postfix | peak PSS relayd / Postfix (MiB) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        if c["suite"] in ("accept", "e2e"):
+            a, b = c["relayd"], c["postfix"]
+            out.append(f"| {c['suite']}: {c['cell']} | {fmt(a['msgs_per_s'])} | {fmt(b['msgs_per_s'])} | {ratio(c['throughput_ratio'])} | "
+                       f"{fmt(a['p99_ms'])} / {fmt(b['p99_ms'])} | {ratio(c['p99_ratio'])} | {fmt(a['cpu_ms_per_msg'])} / {fmt(b['cpu_ms_per_msg'])} | "
+                       f"{round(a['peak_rss_kib'] / 1024, 1)} / {round(b['peak_rss_kib'] / 1024, 1)} |")
+    out.append("")
+    for c in cells:
+        if c["suite"] == "ceiling":
+            out.append(f"- Generator ceiling, {c['cell']}: {c['sink']['msgs_per_s']} msg/s (p99 {c['sink']['p99_ms']} ms).")
+        if c["suite"] == "idle":
+            a, b = c["relayd"], c["postfix"]
+            out.append(f"- {c['cell']}: relayd held {a.get('held')} sessions at {a['kib_per_session']} KiB each; "
+                       f"Postfix held {b.get('held')} at {b['kib_per_session']} KiB each (PSS).")
+        if c["suite"] == "durability":
+            out.append(f"- Durability: fsync on {c['fsync_on']} msg/s, off {c['fsync_off']} msg/s, on ÷ off {ratio(c['ratio'])}.")
+        if c["suite"] == "e2e":
+            out.append(f"- e2e delivered ÷ accepted (relayd): {c.get('delivered_over_accepted_relayd')}; "
+                       f"delivered/s relayd {c['relayd']['delivered_per_s']}, Postfix {c['postfix']['delivered_per_s']}.")
+    by = {(c["suite"], c["cell"]): c for c in cells}
+
+    def get(s, cell):
+        return by.get((s, cell), {})
+    goals = []
+    t10 = get("accept", "STARTTLS 4KiB 10 sessions").get("throughput_ratio")
+    t100 = get("accept", "STARTTLS 4KiB 100 sessions").get("throughput_ratio")
+    p10 = get("accept", "plain 4KiB 10 sessions").get("throughput_ratio")
+    p99 = get("accept", "STARTTLS 4KiB 100 sessions").get("p99_ratio")
+    refused = get("accept", "STARTTLS 4KiB 100 sessions").get("relayd", {}).get("refused")
+    idle_tls = get("idle", "idle TLS").get("relayd", {}).get("kib_per_session")
+    idle_plain = get("idle", "idle plain").get("relayd", {}).get("kib_per_session")
+    dur = next((c["ratio"] for c in cells if c["suite"] == "durability"), None)
+    e2e = get("e2e", "STARTTLS in+out 10 sessions").get("delivered_over_accepted_relayd")
+    one = get("accept", "STARTTLS 4KiB 1 session").get("relayd", {}).get("p50_ms")
+
+    def check(ok):
+        return "met" if ok else "**not met**"
+    if t10 and t100:
+        goals.append(f"1. STARTTLS acceptance ≥ 3× Postfix: 10 sessions {t10['median']}×, 100 sessions {t100['median']}× — {check(t10['median'] >= 3 and t100['median'] >= 3)}")
+    if p10:
+        goals.append(f"2. Plaintext acceptance ≥ 3× Postfix: {p10['median']}× — {check(p10['median'] >= 3)}")
+    if p99:
+        goals.append(f"3. p99 at 100 sessions ≤ ½ Postfix's, no 4xx: {p99['median']}× with {refused} refusals — {check(p99['median'] <= 0.5 and not refused)}")
+    if idle_tls is not None:
+        goals.append(f"4. 10,000 idle sessions: TLS {idle_tls} KiB (≤ 32), plain {idle_plain} KiB (≤ 16) — {check(idle_tls <= 32 and idle_plain <= 16)}")
+    if dur:
+        goals.append(f"5. fsync on ≥ 0.9× fsync off: {dur['median']}× — {check(dur['median'] >= 0.9)}")
+    if e2e is not None:
+        goals.append(f"6. delivered/s ≥ 0.95× accepted/s: {e2e} — {check(e2e >= 0.95)}")
+    if one is not None:
+        goals.append(f"7. One STARTTLS session, p50 ≤ 5 ms: {one} ms — {check(one <= 5)}")
+    out += ["", "Goals:", ""] + goals
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench/last-run.json")
