@@ -29,6 +29,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests" / "bed"))
+import postfix_instance  # noqa: E402  (shared with the test bed)
 RELAYD = REPO / ".build" / "release" / "relayd"
 PY = "/usr/bin/python3"
 RELAYD_IP, SINK_IP, POSTFIX_IP, TLS_SINK_IP = "127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"
@@ -202,49 +204,19 @@ class Postfix:
 
     def __init__(self, work, cert, key, relay_tls):
         self.dir = work / "postfix"
-        d = self.dir
-        for sub in ("etc", "queue", "data"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        shutil.chown(d / "data", "postfix")
-        (d / "etc" / "main.cf").write_text(f"""compatibility_level = 3.6
-queue_directory = {d}/queue
-data_directory = {d}/data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-myhostname = relay.bench.test
-mydestination =
-mynetworks = 127.0.0.0/8
-relayhost = [{TLS_SINK_IP if relay_tls else SINK_IP}]:25
+        postfix_instance.write(self.dir, POSTFIX_IP, "relay.bench.test", work, f"""relayhost = [{TLS_SINK_IP if relay_tls else SINK_IP}]:25
 smtp_tls_security_level = {"encrypt" if relay_tls else "none"}
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 smtpd_tls_received_header = yes
-maillog_file_prefixes = {work}
-maillog_file = {d}/maillog
-alias_maps =
-alias_database =
-biff = no
 smtp_host_lookup = native
 disable_dns_lookups = yes
 """)
-        master = Path("/usr/share/postfix/master.cf.dist").read_text().splitlines()
-        out = []
-        for line in master:
-            if line.startswith("smtp ") and " smtpd" in line and "inet" in line:
-                line = f"{POSTFIX_IP}:25 inet n - n - - smtpd"
-            out.append(line)
-        out.append("postlog   unix-dgram n  -       n       -       1       postlogd")
-        (d / "etc" / "master.cf").write_text("\n".join(out) + "\n")
 
     def start(self):
-        r = subprocess.run(["postfix", "-c", str(self.dir / "etc"), "start"], capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("postfix: " + r.stdout + r.stderr)
+        self.root = postfix_instance.start(self.dir)
         wait_port(POSTFIX_IP, 25)
-        self.root = int((self.dir / "queue" / "pid" / "master.pid").read_text().split()[0])
         return self
 
     @property
@@ -252,7 +224,7 @@ disable_dns_lookups = yes
         return f"{POSTFIX_IP}:25"
 
     def stop(self):
-        subprocess.run(["postfix", "-c", str(self.dir / "etc"), "stop"], capture_output=True, timeout=60)
+        postfix_instance.stop(self.dir)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:

@@ -270,24 +270,12 @@ class Bed:
             return
         mx = names[0]
         domains = [s["domain"] for s, m in self.mx_hosts() if m["receiver"] in ("postfix", "strip")]
+        import postfix_instance
         d = self.postfix_dir
-        for sub in ("etc", "queue", "data", "mail"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        shutil.chown(d / "data", "postfix")
-        shutil.chown(d / "mail", "postfix", "postfix")
+        (d / "mail").mkdir(parents=True, exist_ok=True)
         cert, key = self.ca.issue(mx["name"])
         uid, gid = pwd_ids("postfix")
-        (d / "etc" / "main.cf").write_text(f"""compatibility_level = 3.6
-queue_directory = {d}/queue
-data_directory = {d}/data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-myhostname = {mx["name"]}
-mydestination =
-mynetworks = 127.0.0.0/8
-virtual_mailbox_domains = {" ".join(domains)}
+        postfix_instance.write(d, mx["ip"], mx["name"], self.dir, f"""virtual_mailbox_domains = {" ".join(domains)}
 virtual_mailbox_base = {d}/mail
 virtual_mailbox_maps = static:inbox
 virtual_uid_maps = static:{uid}
@@ -296,28 +284,10 @@ smtpd_tls_security_level = may
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 smtpd_tls_received_header = yes
-maillog_file_prefixes = {self.dir}
-maillog_file = {d}/maillog
 smtputf8_enable = yes
-alias_maps =
-alias_database =
-biff = no
 """)
-        master = Path("/usr/share/postfix/master.cf.dist").read_text().splitlines()
-        out = []
-        for line in master:
-            if line.startswith("smtp ") and " smtpd" in line and "inet" in line:
-                line = f"{mx['ip']}:25 inet n - n - - smtpd"
-            out.append(line)
-        out.append("postlog   unix-dgram n  -       n       -       1       postlogd")
-        (d / "etc" / "master.cf").write_text("\n".join(out) + "\n")
-        r = subprocess.run(["postfix", "-c", str(d / "etc"), "start"], capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            log = (d / "maillog").read_text(errors="replace") if (d / "maillog").exists() else ""
-            raise RuntimeError(f"postfix did not start: {r.stdout}{r.stderr}{log[-2000:]}")
-        pidfile = d / "queue" / "pid" / "master.pid"
-        wait_for(pidfile.exists, 15, "postfix master.pid")
-        self._record_pid(int(pidfile.read_text().split()[0]))
+        shutil.chown(d / "mail", "postfix", "postfix")
+        self._record_pid(postfix_instance.start(d))
         wait_for(lambda: port_open(mx["ip"], 25), 15, "postfix on port 25")
 
     def _start_receivers(self):
