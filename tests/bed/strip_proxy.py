@@ -9,6 +9,14 @@ import sys
 import threading
 
 
+def close_both(a, b):
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def pump_server_to_client(server, client):
     buf = b""
     try:
@@ -32,11 +40,7 @@ def pump_server_to_client(server, client):
     except OSError:
         pass
     finally:
-        for s in (client, server):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        close_both(client, server)
 
 
 def pump_client_to_server(client, server):
@@ -56,11 +60,7 @@ def pump_client_to_server(client, server):
     except OSError:
         pass
     finally:
-        for s in (client, server):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        close_both(client, server)
 
 
 def main():

@@ -208,9 +208,12 @@ public final class DomainDelivery: @unchecked Sendable {
         case .failed(let failure):
             // Opportunistic: a failed handshake leaves the connection
             // unusable; go again in plaintext to the same address, logged.
-            if hop.level == .opportunistic, case .tls = failure {
+            if hop.level == .opportunistic, !hop.implicitTLS, case .tls = failure {
                 logAttempt(hop, result, outcome: "tls-failed-retrying-plaintext", detail: failure.description)
-                attempt(hop, tls: .never) { [self] again in handle(again, hop: Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: false, level: .none, requiresVerification: false, credentials: hop.credentials, via: hop.via + " (plaintext after TLS failure)"), rest: rest) }
+                let plaintext = Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: false,
+                                    level: .none, requiresVerification: false, credentials: hop.credentials,
+                                    via: hop.via + " (plaintext after TLS failure)")
+                attempt(plaintext, tls: .never) { [self] again in handle(again, hop: plaintext, rest: rest) }
                 return
             }
             let f = classify(failure, hop: hop)
