@@ -124,6 +124,19 @@ final class MXResolverTests: XCTestCase {
         XCTAssertGreaterThan(orders.count, 1)
     }
 
+    func testAliasWhoseTargetIsNotChasedIsFollowed() {
+        let f = FakeResolver()
+        f.set("alias.test", .mx, [.cname("real.test")])
+        f.set("real.test", .mx, [.mx(preference: 10, exchange: "mx.real.test")])
+        f.set("mx.real.test", .a, [.a(IPAddress("127.0.0.40")!)])
+        guard case .hosts(let h) = resolve(f, "alias.test") else { return XCTFail() }
+        XCTAssertEqual(h.map(\.name), ["mx.real.test"])
+        f.set("loop1.test", .mx, [.cname("loop2.test")])
+        f.set("loop2.test", .mx, [.cname("loop1.test")])
+        guard case .failed(let failure) = resolve(f, "loop1.test") else { return XCTFail("CNAME loop") }
+        XCTAssertEqual(failure.kind, .transient)
+    }
+
     func testNullMXBouncesAtOnce() {
         let f = FakeResolver()
         f.set("nullmx.test", .mx, [.mx(preference: 0, exchange: "")])

@@ -196,12 +196,18 @@ class Bed:
                 continue
             lines.append(f'local-zone: "{d}." static')
             lines.append(f'local-data: "{d}. 300 IN TXT \\"relayd test bed: {s["name"]}\\""')
+            if s.get("cname"):
+                # The domain is an alias: its MX comes from the target's data.
+                lines.append(f'local-data: "{d}. 300 IN CNAME {s["cname"]}."')
+                continue
             if s.get("mx") == ".":
                 lines.append(f'local-data: "{d}. 300 IN MX 0 ."')
                 continue
             for mx in s.get("mx", []):
                 lines.append(f'local-data: "{d}. 300 IN MX {mx["preference"]} {mx["name"]}."')
                 lines.append(f'local-data: "{mx["name"]}. 300 IN A {mx["ip"]}"')
+                if mx.get("ipv6"):
+                    lines.append(f'local-data: "{mx["name"]}. 300 IN AAAA {mx["ipv6"]}"')
             lines.append(f'local-data: "mta-sts.{d}. 300 IN A {NGINX_IP}"')
         return lines
 
@@ -258,6 +264,15 @@ class Bed:
 
     # --- receivers ----------------------------------------------------------
 
+    def scenario(self, domain):
+        return next(s for s in self.scenarios if s["domain"] == domain)
+
+    def landing_ip(self, s):
+        """Where a scenario's mail is expected to arrive."""
+        if s.get("cname"):
+            return self.landing_ip(self.scenario(s["cname"]))
+        return s.get("via") or s["mx"][0]["ip"]
+
     def mx_hosts(self):
         for s in self.scenarios:
             if isinstance(s.get("mx"), list):
@@ -270,6 +285,7 @@ class Bed:
             return
         mx = names[0]
         domains = [s["domain"] for s, m in self.mx_hosts() if m["receiver"] in ("postfix", "strip")]
+        domains += [s["domain"] for s in self.scenarios if s.get("cname") in domains]
         import postfix_instance
         d = self.postfix_dir
         (d / "mail").mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,8 @@ def test_dns_answers_as_the_table_says(bed):
         rcode, answers = bed.dns_answers(s["domain"], "MX")
         if s.get("dns") == "servfail":
             assert rcode == "SERVFAIL", s["name"]
+        elif s.get("cname"):
+            assert rcode == "NOERROR" and f"{s['cname']}." in answers, (s["name"], answers)
         elif s.get("mx") == ".":
             assert (rcode, answers) == ("NOERROR", ["0 ."]), s["name"]
         else:
@@ -73,6 +75,8 @@ def test_dns_answers_as_the_table_says(bed):
             assert (rcode, sorted(answers)) == ("NOERROR", expected), s["name"]
             for m in s["mx"]:
                 assert bed.dns_answers(m["name"], "A") == ("NOERROR", [m["ip"]])
+                if m.get("ipv6"):
+                    assert bed.dns_answers(m["name"], "AAAA") == ("NOERROR", [m["ipv6"]])
     assert bed.dns_answers("unknown.test", "A")[0] == "NXDOMAIN"
 
 

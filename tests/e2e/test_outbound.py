@@ -58,8 +58,6 @@ def bounces(bed, tag):
     return [m for m in bed.messages(SINK) if f"Subject: {tag}" in m["data"] and "multipart/report" in m["data"]]
 
 
-def landing_ip(s):
-    return s.get("via") or s["mx"][0]["ip"]
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -75,15 +73,17 @@ def test_policy_table(bed, tmp_path, level):
         def settled(s):
             expect, tag = s["expect"][level], tags[s["name"]]
             if expect in ("tls", "plain"):
-                return bool(arrived(bed, landing_ip(s), tag))
+                return bool(arrived(bed, bed.landing_ip(s), tag))
             if expect in ("deferred", "bounced"):
                 return bool(bounces(bed, tag))
             if expect == "dropped":
                 return f"audit=tls-exclusive-drop" in relayd.log_text() and ids[s["name"]] in relayd.log_text()
             raise AssertionError(expect)
 
-        wait_for(lambda: all(settled(s) for s in SCENARIOS), LIFETIME + 20,
-                 "every scenario to reach its outcome: " + ", ".join(s["name"] for s in SCENARIOS if not settled(s)))
+        try:
+            wait_for(lambda: all(settled(s) for s in SCENARIOS), LIFETIME + 20, "every scenario to reach its outcome")
+        except TimeoutError:
+            raise TimeoutError("not settled: " + ", ".join(s["name"] for s in SCENARIOS if not settled(s)))
         time.sleep(1)  # let any wrong extra delivery show up
         log = relayd.log_text()
         for s in SCENARIOS:
@@ -91,11 +91,11 @@ def test_policy_table(bed, tmp_path, level):
             everywhere = [m for ip in {mx["ip"] for mx in s.get("mx", []) if isinstance(s.get("mx"), list)}
                           for m in arrived(bed, ip, tag)]
             if expect == "tls":
-                got = arrived(bed, landing_ip(s), tag)
+                got = arrived(bed, bed.landing_ip(s), tag)
                 assert got and all(m["tls"] for m in got), (name, got)
                 assert got[0]["version"] == "TLSv1.3", (name, got[0])
             elif expect == "plain":
-                got = arrived(bed, landing_ip(s), tag)
+                got = arrived(bed, bed.landing_ip(s), tag)
                 assert got and not any(m["tls"] for m in got), (name, "expected plaintext", got)
             else:
                 assert not everywhere, (name, "delivered although policy forbids it", everywhere)

@@ -32,7 +32,12 @@ public final class MXResolver: @unchecked Sendable {
     }
 
     public func resolve(_ domain: String, completion: @escaping @Sendable (MXResolution) -> Void) {
-        let d = DNSName.normalize(domain)
+        resolve(DNSName.normalize(domain), depth: 0, completion: completion)
+    }
+
+    /// `depth` counts CNAME hops followed by asking again (a resolver may
+    /// return the alias without chasing it); at most 8, as loops happen.
+    func resolve(_ d: String, depth: Int, completion: @escaping @Sendable (MXResolution) -> Void) {
         resolver.query(d, .mx) { [self] result in
             switch result {
             case .failure(let e):
@@ -55,6 +60,14 @@ public final class MXResolver: @unchecked Sendable {
                 if mx.contains(where: { $0.1.isEmpty }) {
                     return completion(.failed(DeliveryFailure(.permanent, status: "5.1.10",
                                                               reason: "\(d) does not accept mail (null MX, RFC 7505)")))
+                }
+                if mx.isEmpty, let alias = Self.chain(d, r.answers).subtracting([d]).first(where: { target in
+                    !r.answers.contains { $0.name == target && { if case .cname = $0.data { return true } else { return false } }($0) }
+                }) {
+                    guard depth < 8 else {
+                        return completion(.failed(DeliveryFailure(.transient, status: "4.4.3", reason: "CNAME chain too long at \(d)")))
+                    }
+                    return resolve(alias, depth: depth + 1, completion: completion)
                 }
                 let targets = mx.isEmpty ? [(0, d)] : mx
                 resolveAddresses(targets, implicit: mx.isEmpty, domain: d, completion: completion)
