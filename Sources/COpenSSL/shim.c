@@ -46,10 +46,6 @@ X509 *relayd_sk_x509_value(const STACK_OF(X509) *stack, int index) {
     return sk_X509_value(stack, index);
 }
 
-int relayd_err_is_ssl_lib(unsigned long code) {
-    return ERR_GET_LIB(code) == ERR_LIB_SSL;
-}
-
 size_t relayd_bio_pending(BIO *bio) {
     return BIO_ctrl_pending(bio);
 }

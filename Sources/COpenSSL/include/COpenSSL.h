@@ -38,9 +38,6 @@ long relayd_ssl_get_verify_result(const SSL *ssl);
 int relayd_sk_x509_num(const STACK_OF(X509) *stack);
 X509 *relayd_sk_x509_value(const STACK_OF(X509) *stack, int index);
 
-/* Error helpers: the reason string of one packed error code. */
-int relayd_err_is_ssl_lib(unsigned long code);
-
 /* Memory BIO helper: bytes waiting to be read from a BIO. */
 size_t relayd_bio_pending(BIO *bio);
 

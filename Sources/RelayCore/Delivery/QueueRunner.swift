@@ -71,8 +71,6 @@ public final class QueueRunner: @unchecked Sendable {
     /// Stops starting new deliveries (those running finish and are filed).
     public func stop() { queue.sync { stopped = true; timer?.cancel() } }
 
-    public var activeCount: Int { queue.sync { inFlight.count } }
-
     // MARK: scheduling
     //
     // The runner keeps its own view of the queue in memory — fresh ids in

@@ -37,7 +37,6 @@ public final class Connection {
     private var tls: TLSConnection?
     private var closeWhenFlushed = false
     private var tornDown = false
-    private var readPaused = false
     private var pendingCancels = 2
     /// Bytes per read(2). The buffer is temporary (stack where possible),
     /// so an idle connection holds none: 10,000 idle sessions must not cost
@@ -137,20 +136,8 @@ public final class Connection {
 
     // MARK: input
 
-    public func pauseReading() {
-        guard !readPaused, !tornDown else { return }
-        readPaused = true
-        readSource.suspend()
-    }
-
-    public func resumeReading() {
-        guard readPaused, !tornDown else { return }
-        readPaused = false
-        readSource.resume()
-    }
-
     private func readable() {
-        while !tornDown && !readPaused {
+        while !tornDown {
             let (n, bytes) = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Self.readSize) { buf -> (Int, [UInt8]) in
                 let n = Glibc.read(fd, buf.baseAddress, buf.count)
                 return (n, n > 0 ? Array(buf[0..<n]) : [])
@@ -249,8 +236,7 @@ public final class Connection {
         timer = nil
         readSource.cancel()
         writeSource.cancel()
-        // Suspended sources never deliver their cancel handler.
-        if readPaused { readPaused = false; readSource.resume() }
+        // A suspended source never delivers its cancel handler.
         if !writeSourceRunning { writeSourceRunning = true; writeSource.resume() }
         outbox = []
         delegate?.connectionClosed(self, reason: reason)

@@ -23,9 +23,6 @@ public enum PolicyLevel: String, CaseIterable, Comparable, Sendable {
 
     public static func < (a: PolicyLevel, b: PolicyLevel) -> Bool { a.strength < b.strength }
 
-    /// Whether delivery at this level may ever happen without TLS.
-    public var permitsPlaintext: Bool { self == .none || self == .opportunistic }
-
     /// What the SMTP client must do about STARTTLS at this level.
     public var tlsRequirement: TLSRequirement {
         switch self {

@@ -129,8 +129,6 @@ public struct ClientSession: Sendable {
         }
     }
 
-    public var stageName: String { stage.rawValue }
-
     // MARK: events
 
     public mutating func receive(_ bytes: [UInt8]) -> [ClientAction] {

@@ -16,8 +16,6 @@ public struct Reply: Equatable, Sendable, CustomStringConvertible {
         self.init(code, enhanced, [text])
     }
 
-    public var isPositive: Bool { code < 400 }
-    public var isTransient: Bool { code >= 400 && code < 500 }
     public var isPermanent: Bool { code >= 500 }
 
     /// Wire form: "250-first\r\n250 last\r\n"; the enhanced code on every

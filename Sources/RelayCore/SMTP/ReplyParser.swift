@@ -46,9 +46,6 @@ public struct ReplyParser: Sendable {
         return nil
     }
 
-    /// True while a multi-line reply has started but not ended.
-    public var isMidReply: Bool { code != nil || !buffer.isEmpty }
-
     private mutating func takeLine(_ line: [UInt8]) throws -> Reply? {
         guard line.count >= 3, line[0...2].allSatisfy({ $0 >= 48 && $0 <= 57 }),
               (2...5).contains(line[0] - 48), line[1] - 48 <= 5 else {

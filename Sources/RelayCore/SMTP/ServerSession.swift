@@ -127,7 +127,6 @@ public struct ServerSession: Sendable {
         self.clientAddress = clientAddress
     }
 
-    public var isClosed: Bool { phase == .closed }
     /// Between 354 and the end of data.
     public var isReceivingData: Bool { phase == .data }
 

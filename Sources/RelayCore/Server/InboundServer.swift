@@ -60,9 +60,6 @@ public final class InboundServer: @unchecked Sendable {
         }
     }
 
-    /// Ports actually bound, in config order (useful when a port was 0).
-    public var boundPorts: [UInt16] { acceptQueue.sync { listeners.map { $0.0.boundPort } } }
-
     public func replaceSettings(_ new: InboundSettings) {
         acceptQueue.sync {
             let old = settings.config.listeners.map { "\($0.address)/\($0.kind)" }
@@ -136,5 +133,4 @@ public final class InboundServer: @unchecked Sendable {
         }
     }
 
-    public var activeSessionCount: Int { acceptQueue.sync { sessions.count } }
 }

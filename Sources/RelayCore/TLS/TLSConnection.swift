@@ -150,9 +150,6 @@ public final class TLSConnection {
         bytes.withUnsafeBytes { receiveFromNetwork($0) }
     }
 
-    /// Number of ciphertext bytes waiting to be sent.
-    public var pendingNetworkByteCount: Int { relayd_bio_pending(networkOut) }
-
     /// Takes every ciphertext byte waiting to be sent to the peer.
     public func takeNetworkBytes() -> [UInt8] {
         let count = relayd_bio_pending(networkOut)
