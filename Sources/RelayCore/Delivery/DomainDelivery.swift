@@ -30,18 +30,22 @@ public struct DeliveryEnvironment: Sendable {
     public let dns: any DNSResolving
     /// One client context: floor and ciphers from config on every attempt.
     public let tlsContext: TLSContext
+    /// AUTH credentials of the relays that have them, read once per
+    /// (re)load rather than on every attempt.
+    public let relayCredentials: [String: Credentials]
     public let logger: Logger
     public let queue: DispatchQueue
     /// Overrides MX lookups' port in tests; production is 25.
     public var mxPort: UInt16 { config.outbound.mxPort }
 
     public init(config: Config, engine: PolicyEngine, mx: MXResolver, dns: any DNSResolving,
-                tlsContext: TLSContext, logger: Logger, queue: DispatchQueue) {
+                tlsContext: TLSContext, relayCredentials: [String: Credentials] = [:], logger: Logger, queue: DispatchQueue) {
         self.config = config
         self.engine = engine
         self.mx = mx
         self.dns = dns
         self.tlsContext = tlsContext
+        self.relayCredentials = relayCredentials
         self.logger = logger
         self.queue = queue
     }
@@ -133,14 +137,9 @@ public final class DomainDelivery: @unchecked Sendable {
         let level = max(relay.level, decision.level)
         let verify = decision.requiresVerification || DomainPolicy(level: relay.level).requiresVerification
             || (level == .verify)
-        var credentials: Credentials?
-        if let user = relay.username, let file = relay.passwordFile {
-            guard let password = try? String(contentsOfFile: file, encoding: .utf8) else {
-                return completion(.failed(DeliveryFailure(.transient, status: "4.3.5", reason: "cannot read password file for relay \(relay.name)")))
-            }
-            var bytes = Array(password.utf8)
-            while let last = bytes.last, last == 10 || last == 13 { bytes.removeLast() }
-            credentials = Credentials(username: user, password: bytes)
+        let credentials = env.relayCredentials[relay.name]
+        if relay.username != nil && credentials == nil {
+            return completion(.failed(DeliveryFailure(.transient, status: "4.3.5", reason: "no password loaded for relay \(relay.name)")))
         }
         let make: (IPAddress) -> Hop = { ip in
             Hop(host: relay.address.host, address: ip, port: relay.address.port, implicitTLS: relay.implicitTLS,

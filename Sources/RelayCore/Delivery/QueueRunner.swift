@@ -255,7 +255,8 @@ public final class QueueRunner: @unchecked Sendable {
             group.enter()
             let attemptQueue = DispatchQueue(label: "relayd.attempt", target: deliveryQueue)
             let attemptEnv = DeliveryEnvironment(config: env.config, engine: env.engine, mx: env.mx, dns: env.dns,
-                                                 tlsContext: env.tlsContext, logger: env.logger, queue: attemptQueue)
+                                                 tlsContext: env.tlsContext, relayCredentials: env.relayCredentials,
+                                                 logger: env.logger, queue: attemptQueue)
             DomainDelivery(env: attemptEnv, message: message, domain: domain, recipientIndexes: indexes.sorted()).run { report in
                 self.queue.async {
                     reports.list.append(report)

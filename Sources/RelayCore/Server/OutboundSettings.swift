@@ -14,9 +14,22 @@ public enum OutboundSettings {
         PolicyEngine(defaultLevel: config.outbound.defaultLevel, domains: config.outbound.domains)
     }
 
+    /// Reads each relay's password file (one line; a trailing newline is
+    /// not part of the password).
+    public static func relayCredentials(_ config: Config) throws -> [String: Credentials] {
+        var out: [String: Credentials] = [:]
+        for relay in config.outbound.relays.values {
+            guard let user = relay.username, let file = relay.passwordFile else { continue }
+            var bytes = Array(try String(contentsOfFile: file, encoding: .utf8).utf8)
+            while let last = bytes.last, last == 10 || last == 13 { bytes.removeLast() }
+            out[relay.name] = Credentials(username: user, password: bytes)
+        }
+        return out
+    }
+
     public static func environment(config: Config, resolver: any DNSResolving, logger: Logger) throws -> DeliveryEnvironment {
         DeliveryEnvironment(config: config, engine: engine(config), mx: MXResolver(resolver: resolver), dns: resolver,
-                            tlsContext: try clientTLSContext(config), logger: logger,
-                            queue: DispatchQueue(label: "relayd.delivery.default"))
+                            tlsContext: try clientTLSContext(config), relayCredentials: try relayCredentials(config),
+                            logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
     }
 }
