@@ -49,9 +49,12 @@ final class Daemon: @unchecked Sendable {
     private var signalSources: [any DispatchSourceSignal] = []
     private let signalQueue = DispatchQueue(label: "relayd.signals")
     private var stopping = false
+    /// DNS servers the resolver was built with (a reload cannot change them).
+    private let dnsServers: [HostPort]
 
     init(config: Config, configPath: String, logger: Logger) throws {
         self.configPath = configPath
+        self.dnsServers = config.dns.servers
         self.logger = logger
         // Only the durability benchmark sets this: it measures what fsync
         // costs. It is an environment variable, not a config key, so it
@@ -130,6 +133,10 @@ final class Daemon: @unchecked Sendable {
             let config = try ConfigLoader.load(path: configPath)
             inbound.replaceSettings(try InboundSettings(config: config))
             runner.replaceEnvironment(try OutboundSettings.environment(config: config, resolver: resolver, logger: logger))
+            if config.dns.servers != dnsServers {
+                logger.warning("DNS server changes need a restart; still using the servers relayd started with",
+                               metadata: ["servers": "\(dnsServers.map(\.description))"])
+            }
             logger.info("reloaded", metadata: ["config": "\(configPath)"])
         } catch let e as ConfigErrors {
             for error in e.errors { logger.error("reload refused; keeping the running config", metadata: ["problem": "\(error)"]) }
