@@ -322,3 +322,20 @@ def test_slow_data_is_cut_off(make_relayd):
             break
     assert reply.startswith(b"421 4.4.2"), reply
     assert r.queued_ids() == []
+
+
+def test_inbound_tls_session_resumption(relayd):
+    """A returning client resumes its TLS session (TLS 1.3 ticket) on 465."""
+    ctx = client_context()
+    session = None
+    for attempt in range(2):
+        raw = socket.create_connection(("127.0.0.1", relayd.smtps_port), timeout=10)
+        tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+        assert read_reply(tls).startswith(b"220 ")  # tickets arrive with the first data
+        tls.sendall(b"QUIT\r\n")
+        read_reply(tls)
+        if attempt == 1:
+            assert tls.session_reused, "the second connection did a full handshake"
+        session = tls.session
+        tls.close()
+    assert "resumed=true" in relayd.log_text()
