@@ -40,7 +40,7 @@ public final class QueueRunner: @unchecked Sendable {
     public func start() {
         queue.async { [self] in
             let t = DispatchSource.makeTimerSource(queue: queue)
-            t.setEventHandler { [weak self] in self?.pump() }
+            t.setEventHandler { [weak self] in self?.tick() }
             t.schedule(deadline: .distantFuture)
             t.resume()
             timer = t
@@ -60,6 +60,8 @@ public final class QueueRunner: @unchecked Sendable {
                 fresh.append(id)
                 if let message, message.id == id, handedOver.count < 1000 { handedOver[id] = message }
             } else if id == nil {
+                // SIGUSR1: an operator request is waiting.
+                processRequests()
                 rescan()
             }
             pump()
@@ -106,7 +108,22 @@ public final class QueueRunner: @unchecked Sendable {
 
     private var hasFresh: Bool { !ready.isEmpty || freshHead < fresh.count }
 
+    /// The timer: due deferred mail, requests that arrived without a
+    /// signal, and, when idle for a minute, a rescan that picks up files put
+    /// in the folders behind the runner's back.
+    private func tick() {
+        processRequests()
+        if inFlight.isEmpty && !hasFresh && now() - lastRescan >= 60 { rescan() }
+        pump()
+    }
+
+    private var lastRescan = 0
+    /// A lower bound of the earliest due time in deferredDue, so a large
+    /// deferred backlog is walked only when something in it may be due.
+    private var earliestDeferred = Int.max
+
     private func rescan() {
+        lastRescan = now()
         for id in spool.list(.incoming) where QueueID.isValid(id) && !known.contains(id) {
             known.insert(id)
             fresh.append(id)
@@ -116,11 +133,11 @@ public final class QueueRunner: @unchecked Sendable {
             deferredDue[id] = ((try? spool.readState(id)) ?? nil)?.nextAttempt ?? 0
             known.insert(id)
         }
+        earliestDeferred = deferredDue.values.min() ?? Int.max
     }
 
     private func pump() {
         guard !stopped else { return }
-        processRequests()
         let limit = environment.config.outbound.maxConcurrentDeliveries
         // Fresh mail first: a backlog in deferred/ never delays it. Mail for
         // a domain at its concurrency limit waits in that domain's line and
@@ -139,15 +156,20 @@ public final class QueueRunner: @unchecked Sendable {
             }
         }
         let t = now()
-        var nextDue = Int.max
-        for (id, due) in deferredDue {
-            if due <= t && inFlight.count < limit {
-                deferredDue.removeValue(forKey: id)
-                if !begin(id, from: .deferred) { deferredDue[id] = t + 1; nextDue = min(nextDue, t + 1) }
-            } else {
-                nextDue = min(nextDue, max(due, t + 1))
+        var nextDue = earliestDeferred
+        if earliestDeferred <= t && inFlight.count < limit {
+            nextDue = Int.max
+            for (id, due) in deferredDue {
+                if due <= t && inFlight.count < limit {
+                    deferredDue.removeValue(forKey: id)
+                    if !begin(id, from: .deferred) { deferredDue[id] = t + 1; nextDue = min(nextDue, t + 1) }
+                } else {
+                    nextDue = min(nextDue, due)
+                }
             }
+            earliestDeferred = nextDue
         }
+        nextDue = nextDue == Int.max ? Int.max : max(nextDue, t + 1)
         if let timer {
             if inFlight.count >= limit || hasFresh {
                 timer.schedule(deadline: .now() + .seconds(1))
@@ -333,6 +355,7 @@ public final class QueueRunner: @unchecked Sendable {
                 try? spool.writeState(message.id, state)
                 try? spool.move(message.id, from: .active, to: .deferred)
                 deferredDue[message.id] = state.nextAttempt
+                earliestDeferred = min(earliestDeferred, state.nextAttempt)
                 return
             }
             known.remove(message.id)
@@ -360,6 +383,7 @@ public final class QueueRunner: @unchecked Sendable {
             return
         }
         deferredDue[message.id] = state.nextAttempt
+        earliestDeferred = min(earliestDeferred, state.nextAttempt)
         logger.info("deferred", metadata: ["id": "\(message.id)", "attempts": "\(state.attempts)",
                                            "next_in": "\(state.nextAttempt - t)s",
                                            "reason": "\(state.recipients.first { $0.status == .pending }?.detail ?? "")"])
