@@ -372,6 +372,7 @@ def med(rs, key):
 
 
 def main():
+    global RELAYD
     p = argparse.ArgumentParser()
     p.add_argument("--suites", default="accept,e2e,idle,durability")
     p.add_argument("--rounds", type=int, default=3)
@@ -379,10 +380,15 @@ def main():
     p.add_argument("--idle", type=int, default=10000, help="idle sessions held by relayd")
     p.add_argument("--postfix-idle", type=int, default=100, help="idle sessions for Postfix (one process each)")
     p.add_argument("--json", default=str(HERE / "last-run.json"))
+    p.add_argument("--relayd", default=None, help="the relayd binary (default: the release build)")
     args = p.parse_args()
+    if args.relayd:
+        RELAYD = Path(args.relayd)
     if os.geteuid() != 0:
         sys.exit("run as root: the servers listen on port 25 of 127.0.0.x")
     suites = args.suites.split(",")
+    if not RELAYD.exists():
+        sys.exit(f"{RELAYD} is missing: swift build -c release (make bench does)")
     work = Path(tempfile.mkdtemp(prefix="relayd-bench-"))
     os.chmod(work, 0o755)
     cert, key = make_cert(work)
