@@ -268,3 +268,47 @@ extension ClientSessionInjectionTests {
         XCTAssertTrue(ClientFailure.tls(f).isTLSPolicyFailure)
     }
 }
+
+final class ClientSessionReuseTests: XCTestCase {
+    func config(keepAlive: Bool) -> ClientSessionConfiguration {
+        var env = Envelope(sender: .null, origin: Envelope.Origin(clientAddress: "127.0.0.1"))
+        env.recipients = [Envelope.Recipient(mailbox: Mailbox.parseForwardPath("<a@b.test>")!)]
+        return ClientSessionConfiguration(heloName: "r.test", tls: .required, envelope: env, bodySize: 10, keepAlive: keepAlive)
+    }
+
+    func testKeepAliveEndsWithoutQuitAndReuseStartsWithRSET() {
+        var first = ClientHarness(config(keepAlive: true))
+        first.server("220 hi\r\n250-x\r\n250-PIPELINING\r\n250 STARTTLS\r\n220 go\r\n")
+        first.apply(first.session.tlsEstablished())
+        first.server("250-x\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+        XCTAssertFalse(first.commands.contains("QUIT"), "a kept connection is not closed")
+        XCTAssertFalse(first.closed)
+        XCTAssertTrue(first.session.endedReusable)
+        guard case .completed? = first.outcome else { return XCTFail() }
+
+        var second = ClientHarness(config(keepAlive: true))
+        second.session = ClientSession(configuration: config(keepAlive: true), reusing: first.session.extensions, tlsActive: true)
+        second.apply(second.session.start())
+        XCTAssertEqual(second.commands, ["RSET"])
+        second.server("250 ok\r\n")
+        XCTAssertEqual(Array(second.commands.suffix(2)), ["MAIL FROM:<>", "RCPT TO:<a@b.test>"], "pipelined with the kept extensions")
+        second.server("250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+        guard case .completed? = second.outcome else { return XCTFail() }
+        XCTAssertTrue(second.session.usedTLS)
+
+        var refused = ClientHarness(config(keepAlive: true))
+        refused.session = ClientSession(configuration: config(keepAlive: true), reusing: [:], tlsActive: true)
+        refused.apply(refused.session.start())
+        refused.server("421 4.4.2 idle too long\r\n")
+        XCTAssertEqual(refused.outcome, .failed(.connectionLost(stage: "reuse")))
+    }
+
+    func testWithoutKeepAliveTheSessionQuits() {
+        var h = ClientHarness(config(keepAlive: false))
+        h.server("220 hi\r\n250-x\r\n250 STARTTLS\r\n220 go\r\n")
+        h.apply(h.session.tlsEstablished())
+        h.server("250 x\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+        XCTAssertEqual(h.commands.last, "QUIT")
+        XCTAssertFalse(h.session.endedReusable)
+    }
+}

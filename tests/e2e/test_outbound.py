@@ -209,3 +209,21 @@ def test_smarthost_with_auth_over_implicit_tls(tmp_path):
             front.stop()
     finally:
         upstream.stop()
+
+
+def test_connection_reuse_for_the_next_message_to_the_same_hop(bed, tmp_path):
+    relayd = outbound_relayd(tmp_path, bed, "verify", name="reuse").start()
+    try:
+        before = len([e for e in bed.events(SINK) if e["event"] == "session"])
+        tag = f"reuse-{uuid.uuid4().hex[:6]}"
+        for n in range(3):
+            submit(relayd, "s@example.test", "user@sender.test", f"{tag}-{n}")
+            wait_for(lambda: arrived(bed, SINK, f"{tag}-{n}"), 15, f"message {n}")
+        got = [m for m in bed.messages(SINK) if tag in m["data"]]
+        assert len(got) == 3 and all(m["tls"] and m["version"] == "TLSv1.3" for m in got)
+        sessions = [e for e in bed.events(SINK) if e["event"] == "session"][before:]
+        # One connection: EHLO before and after STARTTLS, then RSET for the
+        # next messages instead of new connections.
+        assert len(sessions) == 2, sessions
+    finally:
+        relayd.stop()

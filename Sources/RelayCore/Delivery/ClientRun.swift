@@ -20,10 +20,25 @@ final class ClientRun: ConnectionDelegate {
     private var tlsFailure: TLSFailure?
     /// Keeps the run alive while the connection holds only a weak delegate.
     private var selfRetain: ClientRun?
+    /// Where to keep the connection afterwards (nil: QUIT and close).
+    private let pool: ConnectionPool?
+    private let poolKey: ConnectionPool.Key?
+    private let uses: Int
+    private let reusing: Bool
 
     init(configuration: ClientSessionConfiguration, body: [UInt8], connection: Connection,
-         tlsContext: TLSContext, tlsOptions: TLSConnection.Options, completion: @escaping (ClientRunResult) -> Void) {
-        self.session = ClientSession(configuration: configuration)
+         tlsContext: TLSContext, tlsOptions: TLSConnection.Options,
+         pool: ConnectionPool? = nil, poolKey: ConnectionPool.Key? = nil, reused: ConnectionPool.Entry? = nil,
+         completion: @escaping (ClientRunResult) -> Void) {
+        if let reused {
+            self.session = ClientSession(configuration: configuration, reusing: reused.extensions, tlsActive: reused.tlsActive)
+        } else {
+            self.session = ClientSession(configuration: configuration)
+        }
+        self.pool = pool
+        self.poolKey = poolKey
+        self.uses = reused?.uses ?? 0
+        self.reusing = reused != nil
         self.connection = connection
         self.body = body
         self.tlsContext = tlsContext
@@ -35,6 +50,10 @@ final class ClientRun: ConnectionDelegate {
     func start() {
         selfRetain = self
         connection.delegate = self
+        if reusing {
+            perform(session.start())
+            return
+        }
         connection.start()
         connection.setIdleTimeout(seconds: session.timeoutSeconds)
         if session.configuration.implicitTLS {
@@ -68,6 +87,15 @@ final class ClientRun: ConnectionDelegate {
         guard let completion else { return }
         self.completion = nil
         completion(ClientRunResult(outcome: outcome, tls: connection.tlsInfo, tlsFailure: tlsFailure))
+        if session.endedReusable {
+            if let pool, let poolKey,
+               pool.offer(poolKey, connection: connection, extensions: session.extensions,
+                          tlsActive: connection.isTLSActive || session.configuration.implicitTLS, uses: uses + 1) {
+                selfRetain = nil  // the pool's watcher is the delegate now
+                return
+            }
+            connection.send(Array("QUIT\r\n".utf8))
+        }
         connection.close()
     }
 

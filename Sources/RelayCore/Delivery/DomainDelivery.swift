@@ -33,13 +33,17 @@ public struct DeliveryEnvironment: Sendable {
     /// AUTH credentials of the relays that have them, read once per
     /// (re)load rather than on every attempt.
     public let relayCredentials: [String: Credentials]
+    /// Connections kept for the next message to the same hop (nil: none).
+    public let pool: ConnectionPool?
     public let logger: Logger
     public let queue: DispatchQueue
     /// Overrides MX lookups' port in tests; production is 25.
     public var mxPort: UInt16 { config.outbound.mxPort }
 
     public init(config: Config, engine: PolicyEngine, mx: MXResolver, dns: any DNSResolving,
-                tlsContext: TLSContext, relayCredentials: [String: Credentials] = [:], logger: Logger, queue: DispatchQueue) {
+                tlsContext: TLSContext, relayCredentials: [String: Credentials] = [:], pool: ConnectionPool? = nil,
+                logger: Logger, queue: DispatchQueue) {
+        self.pool = pool
         self.config = config
         self.engine = engine
         self.mx = mx
@@ -166,6 +170,44 @@ public final class DomainDelivery: @unchecked Sendable {
     }
 
     func attempt(_ hop: Hop, tls: TLSRequirement, completion: @escaping (ClientRunResult) -> Void) {
+        let key = ConnectionPool.Key(address: hop.address, port: hop.port, tls: tls, verified: hop.requiresVerification,
+                                     host: hop.host, user: hop.credentials?.username)
+        if let pool = env.pool, let entry = pool.take(key) {
+            let connection = entry.connection
+            let config = sessionConfiguration(hop, tls: tls)
+            let options = tlsOptions(hop)
+            connection.queue.async { [self] in
+                ClientRun(configuration: config, body: message.body, connection: connection, tlsContext: env.tlsContext,
+                          tlsOptions: options, pool: pool, poolKey: key, reused: entry) { [self] result in
+                    env.queue.async { [self] in
+                        // A kept connection that turned out dead or refused
+                        // RSET proves nothing about the hop: go fresh.
+                        if case .failed(.connectionLost(let stage)) = result.outcome, stage == "reuse" || stage == "rset" {
+                            connectFresh(hop, tls: tls, key: key, completion: completion)
+                        } else {
+                            completion(result)
+                        }
+                    }
+                }.start()
+            }
+            return
+        }
+        connectFresh(hop, tls: tls, key: key, completion: completion)
+    }
+
+    func sessionConfiguration(_ hop: Hop, tls: TLSRequirement) -> ClientSessionConfiguration {
+        ClientSessionConfiguration(heloName: env.config.server.hostname, tls: tls, implicitTLS: hop.implicitTLS,
+                                   envelope: message.envelope, recipientIndexes: indexes, bodySize: message.body.count,
+                                   credentials: hop.credentials, keepAlive: env.pool != nil)
+    }
+
+    /// The name is always checked so the log can say what verification
+    /// found; only `verify` strength aborts on it.
+    func tlsOptions(_ hop: Hop) -> TLSConnection.Options {
+        TLSConnection.Options(serverName: hop.host, expectedHostname: hop.host, requireVerification: hop.requiresVerification)
+    }
+
+    func connectFresh(_ hop: Hop, tls: TLSRequirement, key: ConnectionPool.Key, completion: @escaping (ClientRunResult) -> Void) {
         Connector.connect(to: hop.address, port: hop.port, from: env.config.outbound.sourceAddress,
                           timeoutSeconds: env.config.outbound.connectTimeout, queue: env.queue) { [self] r in
             switch r {
@@ -173,16 +215,9 @@ public final class DomainDelivery: @unchecked Sendable {
                 completion(ClientRunResult(outcome: .failed(.connectionLost(stage: "connect: \(e)")), tls: nil, tlsFailure: nil))
             case .success(let fd):
                 let connection = Connection(fd: fd, peer: hop.address, queue: env.queue)
-                let config = ClientSessionConfiguration(heloName: env.config.server.hostname, tls: tls,
-                                                        implicitTLS: hop.implicitTLS, envelope: message.envelope,
-                                                        recipientIndexes: indexes, bodySize: message.body.count,
-                                                        credentials: hop.credentials)
-                // The name is always checked so the log can say what
-                // verification found; only `verify` strength aborts on it.
-                let options = TLSConnection.Options(serverName: hop.host, expectedHostname: hop.host,
-                                                    requireVerification: hop.requiresVerification)
-                ClientRun(configuration: config, body: message.body, connection: connection,
-                          tlsContext: env.tlsContext, tlsOptions: options, completion: completion).start()
+                ClientRun(configuration: sessionConfiguration(hop, tls: tls), body: message.body, connection: connection,
+                          tlsContext: env.tlsContext, tlsOptions: tlsOptions(hop), pool: env.pool, poolKey: key,
+                          completion: completion).start()
             }
         }
     }

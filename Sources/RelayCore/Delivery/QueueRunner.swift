@@ -278,7 +278,7 @@ public final class QueueRunner: @unchecked Sendable {
             let attemptQueue = DispatchQueue(label: "relayd.attempt", target: deliveryQueue)
             let attemptEnv = DeliveryEnvironment(config: env.config, engine: env.engine, mx: env.mx, dns: env.dns,
                                                  tlsContext: env.tlsContext, relayCredentials: env.relayCredentials,
-                                                 logger: env.logger, queue: attemptQueue)
+                                                 pool: env.pool, logger: env.logger, queue: attemptQueue)
             DomainDelivery(env: attemptEnv, message: message, domain: domain, recipientIndexes: indexes.sorted()).run { report in
                 self.queue.async {
                     reports.list.append(report)

@@ -26,9 +26,13 @@ public struct ClientSessionConfiguration: Sendable {
     public var bodySize: Int
     /// AUTH PLAIN to a relay hop; sent only over TLS.
     public var credentials: Credentials?
+    /// End a finished transaction without QUIT so the connection can carry
+    /// the next message to the same destination (RSET first).
+    public var keepAlive: Bool
 
     public init(heloName: String, tls: TLSRequirement, implicitTLS: Bool = false, envelope: Envelope,
-                recipientIndexes: [Int]? = nil, bodySize: Int, credentials: Credentials? = nil) {
+                recipientIndexes: [Int]? = nil, bodySize: Int, credentials: Credentials? = nil, keepAlive: Bool = false) {
+        self.keepAlive = keepAlive
         self.heloName = heloName
         self.tls = tls
         self.implicitTLS = implicitTLS
@@ -97,7 +101,7 @@ public enum ClientAction: Equatable, Sendable {
 
 public struct ClientSession: Sendable {
     enum Stage: String, Sendable {
-        case greeting, ehlo, helo, starttls, handshake, auth, mail, rcpt, data, body, done
+        case greeting, ehlo, helo, starttls, handshake, auth, rset, mail, rcpt, data, body, done
     }
 
     public let configuration: ClientSessionConfiguration
@@ -119,10 +123,30 @@ public struct ClientSession: Sendable {
         self.usedTLS = configuration.implicitTLS
     }
 
+    /// A session on a connection kept from an earlier transaction: greeting,
+    /// EHLO, STARTTLS and AUTH were done then; `start()` sends RSET.
+    public init(configuration: ClientSessionConfiguration, reusing extensions: [String: String], tlsActive: Bool) {
+        self.configuration = configuration
+        self.tlsActive = tlsActive
+        self.usedTLS = tlsActive
+        self.extensions = extensions
+        self.stage = .rset
+    }
+
+    /// What to send first: nothing on a new connection (the server
+    /// speaks first), RSET on a reused one.
+    public mutating func start() -> [ClientAction] {
+        stage == .rset ? [send("RSET")] : []
+    }
+
+    /// Whether the session ended with the connection still in a clean
+    /// state for another transaction (keepAlive, no QUIT sent).
+    public private(set) var endedReusable = false
+
     /// RFC 5321 §4.5.3.2 timeouts for the current stage, in seconds.
     public var timeoutSeconds: Int {
         switch stage {
-        case .greeting, .ehlo, .helo, .mail, .rcpt, .auth: return 300
+        case .greeting, .ehlo, .helo, .mail, .rcpt, .auth, .rset: return 300
         case .starttls, .handshake, .data: return 120
         case .body: return 600
         case .done: return 60
@@ -221,6 +245,11 @@ public struct ClientSession: Sendable {
             return []
         case .auth:
             guard reply.code == 235 else { return quitFailing(.authRejected(reply)) }
+            return startTransaction()
+        case .rset:
+            // A kept connection the server no longer wants: the caller
+            // retries on a fresh one.
+            guard reply.code == 250 else { return quitFailing(.connectionLost(stage: "reuse")) }
             return startTransaction()
         case .mail:
             mailAccepted = reply.code == 250
@@ -335,6 +364,10 @@ public struct ClientSession: Sendable {
 
     mutating func quitCompleting() -> [ClientAction] {
         stage = .done
+        if configuration.keepAlive {
+            endedReusable = true
+            return [.finished(.completed(rcptReplies))]
+        }
         return [send("QUIT"), .close, .finished(.completed(rcptReplies))]
     }
 

@@ -30,6 +30,6 @@ public enum OutboundSettings {
     public static func environment(config: Config, resolver: any DNSResolving, logger: Logger) throws -> DeliveryEnvironment {
         DeliveryEnvironment(config: config, engine: engine(config), mx: MXResolver(resolver: resolver), dns: resolver,
                             tlsContext: try clientTLSContext(config), relayCredentials: try relayCredentials(config),
-                            logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
+                            pool: ConnectionPool(), logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
     }
 }
