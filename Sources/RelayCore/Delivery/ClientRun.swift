@@ -51,6 +51,13 @@ final class ClientRun: ConnectionDelegate {
         selfRetain = self
         connection.delegate = self
         if reusing {
+            // The server may have closed it between the pool and here: that
+            // says nothing about the hop, and the caller goes fresh.
+            guard connection.isOpen else {
+                finish(.failed(.connectionLost(stage: "reuse")))
+                selfRetain = nil
+                return
+            }
             perform(session.start())
             return
         }

@@ -45,6 +45,8 @@ public final class Connection {
 
     public private(set) var tlsInfo: TLSSessionInfo?
     public var isTLSActive: Bool { tlsInfo != nil }
+    /// False once the connection is torn down (by either side).
+    public var isOpen: Bool { !tornDown }
 
     public init(fd: Int32, peer: IPAddress, queue: DispatchQueue) {
         self.fd = fd
