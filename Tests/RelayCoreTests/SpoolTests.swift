@@ -229,6 +229,11 @@ final class ParserTests: XCTestCase {
         XCTAssertTrue(IPNetwork("0.0.0.0/0")!.contains(IPAddress("203.0.113.5")!))
     }
 
+    func testDomainTableLookupKeys() {
+        XCTAssertEqual(DNSName.lookupKeys("mail.bank.example"), ["mail.bank.example", ".bank.example", ".example"])
+        XCTAssertEqual(DNSName.lookupKeys("localhost"), ["localhost"])
+    }
+
     func testReceivedHeader() {
         var env = Envelope(sender: .null, origin: Envelope.Origin(clientAddress: "2001:db8::5", heloName: "c.test", esmtp: true,
                                                                   authenticatedUser: "alice", tlsVersion: "TLSv1.3",

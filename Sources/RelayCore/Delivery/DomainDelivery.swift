@@ -125,13 +125,7 @@ public final class DomainDelivery: @unchecked Sendable {
 
     func relayFor(_ domain: String) -> String? {
         let table = env.config.outbound.transport
-        if let r = table[domain] { return r }
-        var rest = Substring(domain)
-        while let dot = rest.firstIndex(of: ".") {
-            if let r = table[String(rest[dot...])] { return r }
-            rest = rest[rest.index(after: dot)...]
-        }
-        return env.config.outbound.smarthost
+        return DNSName.lookupKeys(domain).lazy.compactMap { table[$0] }.first ?? env.config.outbound.smarthost
     }
 
     enum HopList { case hosts([Hop]); case failed(DeliveryFailure) }
@@ -140,7 +134,6 @@ public final class DomainDelivery: @unchecked Sendable {
     func hopsForRelay(_ relay: Config.UpstreamRelay, via: String, completion: @escaping (HopList) -> Void) {
         let level = max(relay.level, decision.level)
         let verify = decision.requiresVerification || DomainPolicy(level: relay.level).requiresVerification
-            || (level == .verify)
         let credentials = env.relayCredentials[relay.name]
         if relay.username != nil && credentials == nil {
             return completion(.failed(DeliveryFailure(.transient, status: "4.3.5", reason: "no password loaded for relay \(relay.name)")))

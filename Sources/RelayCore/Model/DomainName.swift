@@ -20,6 +20,21 @@ public enum DomainName {
 }
 
 public enum DNSName {
+    /// The keys a per-domain table is searched with, most specific first:
+    /// the name itself, then ".parent" entries from the closest parent out
+    /// ("a.b.c" → "a.b.c", ".b.c", ".c"). One rule for relay domains,
+    /// TLS-required senders, policy entries and the transport table: a
+    /// plain entry matches only itself, a dotted one its subdomains.
+    public static func lookupKeys(_ name: String) -> [String] {
+        var keys = [name]
+        var rest = Substring(name)
+        while let dot = rest.firstIndex(of: ".") {
+            keys.append(String(rest[dot...]))
+            rest = rest[rest.index(after: dot)...]
+        }
+        return keys
+    }
+
     /// Lower-case, no trailing dot: the form DNSMessage.parse returns.
     public static func normalize(_ name: String) -> String {
         var n = name.lowercased()

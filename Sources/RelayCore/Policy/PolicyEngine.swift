@@ -77,13 +77,8 @@ public struct PolicyEngine: Sendable {
     /// The operator entry for a domain: exact name first, then ".parent"
     /// entries from the closest parent outwards.
     public func operatorEntry(for domain: String) -> (key: String, policy: DomainPolicy)? {
-        let d = DNSName.normalize(domain)
-        if let p = domains[d] { return (d, p) }
-        var rest = Substring(d)
-        while let dot = rest.firstIndex(of: ".") {
-            let parent = String(rest[dot...])
-            if let p = domains[parent] { return (parent, p) }
-            rest = rest[rest.index(after: dot)...]
+        for key in DNSName.lookupKeys(DNSName.normalize(domain)) {
+            if let p = domains[key] { return (key, p) }
         }
         return nil
     }

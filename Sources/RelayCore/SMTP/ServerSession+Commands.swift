@@ -221,14 +221,7 @@ extension ServerSession {
     }
 
     func matches(_ domain: String, _ set: Set<String>) -> Bool {
-        if set.contains(domain) { return true }
-        var rest = Substring(domain)
-        while let dot = rest.firstIndex(of: ".") {
-            rest = rest[dot...]
-            if set.contains(String(rest)) { return true }
-            rest = rest.dropFirst()
-        }
-        return false
+        DNSName.lookupKeys(domain).contains(where: set.contains)
     }
 
     // MARK: RCPT
