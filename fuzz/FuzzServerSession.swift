@@ -37,8 +37,10 @@ struct Run {
                 let ok = c.password == Array("pw".utf8)
                 if ok { authenticated = true }
                 queue += session.authenticationFinished(username: c.username, success: ok)
+            case .discarded: break
             case .store(let env, let body):
                 precondition(!env.recipients.isEmpty, "stored without recipients")
+                precondition(!body.contains(0), "stored a NUL byte")
                 if session.configuration.requireAuth { precondition(authenticated, "stored without AUTH") }
                 stored.append(body)
                 queue += session.storeFinished(.queued(id: "Q"))

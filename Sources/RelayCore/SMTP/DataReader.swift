@@ -8,6 +8,12 @@
 // disagreement is the whole attack, so relayd refuses to have an opinion:
 // it rejects the message and drops the connection, which makes it
 // impossible for any byte after the bad one to be read as a new command.
+//
+// A NUL byte anywhere in the content is refused too, but only at the end
+// marker: unlike a bare line ending it does not make the end of data
+// ambiguous to relayd, so the session stays in step. It is refused at all
+// because a next hop that strips NULs would turn "CR LF NUL . CR LF" into
+// an end of data of its own: the same smuggling one hop later.
 public struct DataReader: Sendable {
     public enum Failure: Equatable, Sendable {
         /// Bare CR or LF: fatal, the connection must close.
@@ -16,6 +22,8 @@ public struct DataReader: Sendable {
         case lineTooLong
         /// More than the SIZE limit; counted while reading, not after.
         case tooLarge
+        /// A NUL byte in the content (reported at the end marker).
+        case nulByte
     }
 
     public enum Outcome: Equatable, Sendable {
@@ -36,6 +44,7 @@ public struct DataReader: Sendable {
     private var body: [UInt8] = []
     private var overLongLine = false
     private var overSize = false
+    private var sawNUL = false
     public private(set) var octetsSeen = 0
 
     public init(maxSize: Int, maxLineLength: Int = 1000) {
@@ -44,6 +53,7 @@ public struct DataReader: Sendable {
     }
 
     private mutating func append(_ b: UInt8) {
+        if b == 0 { sawNUL = true }
         lineLength += 1
         if lineLength > maxLineLength { overLongLine = true }
         if body.count >= maxSize { overSize = true; return }
@@ -91,6 +101,7 @@ public struct DataReader: Sendable {
             case .dotCR:
                 guard b == 10 else { return (i - bytes.startIndex, .failed(.bareLineEnding)) }
                 let consumed = i - bytes.startIndex
+                if sawNUL { return (consumed, .failed(.nulByte)) }
                 if overSize { return (consumed, .failed(.tooLarge)) }
                 if overLongLine { return (consumed, .failed(.lineTooLong)) }
                 let result = body

@@ -8,10 +8,15 @@ extension ServerSession {
         let verb = String(decoding: line.prefix(while: { $0 != 32 }).prefix(16), as: UTF8.self).uppercased()
         lastVerb = verb.allSatisfy({ $0.isLetter }) && !verb.isEmpty ? verb : "(invalid)"
         let extended = verb == "MAIL" || verb == "RCPT" || verb == "AUTH"
-        if !extended && line.count + 2 > Self.commandLineLimit {
-            return reject(Reply(500, "5.5.2", "Line too long"))
+        let tooLong = !extended && line.count + 2 > Self.commandLineLimit
+        let parsed = CommandParser.parse(line)
+        if bodyMayFollowRefusedDATA {
+            bodyMayFollowRefusedDATA = false
+            if tooLong { return discardBodyStartingWith(line) }
+            if case .failure = parsed { return discardBodyStartingWith(line) }
         }
-        switch CommandParser.parse(line) {
+        if tooLong { return reject(Reply(500, "5.5.2", "Line too long")) }
+        switch parsed {
         case .failure(let error):
             return reject(reply(for: error))
         case .success(let command):
@@ -278,11 +283,70 @@ extension ServerSession {
     // MARK: DATA
 
     mutating func data() -> [ServerAction] {
-        guard let env = envelope else { return reject(Reply(503, "5.5.1", "Error: need MAIL command")) }
-        guard !env.recipients.isEmpty else { return reject(Reply(554, "5.5.1", "Error: no valid recipients")) }
+        guard let env = envelope else { return refuseData(Reply(503, "5.5.1", "Error: need MAIL command")) }
+        guard !env.recipients.isEmpty else { return refuseData(Reply(554, "5.5.1", "Error: no valid recipients")) }
         phase = .data
         dataReader = DataReader(maxSize: configuration.maxMessageSize)
         return [.send(Reply(354, nil, "End data with <CR><LF>.<CR><LF>"))]
+    }
+
+    /// A refused DATA ends the transaction, as RSET does, so no line of a
+    /// body the client sent anyway can add a recipient to it. Whatever is
+    /// already buffered behind the DATA is that body (RFC 2920 §3.1: DATA
+    /// ends a pipelined group) and is read to its end marker and dropped,
+    /// the rule STARTTLS follows for the same reason. With nothing
+    /// buffered, the client may have waited for the reply as it should;
+    /// if its next line is no command, it did not, and that line starts
+    /// the body. A body trickled in slower than it is read and starting
+    /// with a complete MAIL/RCPT/DATA is indistinguishable from a client
+    /// that waited; ending the transaction is what still holds then.
+    mutating func refuseData(_ reply: Reply) -> [ServerAction] {
+        envelope = nil
+        let actions = reject(reply)
+        if phase == .closed { return actions }
+        if input.isEmpty {
+            bodyMayFollowRefusedDATA = true
+            return actions
+        }
+        phase = .discardingRefusedData
+        dataReader = DataReader(maxSize: 0, maxLineLength: Int.max)
+        discardedBytes = 0
+        return actions + continueDiscarding(wholeBuffer: true)
+    }
+
+    /// The first line after a refused DATA was not a command: it and what
+    /// follows are the body, discarded through its end marker.
+    mutating func discardBodyStartingWith(_ line: [UInt8]) -> [ServerAction] {
+        phase = .discardingRefusedData
+        dataReader = DataReader(maxSize: 0, maxLineLength: Int.max)
+        discardedBytes = 0
+        input.insert(contentsOf: line + [13, 10], at: 0)
+        return continueDiscarding()
+    }
+
+    /// Feeds buffered input to the discarding reader. `wholeBuffer`: what
+    /// arrived together with the refused DATA is dropped even past the end
+    /// marker, since none of it was sent after the client saw the reply.
+    mutating func continueDiscarding(wholeBuffer: Bool = false) -> [ServerAction] {
+        guard var reader = dataReader else { phase = .command; return [] }
+        let (consumed, outcome) = reader.consume(input[...])
+        dataReader = reader
+        let dropped = wholeBuffer ? input.count : consumed
+        input.removeFirst(dropped)
+        discardedBytes += dropped
+        switch outcome {
+        case .needMore:
+            return []
+        case .failed(.bareLineEnding):
+            dataReader = nil
+            lastVerb = "DATA"
+            return [.discarded(bytes: discardedBytes, reason: .pipelinedAfterRefusedDATA)]
+                + closeWith(Reply(554, "5.5.2", "Error: bare CR or LF in message data; closing connection"))
+        case .complete, .failed:
+            dataReader = nil
+            phase = .command
+            return [.discarded(bytes: discardedBytes, reason: .pipelinedAfterRefusedDATA)]
+        }
     }
 
     mutating func finishData(body: [UInt8]) -> [ServerAction] {
@@ -304,6 +368,8 @@ extension ServerSession {
             return reject(Reply(554, "5.6.0", "Error: message line longer than 1000 octets (RFC 5321 4.5.3.1.6)"))
         case .tooLarge:
             return reject(Reply(552, "5.3.4", "Error: message size exceeds fixed limit"))
+        case .nulByte:
+            return reject(Reply(554, "5.6.0", "Error: message content contains a NUL byte"))
         }
     }
 }

@@ -58,8 +58,17 @@ public enum ServerAction: Equatable, Sendable {
     case authenticate(Credentials, SASL.Mechanism)
     /// Write the message durably; report with `storeFinished`.
     case store(Envelope, body: [UInt8])
+    /// Input was thrown away unread (for the log): what the client sent
+    /// behind a refused DATA without waiting for the reply.
+    case discarded(bytes: Int, reason: DiscardReason)
     /// Flush what was sent, then close the connection.
     case close
+}
+
+public enum DiscardReason: String, Equatable, Sendable {
+    /// RFC 2920 §3.1: DATA ends a pipelined group, so bytes sent behind a
+    /// DATA that was refused are a message body, never commands.
+    case pipelinedAfterRefusedDATA = "pipelined after refused DATA"
 }
 
 public enum StoreResult: Equatable, Sendable {
@@ -92,6 +101,8 @@ public struct ServerSession: Sendable {
         case waitingForAuthentication
         case waitingForStore
         case waitingForTLS
+        /// Reading a refused DATA's body only to find where it ends.
+        case discardingRefusedData
         case closed
     }
 
@@ -102,6 +113,11 @@ public struct ServerSession: Sendable {
     /// After an over-long line: skip bytes until the next LF.
     var discardingLine = false
     var dataReader: DataReader?
+    /// A DATA was refused with nothing buffered behind it: if the next line
+    /// is no command, it is the first line of a body sent without waiting.
+    var bodyMayFollowRefusedDATA = false
+    /// Bytes thrown away since the current discard began.
+    var discardedBytes = 0
 
     var heloName: String?
     var esmtp = false
@@ -127,8 +143,19 @@ public struct ServerSession: Sendable {
         self.clientAddress = clientAddress
     }
 
-    /// Between 354 and the end of data.
-    public var isReceivingData: Bool { phase == .data }
+    /// Between 354 and the end of data, or reading a refused DATA's body.
+    public var isReceivingData: Bool { phase == .data || phase == .discardingRefusedData }
+
+    /// The start of a command line (or AUTH response) is buffered and its
+    /// end has not arrived: the caller's command-line deadline runs.
+    public var holdsPartialLine: Bool {
+        switch phase {
+        case .command, .authLoginUsername, .authLoginPassword, .authPlainResponse:
+            return !input.isEmpty || discardingLine
+        default:
+            return false
+        }
+    }
 
     // MARK: events from the caller
 
@@ -229,6 +256,9 @@ public struct ServerSession: Sendable {
                     dataReader = nil
                     actions += dataFailed(failure)
                 }
+            case .discardingRefusedData:
+                guard !input.isEmpty else { break loop }
+                actions += continueDiscarding()
             case .command, .authLoginUsername, .authLoginPassword, .authPlainResponse:
                 guard let line = nextLine(&actions) else { break loop }
                 actions += handleLine(line)
