@@ -126,6 +126,10 @@ public struct Config: Sendable {
         /// Seconds a whole DATA phase may take, however busy the client
         /// keeps the line (cuts off clients trickling a byte at a time).
         public let dataTimeout: Int
+        /// Seconds a session may last without completing a message (each
+        /// queued message restarts the clock): a client that keeps its
+        /// connection busy with NOOPs still gives it back.
+        public let sessionTimeout: Int
         /// 4xx/5xx replies before a session is ended.
         public let maxErrors: Int
         public let authFailuresPerConnection: Int

@@ -320,7 +320,7 @@ struct ConfigBuilder {
 
     func buildLimits() -> Config.Limits? {
         let defaults = Config.Limits(maxMessageSize: 36_700_160, maxRecipients: 1000, maxConnections: 1000,
-                                     maxConnectionsPerIP: 50, idleTimeout: 300, dataTimeout: 600, maxErrors: 10,
+                                     maxConnectionsPerIP: 50, idleTimeout: 300, dataTimeout: 600, sessionTimeout: 600, maxErrors: 10,
                                      authFailuresPerConnection: 3, authFailuresPerIP: 10)
         guard let l = section("limits", required: false) else { return root.table.contains(key: "limits") ? nil : defaults }
         defer { l.finish() }
@@ -339,6 +339,10 @@ struct ConfigBuilder {
         if l.table.contains(key: "data_timeout") {
             if let d = duration(l, "data_timeout") { dataTimeout = d } else { ok = false }
         }
+        var sessionTimeout = defaults.sessionTimeout
+        if l.table.contains(key: "session_timeout") {
+            if let d = duration(l, "session_timeout") { sessionTimeout = d } else { ok = false }
+        }
         let limits = Config.Limits(
             maxMessageSize: positive("max_message_size", defaults.maxMessageSize),
             maxRecipients: positive("max_recipients", defaults.maxRecipients),
@@ -346,6 +350,7 @@ struct ConfigBuilder {
             maxConnectionsPerIP: positive("max_connections_per_ip", defaults.maxConnectionsPerIP),
             idleTimeout: idle,
             dataTimeout: dataTimeout,
+            sessionTimeout: sessionTimeout,
             maxErrors: positive("max_errors", defaults.maxErrors),
             authFailuresPerConnection: positive("auth_failures_per_connection", defaults.authFailuresPerConnection),
             authFailuresPerIP: positive("auth_failures_per_ip", defaults.authFailuresPerIP))

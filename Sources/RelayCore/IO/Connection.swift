@@ -43,6 +43,10 @@ public final class Connection {
     /// 160 MB of read buffers.
     private static let readSize = 16 * 1024
 
+    /// Bytes read from and written to the socket (ciphertext under TLS).
+    public private(set) var bytesIn = 0
+    public private(set) var bytesOut = 0
+
     public private(set) var tlsInfo: TLSSessionInfo?
     public var isTLSActive: Bool { tlsInfo != nil }
     /// False once the connection is torn down (by either side).
@@ -74,6 +78,12 @@ public final class Connection {
     /// (Re)arms the idle timer; `connectionTimedOut` fires if nothing is
     /// received for `seconds`.
     public func setIdleTimeout(seconds: Int) {
+        setTimeout(after: Double(seconds))
+    }
+
+    /// Arms the one timer to fire `seconds` from now, replacing any
+    /// earlier setting; `connectionTimedOut` is called when it does.
+    public func setTimeout(after seconds: Double) {
         guard !tornDown else { return }
         if timer == nil {
             let t = DispatchSource.makeTimerSource(queue: queue)
@@ -84,7 +94,7 @@ public final class Connection {
             t.resume()
             timer = t
         }
-        timer?.schedule(deadline: .now() + .seconds(seconds))
+        timer?.schedule(deadline: .now() + .nanoseconds(Int(max(0, seconds) * 1e9)))
     }
 
     // MARK: output
@@ -118,7 +128,7 @@ public final class Connection {
             let n = outbox.withUnsafeBytes { raw in
                 Glibc.send(fd, raw.baseAddress! + outboxOffset, outbox.count - outboxOffset, Int32(MSG_NOSIGNAL))
             }
-            if n > 0 { outboxOffset += n; continue }
+            if n > 0 { outboxOffset += n; bytesOut += n; continue }
             let e = errno
             if n < 0 && e == EINTR { continue }
             if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) {
@@ -145,6 +155,7 @@ public final class Connection {
                 return (n, n > 0 ? Array(buf[0..<n]) : [])
             }
             if n > 0 {
+                bytesIn += n
                 ingest(bytes)
                 continue
             }

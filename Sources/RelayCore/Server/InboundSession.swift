@@ -1,6 +1,8 @@
 // Runs one ServerSession over one Connection: feeds it bytes, performs the
 // actions it asks for (TLS, password checks, durable stores) off the
-// connection queue where they are slow, and logs every refusal it sends.
+// connection queue where they are slow, keeps the session's deadlines on the
+// connection's one timer, and logs every refusal it sends and one line when
+// the connection opens and one when it closes.
 import Dispatch
 import Logging
 #if canImport(Glibc)
@@ -17,8 +19,11 @@ final class InboundSession: ConnectionDelegate {
     private var logger: Logger
     private var messages = 0
     private var ended = false
-    /// Monotonic time the current DATA phase began.
-    private var dataStarted: Double?
+    private let opened: Double
+    private var deadlines: InboundDeadlines
+    /// Why the session ended, when relayd ended it (the connection's own
+    /// reason, "peer closed" say, is used otherwise).
+    private var closeReason: String?
 
     init(server: InboundServer, connection: Connection, listener: Config.Listener,
          settings: InboundSettings, client: IPAddress) {
@@ -33,14 +38,18 @@ final class InboundSession: ConnectionDelegate {
         logger[metadataKey: "client"] = "\(client)"
         logger[metadataKey: "listener"] = "\(listener.kind.rawValue)"
         self.logger = logger
+        let limits = settings.config.limits
+        opened = Self.now()
+        deadlines = InboundDeadlines(idle: limits.idleTimeout, data: limits.dataTimeout,
+                                     session: limits.sessionTimeout, now: opened)
     }
 
     /// On the connection queue.
     func begin() {
         connection.delegate = self
         connection.start()
-        connection.setIdleTimeout(seconds: settings.config.limits.idleTimeout)
-        logger.debug("connect")
+        armDeadline()
+        logger.info("connect")
         if listener.kind == .smtps {
             do { try connection.startServerTLS(context: settings.tlsContext) } catch {
                 logger.error("TLS setup failed", metadata: ["error": "\(error)"])
@@ -55,6 +64,7 @@ final class InboundSession: ConnectionDelegate {
 
     private func perform(_ actions: [ServerAction]) {
         var pending: [UInt8] = []
+        var lastReply: Reply?
         func flushReplies() {
             if !pending.isEmpty { connection.send(pending); pending.removeAll() }
         }
@@ -62,6 +72,7 @@ final class InboundSession: ConnectionDelegate {
             switch action {
             case .send(let reply):
                 pending += reply.wire
+                lastReply = reply
                 if reply.code >= 400 {
                     logger.notice("refused", metadata: ["command": "\(session.lastVerb)", "reply": "\(reply)"])
                 }
@@ -82,15 +93,22 @@ final class InboundSession: ConnectionDelegate {
             case .store(let envelope, let body):
                 flushReplies()
                 store(envelope, body)
+            case .discarded(let bytes, let reason):
+                logger.notice("discarded input", metadata: ["bytes": "\(bytes)", "why": "\(reason.rawValue)"])
             case .close:
                 flushReplies()
+                if closeReason == nil {
+                    closeReason = lastReply.map { $0.code == 221 ? "quit" : "closed with \($0)" } ?? "closed"
+                }
                 connection.close()
             }
         }
         flushReplies()
     }
 
-    private func now() -> Double {
+    private func now() -> Double { Self.now() }
+
+    private static func now() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
@@ -131,6 +149,8 @@ final class InboundSession: ConnectionDelegate {
             connection.queue.async { [self] in
                 if case .queued = result {
                     messages += 1
+                    deadlines.messageCompleted(at: now())
+                    armDeadline()
                     server.onQueued?(message)
                     logger.info("queued", metadata: [
                         "id": "\(id)", "from": "<\(envelope.sender)>", "nrcpt": "\(envelope.recipients.count)",
@@ -146,22 +166,30 @@ final class InboundSession: ConnectionDelegate {
 
     // MARK: ConnectionDelegate
 
+    /// Points the connection's timer at the earliest of the session's
+    /// deadlines.
+    private func armDeadline() {
+        connection.setTimeout(after: deadlines.next.at - now())
+    }
+
     func connection(_ connection: Connection, received bytes: [UInt8]) {
-        connection.setIdleTimeout(seconds: settings.config.limits.idleTimeout)
         perform(session.receive(bytes))
-        if session.isReceivingData {
-            let t = now()
-            if let started = dataStarted {
-                if t - started > Double(settings.config.limits.dataTimeout) {
-                    logger.notice("DATA phase too slow; cutting off", metadata: ["seconds": "\(Int(t - started))"])
-                    perform(session.timedOut())
-                }
-            } else {
-                dataStarted = t
-            }
+        deadlines.received(at: now(), partialLine: session.holdsPartialLine, inData: session.isReceivingData)
+        let next = deadlines.next
+        if next.at <= now() {
+            // A trickle that never goes quiet: the limit passed between two
+            // reads, before the timer could fire.
+            cutOff(next.limit)
         } else {
-            dataStarted = nil
+            armDeadline()
         }
+    }
+
+    private func cutOff(_ limit: InboundDeadlines.Limit) {
+        logger.notice("timeout", metadata: ["limit": "\(limit.rawValue)",
+                                            "seconds": "\(Int(now() - opened))"])
+        closeReason = limit.rawValue
+        perform(session.timedOut())
     }
 
     func connection(_ connection: Connection, tlsEstablished info: TLSSessionInfo) {
@@ -172,18 +200,30 @@ final class InboundSession: ConnectionDelegate {
     }
 
     func connection(_ connection: Connection, tlsFailed failure: TLSFailure) {
-        logger.warning("TLS handshake failed", metadata: ["reason": "\(failure.kind.rawValue)", "detail": "\(failure.detail)"])
+        // Scanners and broken clients fail handshakes all day; nothing for
+        // an operator to act on, so info, with the reason.
+        logger.info("TLS handshake failed", metadata: ["reason": "\(failure.kind.rawValue)", "detail": "\(failure.detail)"])
+        closeReason = "TLS handshake failed: \(failure.kind.rawValue)"
     }
 
     func connectionTimedOut(_ connection: Connection) {
-        logger.notice("timeout")
-        perform(session.timedOut())
+        let next = deadlines.next
+        // Dispatch may fire a hair early; never cut a session short.
+        if next.at - now() > 0.05 {
+            armDeadline()
+            return
+        }
+        cutOff(next.limit)
     }
 
     func connectionClosed(_ connection: Connection, reason: String) {
         guard !ended else { return }
         ended = true
-        logger.debug("disconnect", metadata: ["reason": "\(reason)", "messages": "\(messages)"])
+        logger.info("disconnect", metadata: [
+            "reason": "\(closeReason ?? reason)", "seconds": "\(Double(Int((now() - opened) * 1000)) / 1000)",
+            "bytes_in": "\(connection.bytesIn)", "bytes_out": "\(connection.bytesOut)",
+            "tls": "\(connection.tlsInfo?.protocolVersion ?? "none")", "messages": "\(messages)",
+        ])
         server.finished(self)
     }
 }
