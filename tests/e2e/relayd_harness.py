@@ -33,7 +33,8 @@ class Relayd:
     """One relayd process on its own config, spool and ports."""
 
     def __init__(self, workdir, client_networks=("127.0.0.1/32",), relay_domains=("example.org",),
-                 extra="", limits="", outbound="", queue="", dns_servers=("127.0.0.1:9",), ca_bundle=None):
+                 extra="", limits="", outbound="", queue="", dns_servers=("127.0.0.1:9",), ca_bundle=None,
+                 idle_timeout="30s"):
         # DNS defaults to a dead loopback port: a test relayd must never ask
         # the machine's own resolver (which is not on loopback).
         self.dir = Path(workdir)
@@ -88,7 +89,7 @@ servers = [{", ".join(f'"{d}"' for d in dns_servers)}]
 {outbound}
 
 [limits]
-idle_timeout = "30s"
+idle_timeout = "{idle_timeout}"
 {limits}
 [log]
 level = "debug"
