@@ -130,14 +130,21 @@ final class Daemon: @unchecked Sendable {
 
     private func reload() {
         do {
+            // Every piece is built before any is swapped in, so a reload
+            // that fails part-way changes nothing.
             let config = try ConfigLoader.load(path: configPath)
-            inbound.replaceSettings(try InboundSettings(config: config))
-            runner.replaceEnvironment(try OutboundSettings.environment(config: config, resolver: resolver, logger: logger))
+            let inboundSettings = try InboundSettings(config: config)
+            let environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger)
             if config.dns.servers != dnsServers {
                 logger.warning("DNS server changes need a restart; still using the servers relayd started with",
                                metadata: ["servers": "\(dnsServers.map(\.description))"])
             }
-            logger.info("reloaded", metadata: ["config": "\(configPath)"])
+            inbound.replaceSettings(inboundSettings)
+            // "reloaded" only once the delivery side uses the new settings
+            // too (and the old pool's kept connections are closing).
+            runner.replaceEnvironment(environment) { [logger, configPath] in
+                logger.info("reloaded", metadata: ["config": "\(configPath)"])
+            }
         } catch let e as ConfigErrors {
             for error in e.errors { logger.error("reload refused; keeping the running config", metadata: ["problem": "\(error)"]) }
         } catch {

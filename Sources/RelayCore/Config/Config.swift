@@ -67,7 +67,9 @@ public struct Config: Sendable {
     }
 
     public struct Outbound: Sendable {
-        public let defaultLevel: PolicyLevel
+        /// A level, or a table as for a per-domain entry.
+        public let defaultPolicy: DomainPolicy
+        public var defaultLevel: PolicyLevel { defaultPolicy.level }
         /// The operator's explicit per-domain entries, keys lower-cased.
         public let domains: [String: DomainPolicy]
         /// Local address outgoing connections are made from (nil: any).
@@ -86,6 +88,9 @@ public struct Config: Sendable {
         public let maxConcurrentDeliveries: Int
         public let maxConcurrentPerDomain: Int
         public let connectTimeout: Int
+        /// Seconds a connection is kept after a transaction for the next
+        /// message to the same next hop; 0 turns reuse off.
+        public let connectionReuse: Int
     }
 
     /// An upstream relay: its own address, TLS level and credentials.

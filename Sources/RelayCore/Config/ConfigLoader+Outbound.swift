@@ -7,17 +7,18 @@ import TOMLKit
 
 extension ConfigBuilder {
     func buildOutbound() -> Config.Outbound? {
-        let empty = Config.Outbound(defaultLevel: .opportunistic, domains: [:], sourceAddress: nil, smarthost: nil,
-                                    transport: [:], relays: [:], mxPort: 25, maxAddressesPerAttempt: 5,
-                                    maxConcurrentDeliveries: 50, maxConcurrentPerDomain: 10, connectTimeout: 30)
+        let empty = Config.Outbound(defaultPolicy: DomainPolicy(level: .opportunistic), domains: [:], sourceAddress: nil,
+                                    smarthost: nil, transport: [:], relays: [:], mxPort: 25, maxAddressesPerAttempt: 5,
+                                    maxConcurrentDeliveries: 50, maxConcurrentPerDomain: 10, connectTimeout: 30,
+                                    connectionReuse: 5)
         guard let o = section("outbound", required: false) else {
             return root.table.contains(key: "outbound") ? nil : empty
         }
         defer { o.finish() }
         var ok = true
-        var defaultLevel = PolicyLevel.opportunistic
-        if let d = o.string("default_level") {
-            if let level = parseLevel(d, at: o.keyPath("default_level")) { defaultLevel = level } else { ok = false }
+        var defaultPolicy = empty.defaultPolicy
+        if o.table.contains(key: "default_level") {
+            if let p = parseDomainPolicy(o, key: "default_level", path: o.keyPath("default_level")) { defaultPolicy = p } else { ok = false }
         }
         var source: IPAddress?
         if let s = o.string("source_address"), !s.isEmpty {
@@ -39,6 +40,16 @@ extension ConfigBuilder {
         var connectTimeout = empty.connectTimeout
         if o.table.contains(key: "connect_timeout") {
             if let d = duration(o, "connect_timeout") { connectTimeout = d } else { ok = false }
+        }
+        var connectionReuse = empty.connectionReuse
+        if let raw = o.raw("connection_reuse") {
+            // "0s" (or 0) is allowed here: it turns reuse off.
+            let seconds = raw.int ?? raw.string.flatMap { $0 == "0" ? 0 : ConfigLoader.parseDuration($0) }
+            if let seconds, (0...300).contains(seconds) { connectionReuse = seconds } else {
+                diagnostics.report(o.keyPath("connection_reuse"),
+                                   "expected a duration from \"0s\" (off) to \"5m\", found \(raw.debugDescription)")
+                ok = false
+            }
         }
 
         var relays: [String: Config.UpstreamRelay] = [:]
@@ -113,11 +124,13 @@ extension ConfigBuilder {
                 } else { ok = false }
             }
         }
+        if let f = defaultPolicy.fallback, relayName(f, at: o.keyPath("default_level")) == nil { ok = false }
         guard ok else { return nil }
-        return Config.Outbound(defaultLevel: defaultLevel, domains: domains, sourceAddress: source, smarthost: smarthost,
+        return Config.Outbound(defaultPolicy: defaultPolicy, domains: domains, sourceAddress: source, smarthost: smarthost,
                                transport: transport, relays: relays, mxPort: UInt16(mxPort),
                                maxAddressesPerAttempt: maxAddresses, maxConcurrentDeliveries: maxConcurrent,
-                               maxConcurrentPerDomain: maxPerDomain, connectTimeout: connectTimeout)
+                               maxConcurrentPerDomain: maxPerDomain, connectTimeout: connectTimeout,
+                               connectionReuse: connectionReuse)
     }
 
     /// A domain's value is a level name, or a table { level, strength }.

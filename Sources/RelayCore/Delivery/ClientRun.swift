@@ -87,7 +87,10 @@ final class ClientRun: ConnectionDelegate {
                 finish(outcome)
             }
         }
-        connection.setIdleTimeout(seconds: session.timeoutSeconds)
+        // Once finished, the connection is closing or kept by the pool,
+        // whose keep time is the one that counts: re-arming here made a
+        // kept connection live the session's 60 s instead.
+        if completion != nil { connection.setIdleTimeout(seconds: session.timeoutSeconds) }
     }
 
     private func finish(_ outcome: ClientOutcome) {

@@ -97,6 +97,22 @@ public final class ConnectionPool: @unchecked Sendable {
         return true
     }
 
+    /// Says QUIT on every kept connection and forgets them all (a reload
+    /// replaced this pool, or relayd is stopping).
+    public func closeIdle() {
+        lock.lock()
+        let entries = idle.values.flatMap { $0 }
+        idle = [:]
+        lock.unlock()
+        for entry in entries {
+            let connection = entry.connection
+            connection.queue.async {
+                connection.send(Array("QUIT\r\n".utf8))
+                connection.close()
+            }
+        }
+    }
+
     /// Removes a connection if it is still idle in the pool; false when a
     /// delivery has already taken it.
     func remove(_ connection: Connection, key: Key) -> Bool {

@@ -68,7 +68,16 @@ public final class QueueRunner: @unchecked Sendable {
         }
     }
 
-    public func replaceEnvironment(_ env: DeliveryEnvironment) { queue.async { [self] in environment = env } }
+    /// Deliveries started from now on use `env`; the old pool's kept
+    /// connections are closed politely. `applied` runs once that is so.
+    public func replaceEnvironment(_ env: DeliveryEnvironment, applied: (@Sendable () -> Void)? = nil) {
+        queue.async { [self] in
+            let old = environment.pool
+            environment = env
+            if let old, old !== env.pool { old.closeIdle() }
+            applied?()
+        }
+    }
 
     /// Stops starting new deliveries (those running finish and are filed).
     public func stop() { queue.sync { stopped = true; timer?.cancel() } }

@@ -62,12 +62,19 @@ public protocol PolicyUpgradeLayer: Sendable {
 }
 
 public struct PolicyEngine: Sendable {
-    public let defaultLevel: PolicyLevel
+    /// `[outbound] default_level`: a level, or a table like a per-domain
+    /// entry (tls-exclusive strength, a fallback relay).
+    public let defaultPolicy: DomainPolicy
+    public var defaultLevel: PolicyLevel { defaultPolicy.level }
     public let domains: [String: DomainPolicy]
     public let upgrades: [any PolicyUpgradeLayer]
 
     public init(defaultLevel: PolicyLevel, domains: [String: DomainPolicy], upgrades: [any PolicyUpgradeLayer] = []) {
-        self.defaultLevel = defaultLevel
+        self.init(defaultPolicy: DomainPolicy(level: defaultLevel), domains: domains, upgrades: upgrades)
+    }
+
+    public init(defaultPolicy: DomainPolicy, domains: [String: DomainPolicy], upgrades: [any PolicyUpgradeLayer] = []) {
+        self.defaultPolicy = defaultPolicy
         self.domains = domains
         // Keep SPEC's order whatever order the caller passed.
         let order = PolicyLayer.allCases
@@ -94,7 +101,7 @@ public struct PolicyEngine: Sendable {
             verdicts.append(u.verdict(for: d) ?? LayerVerdict(layer: u.layer, level: nil, detail: "no answer"))
         }
         verdicts.append(LayerVerdict(layer: .defaultLevel, level: defaultLevel, detail: "[outbound] default_level",
-                                     requiresVerification: DomainPolicy(level: defaultLevel).requiresVerification))
+                                     requiresVerification: defaultPolicy.requiresVerification))
 
         if let entry {
             return PolicyDecision(domain: d, level: entry.policy.level,
@@ -105,12 +112,12 @@ public struct PolicyEngine: Sendable {
         // but never below the default.
         if let winner = verdicts.dropFirst().first(where: { $0.level != nil && $0.layer != .defaultLevel }),
            let level = winner.level, level >= defaultLevel {
-            let defaultVerify = DomainPolicy(level: defaultLevel).requiresVerification
+            let defaultVerify = defaultPolicy.requiresVerification
             return PolicyDecision(domain: d, level: level, requiresVerification: winner.requiresVerification || defaultVerify,
                                   layer: winner.layer, reason: winner.detail, fallback: nil, verdicts: verdicts)
         }
-        return PolicyDecision(domain: d, level: defaultLevel,
-                              requiresVerification: DomainPolicy(level: defaultLevel).requiresVerification,
-                              layer: .defaultLevel, reason: "[outbound] default_level", fallback: nil, verdicts: verdicts)
+        return PolicyDecision(domain: d, level: defaultLevel, requiresVerification: defaultPolicy.requiresVerification,
+                              layer: .defaultLevel, reason: "[outbound] default_level", fallback: defaultPolicy.fallback,
+                              verdicts: verdicts)
     }
 }

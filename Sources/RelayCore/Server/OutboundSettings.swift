@@ -11,7 +11,7 @@ public enum OutboundSettings {
     }
 
     public static func engine(_ config: Config) -> PolicyEngine {
-        PolicyEngine(defaultLevel: config.outbound.defaultLevel, domains: config.outbound.domains)
+        PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains)
     }
 
     /// Reads each relay's password file (one line; a trailing newline is
@@ -30,6 +30,7 @@ public enum OutboundSettings {
     public static func environment(config: Config, resolver: any DNSResolving, logger: Logger) throws -> DeliveryEnvironment {
         DeliveryEnvironment(config: config, engine: engine(config), mx: MXResolver(resolver: resolver), dns: resolver,
                             tlsContext: try clientTLSContext(config), relayCredentials: try relayCredentials(config),
-                            pool: ConnectionPool(), logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
+                            pool: config.outbound.connectionReuse > 0 ? ConnectionPool(idleSeconds: config.outbound.connectionReuse) : nil,
+                            logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
     }
 }
