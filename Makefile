@@ -4,10 +4,20 @@ SWIFT    ?= swift
 CONFIG   ?= config/relayd.conf.example
 PREFIX   ?= /usr/local
 SYSCONF  ?= /etc/relayd
+# Packages are installed with --no-install-recommends, so a machine gets
+# what is named here and nothing else, and a fresh machine and CI agree.
+# A capability that Debian ships only as a Recommends must therefore be
+# named too (swaks' TLS: libnet-ssleay-perl).
 # What building and running needs.
 RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev pkg-config openssl
-# What the tests add: real peers and clients.
-TEST_PKGS = postfix swaks unbound nginx python3 python3-pytest python3-dnspython testssl.sh whois iproute2 procps
+# What the tests add: real peers and clients. Recommends left out on
+# purpose: swaks' libio-socket-inet6-perl and libnet-dns-perl (the tests
+# give swaks an IPv4 --server), unbound's dns-root-data (the bed's unbound
+# serves local zones and forwards the rest), postfix's ca-certificates (the
+# bed has its own CA), python3-dnspython's HTTP/DoH stack, python3-pytest's
+# pygments, systemd's dbus and timesyncd (only `systemd-analyze` offline is
+# used), testssl.sh's GOST engine. No test calls ip, ps or mkpasswd.
+TEST_PKGS = postfix swaks libnet-ssleay-perl unbound nginx python3 python3-pytest python3-dnspython testssl.sh systemd
 
 .PHONY: all deps test-deps bench-deps build release debug dev-setup run test unit e2e check-example install clean fuzz bench
 
