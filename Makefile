@@ -7,7 +7,9 @@ SYSCONF  ?= /etc/relayd
 # Packages are installed with --no-install-recommends, so a machine gets
 # what is named here and nothing else, and a fresh machine and CI agree.
 # A capability that Debian ships only as a Recommends must therefore be
-# named too (swaks' TLS: libnet-ssleay-perl).
+# named too (swaks' TLS: libnet-ssleay-perl). scripts/check-setup.sh checks
+# each capability and names the package to install; every package here is
+# named by one of its checks.
 # What building and running needs.
 RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev pkg-config openssl
 # What the tests add: real peers and clients. Recommends left out on
@@ -23,11 +25,15 @@ TEST_PKGS = postfix swaks libnet-ssleay-perl unbound nginx python3 python3-pytes
 
 all: build
 
+## Installs what is missing, then checks that it works (scripts/check-setup.sh):
+## a missing capability stops here with one "setup error:" line per problem.
 deps:
 	@scripts/ensure-packages.sh $(RUN_PKGS)
+	@SWIFT='$(SWIFT)' scripts/check-setup.sh run
 
 test-deps:
 	@scripts/ensure-packages.sh $(RUN_PKGS) $(TEST_PKGS)
+	@SWIFT='$(SWIFT)' scripts/check-setup.sh test
 
 build release: deps
 	$(SWIFT) build -c release
@@ -58,7 +64,7 @@ check-example: dev-setup
 
 e2e: test-deps dev-setup
 	$(SWIFT) build --product relayd
-	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/bed tests/e2e
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/setup tests/bed tests/e2e
 
 ## Fuzzes the SMTP server session, and the DNS/SMTP-reply/client parsers, each for FUZZ_SECONDS (default 60).
 FUZZ_SECONDS ?= 60
@@ -70,6 +76,7 @@ fuzz: deps
 BENCH_ARGS ?=
 bench-deps:
 	@scripts/ensure-packages.sh $(RUN_PKGS) postfix python3 openssl
+	@SWIFT='$(SWIFT)' scripts/check-setup.sh run
 bench: bench-deps
 	$(SWIFT) build -c release
 	/usr/bin/python3 bench/run.py $(BENCH_ARGS)

@@ -1,0 +1,148 @@
+#!/bin/sh
+# Checks, before anything is built or tested, that this machine can do
+# what the next step will ask of it:
+#   run   what building and running relayd needs (`make run`, `make deps`)
+#   test  that, plus every real peer the tests drive (`make test`, `make e2e`)
+# Each missing capability is one line, "setup error: WHAT — install PACKAGE",
+# so a machine set up with --no-install-recommends (where swaks has no TLS)
+# stops here with the package to install, not with failed tests later.
+# Every problem is listed, then the exit status is 1.
+# Each check asks the tool to do the thing the tests need, not only to exist.
+set -u
+mode="${1:-}"
+case "$mode" in
+  run) how="make deps" ;;
+  test) how="make test-deps" ;;
+  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac
+failed=0
+fail() { echo "setup error: $1 — install $2 ($how)" >&2; failed=1; }
+has() { command -v "$1" >/dev/null 2>&1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# --- building and running ---------------------------------------------------
+
+if ! "${SWIFT:-swift}" --version >/dev/null 2>&1; then
+  echo "setup error: ${SWIFT:-swift} does not run — install Swift 6 and put it on PATH (README)" >&2
+  failed=1
+fi
+# The C shims include OpenSSL 3 and c-ares >= 1.18 headers (c-ares' API for
+# building queries ourselves) and crypt.h; a -dev package's .pc file comes
+# with its headers and link library, so pkg-config answers for all three.
+if ! has pkg-config; then
+  fail "pkg-config is missing (it finds the -dev packages below)" pkg-config
+else
+  pkg-config --atleast-version=3.0 openssl || fail "no OpenSSL 3 headers and libraries" libssl-dev
+  pkg-config --atleast-version=1.18 libcares || fail "no c-ares >= 1.18 headers and library" libc-ares-dev
+  pkg-config --exists libxcrypt || fail "no crypt.h (libxcrypt)" libcrypt-dev
+fi
+# Users files hold yescrypt hashes: a known answer from the system's crypt(3)
+# (perl's crypt() calls it; perl-base is always there).
+yes_hash='$y$j9T$abcdefghijklmnop$NVVju58SJWYgoLfsW5NXx8P.r6ZOiCKxvsLUcR1lan5'
+[ "$(perl -e 'print crypt("devpass", q($y$j9T$abcdefghijklmnop$))' 2>/dev/null)" = "$yes_hash" ] ||
+  fail "crypt(3) (libcrypt1) cannot do yescrypt" libcrypt-dev
+# dev-setup and the tests make certificates (req -addext) and SHA-512-crypt
+# hashes (passwd -6) with the openssl CLI.
+sha_hash='$6$abcdefgh$nz/HiErWuw242dPW8JYPXYSySrvGuuL9NF5Rwpoe8crffiO65B9xnZchPMO0oIjIwx5mOqwzXiasb4WHvw6rY/'
+if ! has openssl; then
+  fail "the openssl command is missing" openssl
+elif ! openssl version | grep -q '^OpenSSL 3' ||
+     [ "$(echo devpass | openssl passwd -6 -salt abcdefgh -stdin 2>/dev/null)" != "$sha_hash" ]; then
+  fail "the openssl command is not OpenSSL 3 or cannot hash with passwd -6" openssl
+fi
+
+# --- the test peers -----------------------------------------------------------
+
+if [ "$mode" = test ]; then
+  # swaks' --tls (STARTTLS) and --tlsc (TLS on connect) need Net::SSLeay,
+  # which Debian ships only as a Recommends of swaks. (AUTH LOGIN/PLAIN need
+  # nothing beyond perl, so there is no separate check for them.)
+  if ! has swaks; then
+    fail "swaks is missing" swaks
+  elif ! swaks --support 2>&1 | grep -q '^=== TLS supported'; then
+    fail "swaks cannot do STARTTLS or TLS on connect (no Net::SSLeay)" libnet-ssleay-perl
+  fi
+
+  # testssl.sh runs the openssl CLI with s_client -starttls smtp.
+  if ! has testssl; then
+    fail "testssl is missing" testssl.sh
+  elif ! testssl --version 2>&1 | grep -q 'Using "OpenSSL'; then
+    fail "testssl does not run or finds no OpenSSL" testssl.sh
+  fi
+  if has openssl && ! openssl s_client -help 2>&1 | grep -q -- '-starttls smtp'; then
+    fail "openssl s_client cannot do -starttls smtp (testssl.sh needs it)" openssl
+  fi
+
+  # The bed's nginx serves MTA-STS policies over HTTPS.
+  if ! has nginx; then
+    fail "nginx is missing" nginx
+  elif ! nginx -V 2>&1 | grep -q -- '--with-http_ssl_module'; then
+    fail "nginx is built without http_ssl_module" nginx
+  fi
+
+  # The bed's unbound: the config is checked with unbound-checkconf, then
+  # served with these directives (local zones, forward zones, iterator only,
+  # so no root hints or trust anchor are needed).
+  if ! has unbound || ! has unbound-checkconf; then
+    fail "unbound or unbound-checkconf is missing" unbound
+  else
+    cat > "$tmp/unbound.conf" <<EOF
+server:
+  interface: 127.0.0.153
+  username: ""
+  chroot: ""
+  directory: "$tmp"
+  module-config: "iterator"
+  do-not-query-localhost: no
+  local-zone: "probe.test." static
+  local-data: "probe.test. 300 IN MX 10 mx.probe.test."
+forward-zone:
+  name: "."
+  forward-addr: 127.0.0.1@9
+EOF
+    unbound-checkconf "$tmp/unbound.conf" >/dev/null 2>&1 || fail "unbound-checkconf rejects the test bed's kind of config" unbound
+  fi
+
+  # Private Postfix instances (`postfix -c DIR`): compatibility_level 3.6,
+  # Debian's master.cf.dist, the postfix user and postdrop group its
+  # postinst creates, and an smtpd built with TLS.
+  if ! has postfix || ! has postconf; then
+    fail "postfix or postconf is missing" postfix
+  else
+    version=$(postconf -d -h mail_version 2>/dev/null)
+    smtpd="$(postconf -d -h daemon_directory 2>/dev/null)/smtpd"
+    if [ -z "$version" ]; then
+      fail "postconf -d does not run" postfix
+    elif [ "$(printf '3.6\n%s\n' "$version" | sort -V | head -n1)" != 3.6 ]; then
+      fail "postfix $version is older than 3.6" postfix
+    elif ! ldd "$smtpd" 2>/dev/null | grep -q 'libssl\.so'; then
+      fail "postfix's smtpd is built without TLS" postfix
+    elif [ ! -r /usr/share/postfix/master.cf.dist ] || ! getent passwd postfix >/dev/null ||
+         ! getent group postdrop >/dev/null; then
+      fail "postfix's master.cf.dist, postfix user or postdrop group is missing (half-installed package?)" postfix
+    fi
+  fi
+
+  # The tests run under /usr/bin/python3 (tomllib needs 3.11; the receivers
+  # and the assertions need TLS 1.3 in its ssl module).
+  if ! /usr/bin/python3 -c 'import sys, ssl; sys.exit(not (sys.version_info >= (3, 11) and ssl.HAS_TLSv1_3))' 2>/dev/null; then
+    fail "/usr/bin/python3 is missing, older than 3.11, or has no TLS 1.3" python3
+  else
+    /usr/bin/python3 -c 'import pytest' 2>/dev/null || fail "python3 cannot import pytest" python3-pytest
+    /usr/bin/python3 -c 'import dns.message, dns.query, dns.rcode' 2>/dev/null ||
+      fail "python3 cannot import dns (dnspython)" python3-dnspython
+  fi
+
+  # The service unit is checked with systemd-analyze verify and, without a
+  # running systemd, security --offline=true.
+  printf '[Service]\nExecStart=/bin/true\nDynamicUser=yes\n' > "$tmp/probe.service"
+  if ! has systemd-analyze; then
+    fail "systemd-analyze is missing" systemd
+  elif ! systemd-analyze verify "$tmp/probe.service" >/dev/null 2>&1 ||
+       ! systemd-analyze security --offline=true "$tmp/probe.service" 2>/dev/null | grep -q 'Overall exposure level'; then
+    fail "systemd-analyze cannot verify a unit or rate it with security --offline=true" systemd
+  fi
+fi
+
+exit "$failed"
