@@ -134,14 +134,24 @@ EOF
       fail "python3 cannot import dns (dnspython)" python3-dnspython
   fi
 
-  # The service unit is checked with systemd-analyze verify and, without a
-  # running systemd, security --offline=true.
+  # tests/e2e/test_service_unit.py: with no systemd as PID 1, the unit is
+  # checked by systemd-analyze (verify, security --offline=true, and the
+  # syscall-filter groups), and a real run is traced with strace -f.
   printf '[Service]\nExecStart=/bin/true\nDynamicUser=yes\n' > "$tmp/probe.service"
   if ! has systemd-analyze; then
     fail "systemd-analyze is missing" systemd
-  elif ! systemd-analyze verify "$tmp/probe.service" >/dev/null 2>&1 ||
-       ! systemd-analyze security --offline=true "$tmp/probe.service" 2>/dev/null | grep -q 'Overall exposure level'; then
-    fail "systemd-analyze cannot verify a unit or rate it with security --offline=true" systemd
+  elif ! systemd-analyze verify --man=false "$tmp/probe.service" >/dev/null 2>&1 ||
+       ! systemd-analyze security --offline=true --no-pager "$tmp/probe.service" 2>/dev/null |
+         grep -q 'Overall exposure level' ||
+       ! systemd-analyze syscall-filter --no-pager 2>/dev/null | grep -q '^@system-service'; then
+    fail "systemd-analyze cannot verify a unit, rate it offline or list syscall-filter groups" systemd
+  fi
+  if ! has strace; then
+    fail "strace is missing" strace
+  elif ! strace -f -qq -o /dev/null /bin/true 2>/dev/null; then
+    # Installed but not allowed to ptrace: no package fixes that.
+    echo "setup error: strace cannot trace a child here (ptrace refused, e.g. by a container's seccomp profile)" >&2
+    failed=1
   fi
 fi
 
