@@ -194,3 +194,35 @@ enum Segmentation: String, CaseIterable, CustomTestStringConvertible {
         #expect(h.session.isReceivingData)
     }
 }
+
+@Suite struct PipelinedInputBound {
+    @Test("while a store is pending the session says it waits, and input past 64 KiB ends the session")
+    func boundWhileWaiting() {
+        var session = ServerSession(configuration: mx, clientAddress: "192.0.2.10")
+        _ = session.start()
+        let actions = session.receive(Array("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nhi\r\n.\r\n".utf8))
+        #expect(actions.contains { if case .store = $0 { return true } else { return false } })
+        #expect(session.isWaiting)
+        var closed = false
+        var last: Reply?
+        let group = Array(String(repeating: "NOOP\r\n", count: 1000).utf8)
+        for _ in 0..<20 where !closed {
+            for a in session.receive(group) {
+                if case .close = a { closed = true }
+                if case .send(let r) = a { last = r }
+            }
+        }
+        #expect(closed)
+        #expect(last?.code == 421 && last?.enhanced == "4.7.0")
+    }
+
+    @Test("a big body in one piece is not mistaken for buffered input")
+    func bigBodyInOnePiece() {
+        var h = SessionHarness(mx)
+        let line = String(repeating: "x", count: 900) + "\r\n"
+        h.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n"
+               + String(repeating: line, count: 300) + ".\r\n")
+        #expect(h.stored.count == 1)
+        #expect(!h.closed)
+    }
+}

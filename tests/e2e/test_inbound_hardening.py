@@ -157,3 +157,49 @@ def test_tls_session_close_line_names_tls_and_reason(relayd):
         s.noop()
     m = wait_for_log(relayd, r'msg=disconnect [^\n]*listener=smtps[^\n]*|msg=disconnect [^\n]*tls=TLSv1\.3[^\n]*')
     assert "tls=TLSv1.3" in m.group(0) and "reason=quit" in m.group(0), m.group(0)
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+RSS_GROWTH_BOUND_KIB = 16 * 1024
+
+
+def test_noop_flood_from_a_client_that_never_reads(make_relayd):
+    """Backpressure: relayd stops reading a client whose replies pile up,
+    so its memory stays bounded, and the client is cut by the idle limit
+    (plus the close linger) although it never goes quiet on its side."""
+    r = make_relayd(idle_timeout="3s").start()
+    raw = connect(r.smtp_port)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    before = rss_kib(r.proc.pid)
+    flood = b"NOOP\r\n" * 50_000          # 300 KB a write
+    sent, cut = 0, False
+    started = time.monotonic()
+    stalled_since = None
+    # Bounded: at most 60 MB or 25 s.
+    while sent < 60_000_000 and time.monotonic() - started < 25:
+        try:
+            n = raw.send(flood)
+            sent += n
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 1.5:
+                break
+            time.sleep(0.05)
+        except OSError:
+            cut = True
+            break
+    peak = rss_kib(r.proc.pid)
+    assert peak - before < RSS_GROWTH_BOUND_KIB, f"RSS grew {peak - before} KiB after {sent} bytes"
+    assert sent < 20_000_000, f"relayd kept reading: {sent} bytes taken from a client that reads nothing"
+    # The client is cut: idle limit (3 s) plus the close linger (5 s).
+    m = wait_for_log(r, r'msg=disconnect [^\n]*reason="[^"]*"', seconds=15)
+    assert any(why in m.group(0) for why in ("idle timeout", "command line not completed", "peer did not read")), m.group(0)
+    raw.close()

@@ -6,6 +6,14 @@
 // teardown) or abort(). Teardown cancels both sources; the fd is closed in
 // the cancel handler of the last one, so no event handler can ever run on a
 // recycled descriptor. All methods must be called on `queue`.
+//
+// Backpressure, after swift-nio's writability and autoRead: reading stops
+// while more than `outboxHighWater` bytes wait to be sent (a peer that
+// pipelines and never reads gets no further), and while the owner holds
+// reads (the session waits for a disk or a password check); it resumes
+// when the outbox drains below `outboxLowWater` and the hold is lifted. A
+// close that cannot flush (the peer stopped reading) gives up after
+// `closeLinger` seconds, so no such peer holds a descriptor for ever.
 import Dispatch
 #if canImport(Glibc)
 import Glibc
@@ -38,6 +46,21 @@ public final class Connection {
     private var closeWhenFlushed = false
     private var tornDown = false
     private var pendingCancels = 2
+    private var started = false
+    private var readSourceSuspended = true
+    private var pausedForOutput = false
+    static let outboxHighWater = 64 * 1024
+    static let outboxLowWater = 16 * 1024
+    /// Seconds a close waits for the peer to take the last bytes.
+    public var closeLinger = 5.0
+    /// The owner's hold on reading (the session is waiting for something).
+    public var readsHeld = false {
+        didSet { if readsHeld != oldValue { updateReading() } }
+    }
+    /// Reading is stopped (output backlog or the owner's hold).
+    public var isReadingPaused: Bool { readSourceSuspended }
+    /// Bytes queued but not yet taken by the socket.
+    public var unsentBytes: Int { outbox.count - outboxOffset }
     /// Bytes per read(2). The buffer is temporary (stack where possible),
     /// so an idle connection holds none: 10,000 idle sessions must not cost
     /// 160 MB of read buffers.
@@ -70,7 +93,20 @@ public final class Connection {
         readSource.setCancelHandler(handler: cancelled)
         writeSource.setEventHandler { [weak self] in self?.writable() }
         writeSource.setCancelHandler(handler: cancelled)
-        readSource.resume()
+        started = true
+        updateReading()
+    }
+
+    private func updateReading() {
+        guard started, !tornDown else { return }
+        let shouldRead = !readsHeld && !pausedForOutput
+        if shouldRead && readSourceSuspended {
+            readSourceSuspended = false
+            readSource.resume()
+        } else if !shouldRead && !readSourceSuspended {
+            readSourceSuspended = true
+            readSource.suspend()
+        }
     }
 
     // MARK: timers
@@ -84,11 +120,19 @@ public final class Connection {
     /// Arms the one timer to fire `seconds` from now, replacing any
     /// earlier setting; `connectionTimedOut` is called when it does.
     public func setTimeout(after seconds: Double) {
-        guard !tornDown else { return }
+        guard !tornDown, !closeWhenFlushed else { return }
+        armTimer(after: seconds)
+    }
+
+    private func armTimer(after seconds: Double) {
         if timer == nil {
             let t = DispatchSource.makeTimerSource(queue: queue)
             t.setEventHandler { [weak self] in
                 guard let self, !self.tornDown else { return }
+                if self.closeWhenFlushed {
+                    self.teardown(reason: "peer did not read the last \(self.unsentBytes) bytes")
+                    return
+                }
                 self.delegate?.connectionTimedOut(self)
             }
             t.resume()
@@ -113,6 +157,10 @@ public final class Connection {
             appendOutbox(bytes)
         }
         flush()
+        if !tornDown && unsentBytes > Self.outboxHighWater && !pausedForOutput {
+            pausedForOutput = true
+            updateReading()
+        }
     }
 
     private func appendOutbox(_ bytes: [UInt8]) {
@@ -140,16 +188,27 @@ public final class Connection {
         }
         outbox.removeAll(keepingCapacity: outbox.count <= 64 * 1024)
         outboxOffset = 0
+        resumeIfDrained()
         if writeSourceRunning { writeSourceRunning = false; writeSource.suspend() }
         if closeWhenFlushed { teardown(reason: "closed") }
     }
 
-    private func writable() { flush() }
+    private func writable() {
+        flush()
+        resumeIfDrained()
+    }
+
+    private func resumeIfDrained() {
+        if pausedForOutput && !tornDown && unsentBytes <= Self.outboxLowWater {
+            pausedForOutput = false
+            updateReading()
+        }
+    }
 
     // MARK: input
 
     private func readable() {
-        while !tornDown {
+        while !tornDown && !readSourceSuspended {
             let (n, bytes) = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Self.readSize) { buf -> (Int, [UInt8]) in
                 let n = Glibc.read(fd, buf.baseAddress, buf.count)
                 return (n, n > 0 ? Array(buf[0..<n]) : [])
@@ -237,6 +296,7 @@ public final class Connection {
         }
         closeWhenFlushed = true
         flush()
+        if !tornDown { armTimer(after: closeLinger) }
     }
 
     /// Closes at once, dropping unsent output.
@@ -251,6 +311,7 @@ public final class Connection {
         writeSource.cancel()
         // A suspended source never delivers its cancel handler.
         if !writeSourceRunning { writeSourceRunning = true; writeSource.resume() }
+        if readSourceSuspended { readSourceSuspended = false; readSource.resume() }
         outbox = []
         delegate?.connectionClosed(self, reason: reason)
     }

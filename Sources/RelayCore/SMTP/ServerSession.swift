@@ -137,6 +137,10 @@ public struct ServerSession: Sendable {
     /// AUTH get the room their extensions add (RFC 1870, 3461, 4954).
     static let commandLineLimit = 512
     static let extendedLineLimit = 2048
+    /// Input buffered while a reply is pending (a pipelined group waiting
+    /// for a disk or a password check). The caller stops reading while the
+    /// session waits, so only a client that ignores that gets here.
+    static let maxBufferedInput = 64 * 1024
 
     public init(configuration: ServerSessionConfiguration, clientAddress: String) {
         self.configuration = configuration
@@ -145,6 +149,13 @@ public struct ServerSession: Sendable {
 
     /// Between 354 and the end of data, or reading a refused DATA's body.
     public var isReceivingData: Bool { phase == .data || phase == .discardingRefusedData }
+
+    /// Waiting for the caller to finish a password check or a durable
+    /// store: the caller should stop reading meanwhile. (Not during a TLS
+    /// handshake, which the caller runs by reading.)
+    public var isWaiting: Bool {
+        phase == .waitingForAuthentication || phase == .waitingForStore
+    }
 
     /// The start of a command line (or AUTH response) is buffered and its
     /// end has not arrived: the caller's command-line deadline runs.
@@ -167,7 +178,12 @@ public struct ServerSession: Sendable {
     public mutating func receive(_ bytes: [UInt8]) -> [ServerAction] {
         guard phase != .closed else { return [] }
         input.append(contentsOf: bytes)
-        return process()
+        var actions = process()
+        if phase != .closed && input.count > Self.maxBufferedInput {
+            lastVerb = "(pipelined)"
+            actions += closeWith(Reply(421, "4.7.0", "\(configuration.hostname) Error: too much pipelined input; closing connection"))
+        }
+        return actions
     }
 
     public mutating func tlsEstablished(_ state: TLSState) -> [ServerAction] {

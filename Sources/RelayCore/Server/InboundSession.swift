@@ -104,6 +104,9 @@ final class InboundSession: ConnectionDelegate {
             }
         }
         flushReplies()
+        // Nothing more is read while the session waits for a disk or a
+        // password check: pipelined input stays in the peer's socket.
+        connection.readsHeld = session.isWaiting
     }
 
     private func now() -> Double { Self.now() }
