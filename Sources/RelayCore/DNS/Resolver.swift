@@ -44,11 +44,37 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
     private var channel: OpaquePointer?
     private var readSources: [Int32: any DispatchSourceRead] = [:]
     private var writeSources: [Int32: any DispatchSourceWrite] = [:]
-    /// Sources cancelled whose cancel handler has not run yet, per fd.
-    private var cancelling: [Int32: Int] = [:]
-    /// Sockets c-ares is done with, closed once their sources are gone.
-    private var closeWhenCancelled: Set<Int32> = []
+    private let closer = DeferredClose()
     private var timer: (any DispatchSourceTimer)?
+    private static let onQueueKey = DispatchSpecificKey<Bool>()
+
+    /// Sockets c-ares is done with are closed only once no DispatchSource
+    /// is registered for them (STYLE: close only in the cancel handler).
+    /// Its own object, held by the cancel handlers, so a descriptor is
+    /// still closed when its last source's cancel runs after the resolver
+    /// is gone. Confined to the resolver's queue.
+    private final class DeferredClose: @unchecked Sendable {
+        /// Sources cancelled whose cancel handler has not run yet, per fd.
+        var cancelling: [Int32: Int] = [:]
+        /// Sockets c-ares closed, waiting for their sources' cancels.
+        var closeWhenCancelled: Set<Int32> = []
+
+        func cancel(_ source: any DispatchSourceProtocol, fd: Int32) {
+            cancelling[fd, default: 0] += 1
+            source.cancel()
+        }
+
+        func sourceCancelled(_ fd: Int32) {
+            let left = cancelling[fd, default: 1] - 1
+            if left > 0 { cancelling[fd] = left; return }
+            cancelling.removeValue(forKey: fd)
+            if closeWhenCancelled.remove(fd) != nil { close(fd) }
+        }
+
+        func closedByCAres(_ fd: Int32) {
+            if cancelling[fd, default: 0] == 0 { close(fd) } else { closeWhenCancelled.insert(fd) }
+        }
+    }
 
     private final class Request {
         let name: String
@@ -95,6 +121,7 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
                 throw DNSError.unreachable("bad DNS server list \(csv): \(String(cString: ares_strerror(rc)))")
             }
         }
+        queue.setSpecific(key: Self.onQueueKey, value: true)
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.setEventHandler { [weak self] in self?.processTimeouts() }
         t.schedule(deadline: .distantFuture)
@@ -103,12 +130,29 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
     }
 
     deinit {
-        // Runs once nobody holds the resolver; c-ares calls every pending
-        // callback with ARES_EDESTRUCTION, which releases the requests.
-        if let channel { ares_destroy(channel) }
-        for s in readSources.values { s.cancel() }
-        for s in writeSources.values { s.cancel() }
+        // The channel is only ever touched on its queue (c-ares 1.18 is not
+        // thread-safe), and so is its destruction.
+        if DispatchQueue.getSpecific(key: Self.onQueueKey) == true {
+            shutdownOnQueue()
+        } else {
+            queue.sync { shutdownOnQueue() }
+        }
+    }
+
+    /// Cancels every socket source and the timer, then destroys the
+    /// channel: c-ares fails each pending query with ARES_EDESTRUCTION
+    /// (which releases its request) and closes its sockets through
+    /// `socketClosedByCAres`, which waits for the cancels to finish.
+    private func shutdownOnQueue() {
+        guard let ch = channel else { return }
+        for (fd, s) in readSources { closer.cancel(s, fd: fd) }
+        for (fd, s) in writeSources { closer.cancel(s, fd: fd) }
+        readSources = [:]
+        writeSources = [:]
         timer?.cancel()
+        timer = nil
+        channel = nil
+        ares_destroy(ch)
     }
 
     public func query(_ name: String, _ type: DNSType, completion: @escaping @Sendable (Result<DNSResponse, DNSError>) -> Void) {
@@ -154,45 +198,33 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
     // MARK: driving c-ares from Dispatch (all on `queue`)
 
     private func socketStateChanged(fd: Int32, readable: Bool, writable: Bool) {
+        let closer = self.closer
         if readable, readSources[fd] == nil {
             let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
             s.setEventHandler { [weak self] in self?.process(read: fd, write: ARES_SOCKET_BAD) }
-            s.setCancelHandler { [weak self] in self?.sourceCancelled(fd) }
+            s.setCancelHandler { closer.sourceCancelled(fd) }
             s.resume()
             readSources[fd] = s
         } else if !readable, let s = readSources.removeValue(forKey: fd) {
-            cancelling[fd, default: 0] += 1
-            s.cancel()
+            closer.cancel(s, fd: fd)
         }
         if writable, writeSources[fd] == nil {
             let s = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
             s.setEventHandler { [weak self] in self?.process(read: ARES_SOCKET_BAD, write: fd) }
-            s.setCancelHandler { [weak self] in self?.sourceCancelled(fd) }
+            s.setCancelHandler { closer.sourceCancelled(fd) }
             s.resume()
             writeSources[fd] = s
         } else if !writable, let s = writeSources.removeValue(forKey: fd) {
-            cancelling[fd, default: 0] += 1
-            s.cancel()
+            closer.cancel(s, fd: fd)
         }
     }
 
     /// c-ares' close(2), deferred until no DispatchSource can still be
-    /// registered for the descriptor (STYLE: close only in the cancel handler).
+    /// registered for the descriptor.
     private func socketClosedByCAres(_ fd: Int32) {
-        for s in [readSources.removeValue(forKey: fd)].compactMap({ $0 }) { cancelling[fd, default: 0] += 1; s.cancel() }
-        for s in [writeSources.removeValue(forKey: fd)].compactMap({ $0 }) { cancelling[fd, default: 0] += 1; s.cancel() }
-        if cancelling[fd, default: 0] == 0 {
-            close(fd)
-        } else {
-            closeWhenCancelled.insert(fd)
-        }
-    }
-
-    private func sourceCancelled(_ fd: Int32) {
-        let left = cancelling[fd, default: 1] - 1
-        if left > 0 { cancelling[fd] = left; return }
-        cancelling.removeValue(forKey: fd)
-        if closeWhenCancelled.remove(fd) != nil { close(fd) }
+        if let s = readSources.removeValue(forKey: fd) { closer.cancel(s, fd: fd) }
+        if let s = writeSources.removeValue(forKey: fd) { closer.cancel(s, fd: fd) }
+        closer.closedByCAres(fd)
     }
 
     private func process(read: Int32, write: Int32) {
