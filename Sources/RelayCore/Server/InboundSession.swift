@@ -117,11 +117,11 @@ final class InboundSession: ConnectionDelegate {
     private func authenticate(_ credentials: Credentials, _ mechanism: SASL.Mechanism) {
         let throttle = server.throttle
         let ip = client
-        let hash = settings.users?.hashes[credentials.username]
+        let verifier = settings.verifier
         let delay = throttle.delay(for: ip, now: now())
         let blocked = throttle.isBlocked(ip, now: now())
         server.authQueue.asyncAfter(deadline: .now() + delay) { [self] in
-            let ok = !blocked && PasswordVerifier.verify(password: credentials.password, hash: hash)
+            let ok = !blocked && (verifier?.verify(username: credentials.username, password: credentials.password) ?? false)
             if ok { throttle.recordSuccess(ip) } else { throttle.recordFailure(ip, now: now()) }
             connection.queue.async { [self] in
                 if ok {
