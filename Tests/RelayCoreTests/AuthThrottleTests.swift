@@ -57,6 +57,24 @@ import Testing
         #expect(!throttle.isBlocked(IPAddress("2001:db8::1")!, now: 3))
         #expect(throttle.delay(for: IPAddress("2001:db8::1")!, now: 3) == 0)
     }
+
+    @Test("attempts admitted in parallel, before any is answered, still meet the limit")
+    func parallelAttemptsCount() {
+        let throttle = AuthThrottle(maxFailures: 3, windowSeconds: 100)
+        let admitted = (1...6).map { throttle.admit(IPAddress("2001:db8::\($0)")!, now: 1) }
+        #expect(admitted.map(\.delay) == [0, 1, 2, 3, 4, 5])
+        #expect(admitted.map(\.blocked) == [false, false, false, true, true, true])
+    }
+
+    @Test("an admitted attempt that succeeds leaves no failure behind")
+    func admittedSuccess() {
+        let throttle = AuthThrottle(maxFailures: 3, windowSeconds: 100)
+        let ip = IPAddress("192.0.2.9")!
+        _ = throttle.admit(ip, now: 1)
+        #expect(throttle.delay(for: ip, now: 2) == 1, "counted as a failure until answered")
+        throttle.recordSuccess(ip)
+        #expect(throttle.admit(ip, now: 3) == (0, false))
+    }
 }
 
 @Suite struct IPAddressMasking {

@@ -3,7 +3,7 @@
 // client; past the limit inside the window, its attempts are refused
 // without checking the password at all, so a brute-force run learns
 // nothing even when it guesses right. Thread-safe: called from the
-// verification queue.
+// connection and verification queues.
 //
 // A client is an IPv4 address, or an IPv6 /64: a site is normally given at
 // least a /64 and picks addresses in it freely, so counting IPv6 per
@@ -42,6 +42,21 @@ public final class AuthThrottle: @unchecked Sendable {
     /// recent failures, growing one second per failure, capped at 10.
     public func delay(for ip: IPAddress, now: Double) -> Double {
         lock.sync { min(10, Double(recent(Self.client(of: ip), now: now).count)) }
+    }
+
+    /// For an attempt about to be checked: how long to wait before
+    /// answering it and whether it is refused unchecked. The attempt counts
+    /// as a failure from now on, until `recordSuccess` clears the record:
+    /// attempts made in parallel over many connections each see the ones
+    /// before them, where checking first and recording after would let them
+    /// all pass before the first failure landed.
+    public func admit(_ ip: IPAddress, now: Double) -> (delay: Double, blocked: Bool) {
+        lock.sync {
+            let client = Self.client(of: ip)
+            let count = recent(client, now: now).count
+            append(client, now: now)
+            return (min(10, Double(count)), count >= maxFailures)
+        }
     }
 
     public func recordFailure(_ ip: IPAddress, now: Double) {

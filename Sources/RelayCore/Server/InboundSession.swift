@@ -118,11 +118,10 @@ final class InboundSession: ConnectionDelegate {
         let throttle = server.throttle
         let ip = client
         let verifier = settings.verifier
-        let delay = throttle.delay(for: ip, now: now())
-        let blocked = throttle.isBlocked(ip, now: now())
+        let (delay, blocked) = throttle.admit(ip, now: now())
         server.authQueue.asyncAfter(deadline: .now() + delay) { [self] in
             let ok = !blocked && (verifier?.verify(username: credentials.username, password: credentials.password) ?? false)
-            if ok { throttle.recordSuccess(ip) } else { throttle.recordFailure(ip, now: now()) }
+            if ok { throttle.recordSuccess(ip) }
             connection.queue.async { [self] in
                 if ok {
                     logger.info("authenticated", metadata: ["user": "\(credentials.username)", "mechanism": "\(mechanism.rawValue)"])
