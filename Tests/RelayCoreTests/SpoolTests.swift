@@ -146,7 +146,8 @@ final class AuthTests: XCTestCase {
         XCTAssertTrue(PasswordVerifier.verify(password: Array("secret".utf8), hash: yescrypt))
         XCTAssertTrue(PasswordVerifier.verify(password: Array("secret".utf8), hash: sha512))
         XCTAssertFalse(PasswordVerifier.verify(password: Array("Secret".utf8), hash: yescrypt))
-        XCTAssertFalse(PasswordVerifier.verify(password: Array("secret".utf8), hash: nil), "unknown user")
+        XCTAssertFalse(PasswordVerifier(users: UsersFile.parse("bob:\(sha512)").0)
+            .verify(username: "alice", password: Array("secret".utf8)), "unknown user")
         XCTAssertFalse(PasswordVerifier.verify(password: Array("secret\0x".utf8), hash: sha512), "embedded NUL")
         XCTAssertFalse(PasswordVerifier.verify(password: Array("secret".utf8), hash: "$6$abc$garbage"))
     }

@@ -1,15 +1,21 @@
-// Failed-AUTH accounting per client IP across connections (the per-
-// connection count lives in ServerSession). Each failure slows the next
-// answer to that IP; past the limit inside the window, that IP's attempts
-// are refused without checking the password at all, so a brute-force run
-// learns nothing even when it guesses right. Thread-safe: called from the
-// verification queue.
+// Failed-AUTH accounting per client across connections (the per-connection
+// count lives in ServerSession). Each failure slows the next answer to that
+// client; past the limit inside the window, its attempts are refused
+// without checking the password at all, so a brute-force run learns
+// nothing even when it guesses right. Thread-safe: called from the
+// connection and verification queues.
+//
+// A client is an IPv4 address, or an IPv6 /64: a site is normally given at
+// least a /64 and picks addresses in it freely, so counting IPv6 per
+// address would give each such client 2^64 fresh starts. An IPv4-mapped
+// IPv6 address (a dual-stack socket) counts as the IPv4 address it is.
 import Dispatch
 
 public final class AuthThrottle: @unchecked Sendable {
     public let maxFailures: Int
     public let window: Double
     private let lock = DispatchQueue(label: "relayd.auth-throttle")
+    /// Keyed by `client(of:)`.
     private var failures: [IPAddress: [Double]] = [:]
 
     public init(maxFailures: Int = 10, windowSeconds: Double = 900) {
@@ -17,34 +23,58 @@ public final class AuthThrottle: @unchecked Sendable {
         self.window = windowSeconds
     }
 
-    private func recent(_ ip: IPAddress, now: Double) -> [Double] {
-        (failures[ip] ?? []).filter { now - $0 < window }
+    /// What failures from this address are counted under.
+    static func client(of ip: IPAddress) -> IPAddress {
+        let address = ip.unmapped
+        return address.isV4 ? address : address.masked(toPrefix: 64)
     }
 
-    /// Whether this IP is over the limit right now.
+    private func recent(_ client: IPAddress, now: Double) -> [Double] {
+        (failures[client] ?? []).filter { now - $0 < window }
+    }
+
+    /// Whether this address's client is over the limit right now.
     public func isBlocked(_ ip: IPAddress, now: Double) -> Bool {
-        lock.sync { recent(ip, now: now).count >= maxFailures }
+        lock.sync { recent(Self.client(of: ip), now: now).count >= maxFailures }
     }
 
-    /// Seconds to wait before answering this IP's attempt: 0 with no recent
-    /// failures, growing one second per failure, capped at 10.
+    /// Seconds to wait before answering this address's attempt: 0 with no
+    /// recent failures, growing one second per failure, capped at 10.
     public func delay(for ip: IPAddress, now: Double) -> Double {
-        lock.sync { min(10, Double(recent(ip, now: now).count)) }
+        lock.sync { min(10, Double(recent(Self.client(of: ip), now: now).count)) }
     }
 
-    public func recordFailure(_ ip: IPAddress, now: Double) {
+    /// For an attempt about to be checked: how long to wait before
+    /// answering it and whether it is refused unchecked. The attempt counts
+    /// as a failure from now on, until `recordSuccess` clears the record:
+    /// attempts made in parallel over many connections each see the ones
+    /// before them, where checking first and recording after would let them
+    /// all pass before the first failure landed.
+    public func admit(_ ip: IPAddress, now: Double) -> (delay: Double, blocked: Bool) {
         lock.sync {
-            var list = recent(ip, now: now)
-            list.append(now)
-            failures[ip] = list
-            if failures.count > 100_000 {
-                // Bound memory under a spray from many addresses.
-                failures = failures.filter { !$0.value.allSatisfy { now - $0 >= window } }
-            }
+            let client = Self.client(of: ip)
+            let count = recent(client, now: now).count
+            append(client, now: now)
+            return (min(10, Double(count)), count >= maxFailures)
         }
     }
 
+    public func recordFailure(_ ip: IPAddress, now: Double) {
+        lock.sync { append(Self.client(of: ip), now: now) }
+    }
+
     public func recordSuccess(_ ip: IPAddress) {
-        lock.sync { _ = failures.removeValue(forKey: ip) }
+        lock.sync { _ = failures.removeValue(forKey: Self.client(of: ip)) }
+    }
+
+    /// On `lock`.
+    private func append(_ client: IPAddress, now: Double) {
+        var list = recent(client, now: now)
+        list.append(now)
+        failures[client] = list
+        if failures.count > 100_000 {
+            // Bound memory under a spray from many addresses.
+            failures = failures.filter { !$0.value.allSatisfy { now - $0 >= window } }
+        }
     }
 }

@@ -2,7 +2,8 @@
 // written by `mkpasswd -m yescrypt` or `openssl passwd -6`. Only hash
 // schemes that are still considered strong are accepted: yescrypt ($y$),
 // SHA-512-crypt ($6$) and bcrypt ($2b$/$2y$); DES, MD5 and SHA-256-crypt
-// lines are refused at load so a weak hash cannot sit there unnoticed.
+// lines are refused at load so a weak hash cannot sit there unnoticed, and
+// so are hashes whose fields are missing.
 //
 // Auth/ may import CCrypt (the only importer) and Model.
 public struct UsersFile: Sendable {
@@ -41,6 +42,12 @@ public struct UsersFile: Sendable {
             }
             guard acceptedPrefixes.contains(where: { hash.hasPrefix($0) }) else {
                 problems.append(Problem(line: number, message: "user \(user): unsupported or weak hash scheme (use yescrypt or SHA-512-crypt)"))
+                continue
+            }
+            // A line crypt cannot use would fail in no time, and so tell
+            // timing probes that this name exists.
+            guard CryptSetting(hash: hash) != nil else {
+                problems.append(Problem(line: number, message: "user \(user): malformed hash"))
                 continue
             }
             if hashes.updateValue(hash, forKey: user) != nil {

@@ -138,7 +138,7 @@ public struct Config: Sendable {
         /// 4xx/5xx replies before a session is ended.
         public let maxErrors: Int
         public let authFailuresPerConnection: Int
-        /// Failed AUTH per client IP within 15 minutes before that IP is refused.
+        /// Failed AUTH per client (IPv4 address, IPv6 /64) within 15 minutes before that client is refused.
         public let authFailuresPerIP: Int
     }
 

@@ -39,6 +39,17 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         return self
     }
 
+    /// The address with every bit after the first `length` cleared: the
+    /// network it is in, as a value to count or look up by.
+    public func masked(toPrefix length: Int) -> IPAddress {
+        var b = bytes
+        for i in b.indices {
+            let keep = min(8, max(0, length - i * 8))
+            b[i] &= UInt8(truncatingIfNeeded: 0xff << (8 - keep))
+        }
+        return isV4 ? .v4(b) : .v6(b)
+    }
+
     public var description: String {
         var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         let family = isV4 ? AF_INET : AF_INET6

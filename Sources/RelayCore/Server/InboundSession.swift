@@ -120,12 +120,11 @@ final class InboundSession: ConnectionDelegate {
     private func authenticate(_ credentials: Credentials, _ mechanism: SASL.Mechanism) {
         let throttle = server.throttle
         let ip = client
-        let hash = settings.users?.hashes[credentials.username]
-        let delay = throttle.delay(for: ip, now: now())
-        let blocked = throttle.isBlocked(ip, now: now())
+        let verifier = settings.verifier
+        let (delay, blocked) = throttle.admit(ip, now: now())
         server.authQueue.asyncAfter(deadline: .now() + delay) { [self] in
-            let ok = !blocked && PasswordVerifier.verify(password: credentials.password, hash: hash)
-            if ok { throttle.recordSuccess(ip) } else { throttle.recordFailure(ip, now: now()) }
+            let ok = !blocked && (verifier?.verify(username: credentials.username, password: credentials.password) ?? false)
+            if ok { throttle.recordSuccess(ip) }
             connection.queue.async { [self] in
                 if ok {
                     logger.info("authenticated", metadata: ["user": "\(credentials.username)", "mechanism": "\(mechanism.rawValue)"])

@@ -8,6 +8,8 @@ public final class InboundSettings: @unchecked Sendable {
     public let config: Config
     public let tlsContext: TLSContext
     public let users: UsersFile?
+    /// Made with the users file, since its decoys come from the file.
+    public let verifier: PasswordVerifier?
 
     public init(config: Config) throws {
         self.config = config
@@ -20,8 +22,10 @@ public final class InboundSettings: @unchecked Sendable {
             let (users, problems) = UsersFile.parse(text)
             if let first = problems.first { throw ConfigErrors(errors: [ConfigError(file: path, line: first.line, key: nil, message: first.message)]) }
             self.users = users
+            self.verifier = PasswordVerifier(users: users)
         } else {
             self.users = nil
+            self.verifier = nil
         }
     }
 
