@@ -16,8 +16,11 @@ int relayd_ssl_ctx_set_max_proto_version(SSL_CTX *ctx, int version) {
 
 /* Options every relayd context carries, whatever its role:
  * no compression (CRIME), no renegotiation (a peer-driven state change in
- * the middle of an SMTP transaction buys nothing), server cipher preference,
- * and partial writes so the memory-BIO pump never blocks on a full record. */
+ * the middle of an SMTP transaction buys nothing), server cipher preference.
+ * Modes: a moving write buffer (the caller's buffer may move between retries)
+ * and released buffers (idle sessions hold no record buffers). Partial
+ * writes are NOT enabled: SSL_write into a memory BIO never blocks, so it
+ * takes the whole buffer or fails, and the caller need not track a rest. */
 void relayd_ssl_ctx_harden(SSL_CTX *ctx) {
     SSL_CTX_set_options(ctx, SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 |
                              SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |

@@ -56,7 +56,7 @@ private func drain(_ fd: Int32) -> Int {
     }
 }
 
-private func on<T>(_ queue: DispatchQueue, _ body: () -> T) -> T { queue.sync(execute: body) }
+private func on<T>(_ queue: DispatchQueue, _ body: () throws -> T) rethrows -> T { try queue.sync(execute: body) }
 
 @Suite(.serialized) struct ConnectionBackpressure {
     @Test("a peer that never reads stops being read; draining resumes reading")
@@ -139,5 +139,73 @@ private func on<T>(_ queue: DispatchQueue, _ body: () -> T) -> T { queue.sync(ex
         #expect(delegate.closed.wait(timeout: .now() + 5) == .success)
         #expect(Date().timeIntervalSince(started) < 3)
         #expect(on(queue) { delegate.closedReason }?.hasPrefix("peer did not read") == true)
+    }
+}
+
+/// Reads what arrives on a non-blocking fd within `seconds`, or until EOF.
+private func collect(_ fd: Int32, seconds: Double) -> (bytes: [UInt8], eof: Bool) {
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n > 0 { out += buf[0..<n]; continue }
+        if n == 0 { return (out, true) }
+        usleep(2_000)
+    }
+    return (out, false)
+}
+
+@Suite(.serialized) struct ConnectionTLSHold {
+    @Test("a reply sent while the server handshake runs never goes out in plaintext")
+    func noPlaintextMidHandshake() throws {
+        let (mine, peer) = socketPair()
+        defer { close(peer) }
+        let queue = DispatchQueue(label: "test.midhandshake")
+        let delegate = EchoDelegate()
+        let connection = Connection(fd: mine, peer: IPAddress("127.0.0.1")!, queue: queue)
+        let context = try makeServerContext()
+        try on(queue) {
+            connection.delegate = delegate
+            connection.start()
+            try connection.startServerTLS(context: context)
+            connection.send(Array("421 4.4.2 timeout\r\n".utf8))
+            connection.close()
+        }
+        let (bytes, eof) = collect(peer, seconds: 3)
+        #expect(eof, "the connection was not closed")
+        #expect(!String(decoding: bytes, as: UTF8.self).contains("421"), "plaintext reply during the handshake")
+    }
+
+    @Test("bytes held during the handshake arrive inside TLS once it completes")
+    func heldBytesArriveEncrypted() throws {
+        let (mine, peer) = socketPair()
+        defer { close(peer) }
+        let queue = DispatchQueue(label: "test.held")
+        let delegate = EchoDelegate()
+        let connection = Connection(fd: mine, peer: IPAddress("127.0.0.1")!, queue: queue)
+        let serverContext = try makeServerContext()
+        try on(queue) {
+            connection.delegate = delegate
+            connection.start()
+            try connection.startServerTLS(context: serverContext)
+            connection.send(Array("220 held\r\n".utf8))
+        }
+        let client = try TLSConnection(context: try makeClientContext())
+        var plaintext: [UInt8] = []
+        var sawRaw: [UInt8] = []
+        let deadline = Date().addingTimeInterval(5)
+        _ = client.handshake()
+        while Date() < deadline && !String(decoding: plaintext, as: UTF8.self).contains("220 held") {
+            let out = client.takeNetworkBytes()
+            if !out.isEmpty { _ = out.withUnsafeBytes { write(peer, $0.baseAddress, $0.count) } }
+            let (got, _) = collect(peer, seconds: 0.05)
+            sawRaw += got
+            if !got.isEmpty { client.receiveFromNetwork(got) }
+            if case .complete = client.handshake(), case .data(let d) = client.readPlaintext() { plaintext += d }
+        }
+        #expect(String(decoding: plaintext, as: UTF8.self) == "220 held\r\n")
+        #expect(!String(decoding: sawRaw, as: UTF8.self).contains("220 held"))
+        on(queue) { connection.abort(reason: "test over") }
     }
 }

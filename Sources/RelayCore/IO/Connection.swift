@@ -43,6 +43,9 @@ public final class Connection {
     private var outbox: [UInt8] = []
     private var outboxOffset = 0
     private var tls: TLSConnection?
+    /// Application bytes sent while a handshake runs: once TLS has begun,
+    /// nothing goes out in plaintext (a 421 on a timeout mid-STARTTLS, say).
+    private var heldUntilHandshake: [UInt8] = []
     private var closeWhenFlushed = false
     private var tornDown = false
     private var pendingCancels = 2
@@ -147,6 +150,10 @@ public final class Connection {
     /// as much as the socket takes now.
     public func send(_ bytes: [UInt8]) {
         guard !tornDown, !closeWhenFlushed else { return }
+        if tls != nil && !isTLSActive {
+            heldUntilHandshake += bytes
+            return
+        }
         if let tls, isTLSActive {
             do { try tls.writePlaintext(bytes) } catch {
                 teardown(reason: "TLS write failed: \(error)")
@@ -249,6 +256,11 @@ public final class Connection {
                 appendOutbox(tls.takeNetworkBytes())
                 flush()
                 tlsInfo = tls.sessionInfo
+                if !heldUntilHandshake.isEmpty {
+                    let held = heldUntilHandshake
+                    heldUntilHandshake = []
+                    send(held)
+                }
                 if let info = tlsInfo { delegate?.connection(self, tlsEstablished: info) }
             }
         }
