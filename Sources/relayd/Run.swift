@@ -49,12 +49,13 @@ final class Daemon: @unchecked Sendable {
     private var signalSources: [any DispatchSourceSignal] = []
     private let signalQueue = DispatchQueue(label: "relayd.signals")
     private var stopping = false
-    /// DNS servers the resolver was built with (a reload cannot change them).
-    private let dnsServers: [HostPort]
+    /// The config relayd started with: what sockets, spool, resolver and
+    /// log handler were made from, so each reload names what it cannot apply.
+    private let started: Config
 
     init(config: Config, configPath: String, logger: Logger) throws {
         self.configPath = configPath
-        self.dnsServers = config.dns.servers
+        self.started = config
         self.logger = logger
         // Only the durability benchmark sets this: it measures what fsync
         // costs. It is an environment variable, not a config key, so it
@@ -135,11 +136,11 @@ final class Daemon: @unchecked Sendable {
             let config = try ConfigLoader.load(path: configPath)
             let inboundSettings = try InboundSettings(config: config)
             let environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger)
-            if config.dns.servers != dnsServers {
-                logger.warning("DNS server changes need a restart; still using the servers relayd started with",
-                               metadata: ["servers": "\(dnsServers.map(\.description))"])
+            for key in config.changesNeedingRestart(from: started) {
+                logger.warning("needs a restart; keeping the running value", metadata: ["key": "\(key)"])
             }
             inbound.replaceSettings(inboundSettings)
+            spool.reserveBytes = UInt64(config.queue.minFreeSpace)
             // "reloaded" only once the delivery side uses the new settings
             // too (and the old pool's kept connections are closing).
             runner.replaceEnvironment(environment) { [logger, configPath] in

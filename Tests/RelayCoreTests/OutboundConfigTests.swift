@@ -5,8 +5,8 @@ import Foundation
 import Testing
 @testable import RelayCore
 
-private func loadOutbound(_ outbound: String) throws -> Config {
-    let dir = NSTemporaryDirectory() + "relayd-outbound-\(UUID().uuidString)"
+private func loadOutbound(_ outbound: String, in folder: String? = nil) throws -> Config {
+    let dir = folder ?? NSTemporaryDirectory() + "relayd-outbound-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let text = """
@@ -123,5 +123,32 @@ struct DefaultLevelCase: CustomTestStringConvertible, Sendable {
 private final class NoDNS: DNSResolving {
     func query(_ name: String, _ type: DNSType, completion: @escaping @Sendable (Result<DNSResponse, DNSError>) -> Void) {
         completion(.failure(.timeout))
+    }
+}
+
+@Suite struct ReloadRestartKeys {
+    @Test("a reload names exactly the keys it cannot apply", arguments: [
+        ("", [String]()),
+        ("[dns]\nservers = [\"127.0.0.1:5353\"]", ["dns.servers"]),
+        ("[log]\nlevel = \"debug\"", ["log.level"]),
+        ("[limits]\nauth_failures_per_ip = 3", []),
+        ("[queue]\nmin_free_space = 5", []),
+    ])
+    func restartKeys(_ extra: String, _ expected: [String]) throws {
+        let dir = NSTemporaryDirectory() + "relayd-reload-\(UUID().uuidString)"
+        let base = try loadOutbound("", in: dir)
+        let changed = try loadOutbound("\n\(extra)", in: dir)
+        #expect(changed.changesNeedingRestart(from: base) == expected)
+    }
+}
+
+@Suite struct ReloadableLimits {
+    @Test func throttleLimitChangesInPlace() {
+        let throttle = AuthThrottle(maxFailures: 5)
+        let ip = IPAddress("192.0.2.7")!
+        for i in 0..<3 { throttle.recordFailure(ip, now: Double(i)) }
+        #expect(!throttle.isBlocked(ip, now: 4))
+        throttle.maxFailures = 3
+        #expect(throttle.isBlocked(ip, now: 4))
     }
 }

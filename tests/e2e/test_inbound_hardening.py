@@ -3,6 +3,7 @@ pipelined behind a refused DATA, and clients that trickle a command line or
 hold a session without sending mail. Each test also reads relayd's log for
 the line that says what happened."""
 import re
+import signal
 import socket
 import time
 
@@ -203,3 +204,45 @@ def test_noop_flood_from_a_client_that_never_reads(make_relayd):
     m = wait_for_log(r, r'msg=disconnect [^\n]*reason="[^"]*"', seconds=15)
     assert any(why in m.group(0) for why in ("idle timeout", "command line not completed", "peer did not read")), m.group(0)
     raw.close()
+
+
+def wait_for_count(relayd, text, count, seconds=10):
+    deadline = time.monotonic() + seconds
+    while relayd.log_text().count(text) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return relayd.log_text().count(text) >= count
+
+
+def test_reload_that_fails_part_way_changes_nothing(make_relayd, tmp_path):
+    """The outbound side fails to build (a relay password file that is not
+    UTF-8) after the inbound side would have: nothing may change, not even
+    the hostname in the greeting."""
+    password = tmp_path / "relay.password"
+    password.write_text("secret\n")
+    relay = ('[[outbound.relay]]\nname = "hub"\naddress = "127.0.0.1:9"\nusername = "u"\n'
+             f'password_file = "{password}"\n')
+    r = make_relayd(outbound=relay).start()
+    good = r.config.read_text()
+    password.write_bytes(b"\xff\xfe not utf-8\n")
+    r.config.write_text(good.replace('hostname = "relay.e2e.test"', 'hostname = "renamed.e2e.test"'))
+    r.send_signal(signal.SIGHUP)
+    assert wait_for_count(r, "reload refused", 1), r.log_text()[-2000:]
+    raw = socket.create_connection(("127.0.0.1", r.smtp_port), timeout=10)
+    greeting = read_reply(raw)
+    raw.close()
+    assert greeting.startswith(b"220 relay.e2e.test "), greeting
+    assert "msg=reloaded" not in r.log_text()
+    # Fixed: the same reload now goes through, and says so once applied.
+    password.write_text("secret\n")
+    r.send_signal(signal.SIGHUP)
+    assert wait_for_count(r, "msg=reloaded", 1), r.log_text()[-2000:]
+    raw = socket.create_connection(("127.0.0.1", r.smtp_port), timeout=10)
+    assert read_reply(raw).startswith(b"220 renamed.e2e.test ")
+    raw.close()
+
+
+def test_reload_names_what_needs_a_restart(relayd):
+    relayd.config.write_text(relayd.config.read_text().replace('servers = ["127.0.0.1:9"]', 'servers = ["127.0.0.1:10"]'))
+    relayd.send_signal(signal.SIGHUP)
+    assert wait_for_count(relayd, "msg=reloaded", 1)
+    assert re.search(r'msg="needs a restart; keeping the running value" [^\n]*key=dns\.servers', relayd.log_text())

@@ -12,14 +12,19 @@
 import Dispatch
 
 public final class AuthThrottle: @unchecked Sendable {
-    public let maxFailures: Int
+    private var limit: Int
+    /// Failures per client inside the window; a reload may change it.
+    public var maxFailures: Int {
+        get { lock.sync { limit } }
+        set { lock.sync { limit = newValue } }
+    }
     public let window: Double
     private let lock = DispatchQueue(label: "relayd.auth-throttle")
     /// Keyed by `client(of:)`.
     private var failures: [IPAddress: [Double]] = [:]
 
     public init(maxFailures: Int = 10, windowSeconds: Double = 900) {
-        self.maxFailures = maxFailures
+        self.limit = maxFailures
         self.window = windowSeconds
     }
 
@@ -35,7 +40,7 @@ public final class AuthThrottle: @unchecked Sendable {
 
     /// Whether this address's client is over the limit right now.
     public func isBlocked(_ ip: IPAddress, now: Double) -> Bool {
-        lock.sync { recent(Self.client(of: ip), now: now).count >= maxFailures }
+        lock.sync { recent(Self.client(of: ip), now: now).count >= limit }
     }
 
     /// Seconds to wait before answering this address's attempt: 0 with no
@@ -55,7 +60,7 @@ public final class AuthThrottle: @unchecked Sendable {
             let client = Self.client(of: ip)
             let count = recent(client, now: now).count
             append(client, now: now)
-            return (min(10, Double(count)), count >= maxFailures)
+            return (min(10, Double(count)), count >= limit)
         }
     }
 

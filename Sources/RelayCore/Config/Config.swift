@@ -145,4 +145,19 @@ public struct Config: Sendable {
     public struct Log: Sendable {
         public let level: Logger.Level
     }
+
+    /// The keys whose new values a reload cannot apply (sockets, the spool,
+    /// the resolver and the log handler are made once, at start), by name,
+    /// for the "needs a restart" warning. Every other key is applied.
+    public func changesNeedingRestart(from running: Config) -> [String] {
+        var keys: [String] = []
+        func listenerSet(_ c: Config) -> [String] {
+            c.listeners.map { "\($0.address)/\($0.kind.rawValue)/\($0.requireTLS)/\($0.requireAuth)" }
+        }
+        if server.spoolDirectory != running.server.spoolDirectory { keys.append("server.spool_dir") }
+        if listenerSet(self) != listenerSet(running) { keys.append("listener") }
+        if dns.servers != running.dns.servers { keys.append("dns.servers") }
+        if log.level != running.log.level { keys.append("log.level") }
+        return keys
+    }
 }

@@ -14,6 +14,7 @@
 // incoming/ directory is fsynced, in that order, before `store` returns.
 #if canImport(Glibc)
 import Glibc
+import Dispatch
 #endif
 
 public final class Spool {
@@ -33,14 +34,20 @@ public final class Spool {
     }
 
     public let root: String
-    /// Refuse new mail (452 4.3.1) when less than this many bytes are free.
-    public let reserveBytes: UInt64
+    /// Refuse new mail (452 4.3.1) when less than this many bytes are
+    /// free. A reload may change it, from another queue than the writers'.
+    public var reserveBytes: UInt64 {
+        get { reserveLock.sync { reserve } }
+        set { reserveLock.sync { reserve = newValue } }
+    }
+    private var reserve: UInt64
+    private let reserveLock = DispatchQueue(label: "relayd.spool.reserve")
     /// Tests and the durability benchmark may turn fsync off; production never does.
     public let fsyncEnabled: Bool
 
     public init(root: String, reserveBytes: UInt64 = 100 * 1024 * 1024, fsyncEnabled: Bool = true) throws {
         self.root = root
-        self.reserveBytes = reserveBytes
+        self.reserve = reserveBytes
         self.fsyncEnabled = fsyncEnabled
         try Self.makeDirectory(root)
         for f in Folder.allCases { try Self.makeDirectory(path(f)) }

@@ -61,12 +61,8 @@ public final class InboundServer: @unchecked Sendable {
     }
 
     public func replaceSettings(_ new: InboundSettings) {
-        acceptQueue.sync {
-            let old = settings.config.listeners.map { "\($0.address)/\($0.kind)" }
-            let now = new.config.listeners.map { "\($0.address)/\($0.kind)" }
-            if old != now { logger.warning("listener changes need a restart; keeping the current sockets") }
-            settings = new
-        }
+        acceptQueue.sync { settings = new }
+        throttle.maxFailures = new.config.limits.authFailuresPerIP
     }
 
     private func accepted(fd: Int32, ip: IPAddress, listener: Config.Listener) {
