@@ -140,6 +140,10 @@ public struct Config: Sendable {
         public let authFailuresPerConnection: Int
         /// Failed AUTH per client IP within 15 minutes before that IP is refused.
         public let authFailuresPerIP: Int
+        /// Most Received: headers a message may carry, counting the one
+        /// relayd adds (Postfix's hopcount_limit): more is a mail loop,
+        /// refused at DATA or, once queued, bounced with 5.4.6.
+        public let maxHops: Int
     }
 
     public struct Log: Sendable {
