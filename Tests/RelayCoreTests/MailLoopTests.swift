@@ -1,5 +1,6 @@
 // Mail loops (issue 18), the hop count: how many Received fields a message
-// carries, and the limit at the end of DATA.
+// carries, the limit at the end of DATA and the queue runner's limit for
+// mail already queued. (LoopBackTests: next hops that are relayd itself.)
 import Foundation
 import Logging
 import Testing
@@ -123,4 +124,111 @@ struct HopLimitCase: CustomTestStringConvertible, Sendable {
                                                unixTime: 0).utf8) + body
         #expect((h.stored.count == 1) == (HopCount.receivedFields(in: stored) <= maxHops))
     }
+}
+
+// MARK: the setting
+
+@Suite struct MaxHopsSetting {
+    @Test("[limits] max_hops: 50 unless set, and more than 0", arguments: [("", 50), ("max_hops = 7", 7)])
+    func read(line: String, value: Int) throws {
+        #expect(try loopConfig(bind: "127.0.0.1:2525", outbound: "", limits: line).limits.maxHops == value)
+    }
+
+    @Test func zeroIsRefused() {
+        #expect(throws: ConfigErrors.self) { try loopConfig(bind: "127.0.0.1:2525", outbound: "", limits: "max_hops = 0") }
+    }
+}
+
+// MARK: mail already queued
+
+@Suite struct HopLimitInTheQueue {
+    @Test("mail queued with too many Received headers bounces with 5.4.6 and is never attempted")
+    func queuedLoopBounces() throws {
+        let root = NSTemporaryDirectory() + "relayd-hops-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let spool = try Spool(root: root, reserveBytes: 0, fsyncEnabled: false)
+        let config = try loopConfig(bind: "127.0.0.1:\(unusedPort())", outbound: "", relayDomains: [])
+        let dns = FakeResolver()
+        let log = LogLines()
+        var body = ""
+        for i in 0...config.limits.maxHops { body += "Received: from hop\(i); Mon, 1 Jan 2024 00:00:00 +0000\r\n" }
+        body += "Subject: looping\r\n\r\nReceived: in the body\r\n"
+        var envelope = Envelope(sender: .mailbox(Mailbox.parseForwardPath("<s@sender.test>")!),
+                                origin: Envelope.Origin(clientAddress: "127.0.0.1"))
+        envelope.recipients = [Envelope.Recipient(mailbox: Mailbox.parseForwardPath("<u@far.example>")!)]
+        let id = QueueID.generate()
+        try spool.store(QueuedMessage(id: id, arrival: Int(time(nil)), envelope: envelope, body: Array(body.utf8)))
+        let env = DeliveryEnvironment(config: config, engine: OutboundSettings.engine(config),
+                                      mx: MXResolver(resolver: dns), dns: dns,
+                                      tlsContext: try OutboundSettings.clientTLSContext(config),
+                                      logger: log.logger, queue: DispatchQueue(label: "test.delivery"))
+        let runner = QueueRunner(spool: spool, environment: env, logger: log.logger)
+        runner.start()
+        defer { runner.stop() }
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline && !log.all.contains(where: { $0.contains("msg=removed") && $0.contains("id=\(id)") }) {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let lines = log.all
+        #expect(lines.contains { $0.contains("too many hops") && $0.contains("id=\(id)") && $0.contains("received=\(config.limits.maxHops + 1)") },
+                "\(lines)")
+        #expect(lines.contains { $0.contains("msg=removed") && $0.contains("id=\(id)") && $0.contains("bounced=1") }, "\(lines)")
+        #expect(lines.contains { $0.contains("msg=\"bounce queued\"") && $0.contains("original=\(id)") }, "\(lines)")
+        #expect(!lines.contains { $0.contains("delivery attempt") && $0.contains("id=\(id)") })
+        #expect(!dns.asked.contains { $0.hasPrefix("far.example") }, "not even looked up")
+    }
+}
+
+// MARK: helpers shared with LoopBackTests
+
+/// A config with one listener at `bind` and the given [outbound] lines.
+func loopConfig(bind: String, outbound: String, relayDomains: [String] = [], limits: String = "") throws -> Config {
+    let text = """
+    [server]
+    hostname = "relay.loop.test"
+    spool_dir = "spool"
+
+    [[listener]]
+    address = "\(bind)"
+    kind = "smtp"
+
+    [tls]
+    certificate = "\(Fixtures.path("mx.pem"))"
+    key = "\(Fixtures.path("mx.key"))"
+
+    [relay]
+    domains = [\(relayDomains.map { "\"\($0)\"" }.joined(separator: ", "))]
+
+    [limits]
+    \(limits)
+
+    [outbound]
+    connect_timeout = "2s"
+    connection_reuse = "0s"
+    \(outbound)
+    """
+    return try ConfigLoader.parse(text, file: NSTemporaryDirectory() + "relayd-loop.conf")
+}
+
+/// Log lines, as relayd writes them, kept for the test to read.
+final class LogLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+    lazy var logger = Logger(label: "test") { [self] label in
+        LogfmtHandler(label: label, level: .debug, timestamps: false) { [self] line in
+            lock.lock(); lines.append(line); lock.unlock()
+        }
+    }
+    func count(_ fragment: String) -> Int { all.filter { $0.contains(fragment) }.count }
+}
+
+/// A port nothing listens on (bound once, then closed).
+func unusedPort() -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var storage = sockaddr_storage()
+    let len = Socket.fill(&storage, IPAddress("127.0.0.1")!, 0)
+    _ = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    return Socket.localPort(fd)!
 }
