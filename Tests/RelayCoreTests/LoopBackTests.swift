@@ -1,7 +1,7 @@
 // "Mail for DOMAIN loops back to myself": the pure matcher of next hops
 // against listener binds, then whole delivery attempts whose smarthost,
 // transport relay, fallback relay or MX host is relayd itself (bounced
-// with 5.4.6, never connected to).
+// with 5.4.6, never connected to), and check-config's route warnings.
 import Foundation
 import Logging
 import Testing
@@ -213,5 +213,72 @@ struct LoopRoute: CustomTestStringConvertible, Sendable {
             #expect(!f.isPermanent)
             #expect(log.all.contains { $0.contains("msg=\"delivery attempt\"") && $0.contains("ip=127.0.0.3") })
         }
+    }
+}
+
+// MARK: check-config
+
+@Suite struct RouteWarnings {
+    func warnings(_ config: Config, _ dns: FakeResolver) -> [String] {
+        let done = DispatchSemaphore(value: 0)
+        final class Box: @unchecked Sendable { var w: [String] = [] }
+        let box = Box()
+        RouteCheck(config: config, resolver: dns, localAddresses: { interfaces }).run { box.w = $0; done.signal() }
+        _ = done.wait(timeout: .now() + 10)
+        return box.w
+    }
+
+    @Test("relay domains: no transport and no MX, an MX that is this host, and what is fine")
+    func relayDomains() throws {
+        let dns = FakeResolver()
+        dns.setRcode("gone.example", .mx, .nxDomain)
+        dns.set("bare.example", .a, [.a(IPAddress("198.51.100.9")!)])
+        dns.set("me.example", .mx, [.mx(preference: 10, exchange: "mx.me.example")])
+        dns.set("mx.me.example", .a, [.a(IPAddress("192.0.2.10")!)])
+        dns.set("local.example", .mx, [.mx(preference: 10, exchange: "mx.local.example")])
+        dns.set("mx.local.example", .a, [.a(IPAddress("127.0.0.1")!)])
+        dns.set("fine.example", .mx, [.mx(preference: 10, exchange: "mx.fine.example")])
+        dns.set("mx.fine.example", .a, [.a(IPAddress("198.51.100.10")!)])
+        dns.fail("flaky.example", .mx, .timeout)
+        let config = try loopConfig(bind: "*:25", outbound: """
+            mx_port = 25
+            [[outbound.relay]]
+            name = "inside"
+            address = "198.51.100.20:25"
+            [outbound.transport]
+            "routed.example" = "inside"
+            """, relayDomains: ["gone.example", "bare.example", "me.example", "local.example", "fine.example",
+                               "flaky.example", "routed.example", ".sub.example"])
+        let w = warnings(config, dns)
+        #expect(w.count == 5, "\(w)")
+        #expect(w.contains { $0.hasPrefix("relay domain gone.example has neither an [outbound.transport] entry nor a usable MX") })
+        #expect(w.contains { $0.hasPrefix("relay domain bare.example has neither an [outbound.transport] entry nor an MX record") })
+        #expect(w.contains { $0.hasPrefix("relay domain me.example: its MX host mx.me.example [192.0.2.10] is this host; relayd's listener *:25") })
+        #expect(w.contains { $0.hasPrefix("relay domain local.example: its MX host mx.local.example [127.0.0.1] is this host") })
+        #expect(w.contains { $0.hasPrefix("relay domain flaky.example: its MX hosts could not be checked: MX lookup for flaky.example failed: DNS timeout") })
+        #expect(!w.contains { $0.contains("fine.example") || $0.contains("routed.example") || $0.contains("sub.example") })
+    }
+
+    @Test("a relay that is relayd's own listener")
+    func relayIsSelf() throws {
+        let dns = FakeResolver()
+        dns.set("smart.example", .a, [.a(IPAddress("127.0.0.1")!)])
+        let config = try loopConfig(bind: "127.0.0.1:2525", outbound: """
+            smarthost = "up"
+            [[outbound.relay]]
+            name = "up"
+            address = "smart.example:2525"
+            [[outbound.relay]]
+            name = "direct"
+            address = "127.0.0.1:2525"
+            [[outbound.relay]]
+            name = "elsewhere"
+            address = "127.0.0.1:2526"
+            """, relayDomains: ["example.org"])
+        let w = warnings(config, dns)
+        #expect(w == [
+            "[[outbound.relay]] direct (127.0.0.1:2525) is relayd's own listener 127.0.0.1:2525: mail sent through it would loop back to myself (bounced with 5.4.6)",
+            "[[outbound.relay]] up (smart.example:2525) is relayd's own listener 127.0.0.1:2525: mail sent through it would loop back to myself (bounced with 5.4.6)",
+        ])
     }
 }
