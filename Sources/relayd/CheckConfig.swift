@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import RelayCore
 #if canImport(Glibc)
 import Glibc
@@ -15,12 +16,38 @@ struct CheckConfig: ParsableCommand {
     func run() throws {
         do {
             let config = try ConfigLoader.load(path: options.config)
+            for warning in routeWarnings(config) { printError("\(options.config): warning: \(warning)") }
             print("\(options.config): configuration OK (\(config.listeners.count) listeners, default level \(config.outbound.defaultLevel.rawValue), \(config.outbound.domains.count) per-domain entries)")
         } catch let e as ConfigErrors {
             for error in e.errors { printError(error.description) }
             printError("\(options.config): \(e.errors.count) problem\(e.errors.count == 1 ? "" : "s") found")
             throw ExitCode(1)
         }
+    }
+}
+
+extension CheckConfig {
+    /// Where mail would go (RouteCheck): warnings only. DNS gets a short
+    /// timeout, and a resolver that cannot be reached is itself a warning,
+    /// never a failed check: the check may run where DNS is not.
+    func routeWarnings(_ config: Config) -> [String] {
+        guard !config.relay.domains.isEmpty || !config.outbound.relays.isEmpty else { return [] }
+        let resolver: CAresResolver
+        do { resolver = try CAresResolver(servers: config.dns.servers, timeoutMilliseconds: 1500, tries: 1) } catch {
+            return ["relay domains and relays not checked: \(error)"]
+        }
+        final class Box: @unchecked Sendable { var warnings: [String] = [] }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        let check = RouteCheck(config: config, resolver: resolver)
+        check.run { warnings in
+            box.warnings = warnings
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + 10) == .success else {
+            return ["relay domains and relays not checked: DNS did not answer within 10 seconds"]
+        }
+        return box.warnings
     }
 }
 

@@ -140,6 +140,10 @@ public struct Config: Sendable {
         public let authFailuresPerConnection: Int
         /// Failed AUTH per client (IPv4 address, IPv6 /64) within 15 minutes before that client is refused.
         public let authFailuresPerIP: Int
+        /// Most Received: headers a message may carry, counting the one
+        /// relayd adds (Postfix's hopcount_limit): more is a mail loop,
+        /// refused at DATA or, once queued, bounced with 5.4.6.
+        public let maxHops: Int
     }
 
     public struct Log: Sendable {

@@ -321,7 +321,7 @@ struct ConfigBuilder {
     func buildLimits() -> Config.Limits? {
         let defaults = Config.Limits(maxMessageSize: 36_700_160, maxRecipients: 1000, maxConnections: 1000,
                                      maxConnectionsPerIP: 50, idleTimeout: 300, dataTimeout: 600, sessionTimeout: 600, maxErrors: 10,
-                                     authFailuresPerConnection: 3, authFailuresPerIP: 10)
+                                     authFailuresPerConnection: 3, authFailuresPerIP: 10, maxHops: 50)
         guard let l = section("limits", required: false) else { return root.table.contains(key: "limits") ? nil : defaults }
         defer { l.finish() }
         var ok = true
@@ -353,7 +353,8 @@ struct ConfigBuilder {
             sessionTimeout: sessionTimeout,
             maxErrors: positive("max_errors", defaults.maxErrors),
             authFailuresPerConnection: positive("auth_failures_per_connection", defaults.authFailuresPerConnection),
-            authFailuresPerIP: positive("auth_failures_per_ip", defaults.authFailuresPerIP))
+            authFailuresPerIP: positive("auth_failures_per_ip", defaults.authFailuresPerIP),
+            maxHops: positive("max_hops", defaults.maxHops))
         return ok ? limits : nil
     }
 

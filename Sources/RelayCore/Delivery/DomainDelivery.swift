@@ -67,6 +67,8 @@ public final class DomainDelivery: @unchecked Sendable {
         let requiresVerification: Bool
         let credentials: Credentials?
         let via: String  // "mx", "relay NAME", "fallback NAME"
+        /// MX preference; relays have one level (see hopsNotLoopingBack).
+        var preference = 0
     }
 
     let env: DeliveryEnvironment
@@ -95,7 +97,7 @@ public final class DomainDelivery: @unchecked Sendable {
                         env.logger.info("delivery attempt", metadata: logFields(hop: nil, tls: nil, outcome: "failed",
                                                                                 detail: "relay \(relayName): \(f)"))
                         finishAll(.failed(f))
-                    case .hosts(let list): tryHops(list[...])
+                    case .hosts(let list): if let list = hopsNotLoopingBack(list) { tryHops(list[...]) }
                     }
                 }
                 return
@@ -113,9 +115,10 @@ public final class DomainDelivery: @unchecked Sendable {
                             for ip in h.addresses.sorted(by: { $0.isV4 && !$1.isV4 }) {
                                 list.append(Hop(host: h.name, address: ip, port: env.mxPort, implicitTLS: false,
                                                 level: policy.level, requiresVerification: policy.requiresVerification,
-                                                credentials: nil, via: "mx"))
+                                                credentials: nil, via: "mx", preference: h.preference))
                             }
                         }
+                        guard let list = hopsNotLoopingBack(list) else { return }
                         tryHops(list.prefix(env.config.outbound.maxAddressesPerAttempt))
                     }
                 }
@@ -314,7 +317,7 @@ public final class DomainDelivery: @unchecked Sendable {
                     let own = list.map { Hop(host: $0.host, address: $0.address, port: $0.port, implicitTLS: $0.implicitTLS,
                                              level: relay.level, requiresVerification: DomainPolicy(level: relay.level).requiresVerification,
                                              credentials: $0.credentials, via: $0.via) }
-                    tryFallback(own[...])
+                    if let own = hopsNotLoopingBack(own) { tryFallback(own[...]) }
                 }
             }
             return

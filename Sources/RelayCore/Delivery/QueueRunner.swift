@@ -258,6 +258,7 @@ public final class QueueRunner: @unchecked Sendable {
             spool.removeState(id)
             return begin(id, from: folder)
         }
+        bounceIfLooping(message, &state)
         let byDomain = Dictionary(grouping: state.pendingIndexes) { message.envelope.recipients[$0].mailbox.domain }
         let perDomain = environment.config.outbound.maxConcurrentPerDomain
         if byDomain.keys.contains(where: { domainsInFlight[$0, default: 0] >= perDomain }) {
@@ -300,6 +301,23 @@ public final class QueueRunner: @unchecked Sendable {
             finish(message, state: state, domains: Array(byDomain.keys))
         }
         return true
+    }
+
+    /// A message with more Received headers than max_hops has circled too
+    /// often: every pending recipient bounces with 5.4.6, none is attempted.
+    /// Mail accepted since is within the limit (the inbound check counts the
+    /// header relayd adds); this catches mail queued before max_hops was
+    /// lowered, or put in the spool by other means.
+    private func bounceIfLooping(_ message: QueuedMessage, _ state: inout DeliveryState) {
+        let limit = environment.config.limits.maxHops
+        let hops = HopCount.receivedFields(in: message.body)
+        guard hops > limit, !state.pendingIndexes.isEmpty else { return }
+        let reason = "too many hops (\(hops) Received headers, max_hops \(limit)); mail loop?"
+        logger.warning("too many hops; bouncing undelivered",
+                       metadata: ["id": "\(message.id)", "received": "\(hops)", "max_hops": "\(limit)", "status": "5.4.6"])
+        for i in state.pendingIndexes {
+            state.recipients[i] = .init(status: .bounced, detail: reason, enhancedStatus: "5.4.6")
+        }
     }
 
     // MARK: filing results

@@ -352,6 +352,15 @@ extension ServerSession {
     mutating func finishData(body: [UInt8]) -> [ServerAction] {
         guard let env = envelope else { phase = .command; return [] }
         lastVerb = "DATA"
+        // The Received field the caller prepends when storing counts too, as
+        // in Postfix's cleanup: a message accepted here is within the limit
+        // the queue runner applies to the stored message, never bounced by it.
+        let received = HopCount.receivedFields(in: body)
+        if received + 1 > configuration.maxHops {
+            envelope = nil
+            phase = .command
+            return reject(Reply(554, "5.4.6", "Error: too many hops (\(received) Received headers plus ours exceed \(configuration.maxHops)); mail loop?"))
+        }
         phase = .waitingForStore
         return [.store(env, body: body)]
     }

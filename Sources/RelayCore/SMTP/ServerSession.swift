@@ -29,11 +29,14 @@ public struct ServerSessionConfiguration: Sendable {
     public var maxRecipients: Int
     public var maxErrors: Int
     public var maxAuthFailures: Int
+    /// Most Received: fields a message may carry once the caller has added
+    /// its own (554 5.4.6 beyond): the mail-loop limit.
+    public var maxHops: Int
 
     public init(hostname: String, startTLSAvailable: Bool = true, requireTLS: Bool = false, requireAuth: Bool = false,
                 authAvailable: Bool = false, clientIsTrusted: Bool = false, relayDomains: Set<String> = [],
                 requireTLSSenderDomains: Set<String> = [], maxMessageSize: Int = 36_700_160,
-                maxRecipients: Int = 1000, maxErrors: Int = 10, maxAuthFailures: Int = 3) {
+                maxRecipients: Int = 1000, maxErrors: Int = 10, maxAuthFailures: Int = 3, maxHops: Int = 50) {
         self.hostname = hostname
         self.startTLSAvailable = startTLSAvailable
         self.requireTLS = requireTLS
@@ -46,6 +49,7 @@ public struct ServerSessionConfiguration: Sendable {
         self.maxRecipients = maxRecipients
         self.maxErrors = maxErrors
         self.maxAuthFailures = maxAuthFailures
+        self.maxHops = maxHops
     }
 }
 

@@ -45,6 +45,7 @@ public final class InboundSettings: @unchecked Sendable {
             maxMessageSize: limits.maxMessageSize,
             maxRecipients: limits.maxRecipients,
             maxErrors: limits.maxErrors,
-            maxAuthFailures: limits.authFailuresPerConnection)
+            maxAuthFailures: limits.authFailuresPerConnection,
+            maxHops: limits.maxHops)
     }
 }
