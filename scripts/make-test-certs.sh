@@ -3,8 +3,11 @@
 #   ca.pem            test root CA ("relayd test CA")
 #   mx.pem/mx.key     leaf for mx.relayd.test (+ localhost, 127.0.0.1), signed by the CA
 #   selfsigned.pem/.key  self-signed leaf for mx.relayd.test
-# Keys are P-256 and certificates valid for 100 years, so the fixtures never
-# expire under the tests. Nothing here is secret: these keys exist only for tests.
+#   rsa.pem/rsa.key   self-signed RSA-2048 leaf for the same names: static-RSA
+#                     key exchange needs an RSA certificate, so only with it
+#                     can a test show that relayd refuses that key exchange
+# Keys are P-256 (rsa.key aside) and certificates valid for 100 years, so the
+# fixtures never expire under the tests. Nothing here is secret: these keys exist only for tests.
 set -eu
 out="${1:-$(dirname "$0")/../Tests/RelayCoreTests/Fixtures}"
 mkdir -p "$out"
@@ -26,4 +29,9 @@ rm -f ca.srl
 openssl ecparam -name prime256v1 -genkey -noout -out selfsigned.key
 openssl req -x509 -new -key selfsigned.key -sha256 -days 36500 -subj "/CN=mx.relayd.test" \
   -addext "subjectAltName=DNS:mx.relayd.test" -out selfsigned.pem
+
+openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 36500 -subj "/CN=mx.relayd.test" \
+  -addext "subjectAltName=DNS:mx.relayd.test,DNS:localhost,IP:127.0.0.1" -addext "basicConstraints=CA:FALSE" \
+  -addext "extendedKeyUsage=serverAuth,clientAuth" -keyout rsa.key -out rsa.pem
+chmod 644 rsa.key
 echo "test PKI written to $out"

@@ -49,6 +49,14 @@ X509 *relayd_sk_x509_value(const STACK_OF(X509) *stack, int index) {
     return sk_X509_value(stack, index);
 }
 
+int relayd_sk_ssl_cipher_num(const STACK_OF(SSL_CIPHER) *stack) {
+    return stack == NULL ? 0 : sk_SSL_CIPHER_num(stack);
+}
+
+const SSL_CIPHER *relayd_sk_ssl_cipher_value(const STACK_OF(SSL_CIPHER) *stack, int index) {
+    return sk_SSL_CIPHER_value(stack, index);
+}
+
 size_t relayd_bio_pending(BIO *bio) {
     return BIO_ctrl_pending(bio);
 }

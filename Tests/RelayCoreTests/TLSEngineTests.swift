@@ -138,7 +138,7 @@ final class TLSEngineTests: XCTestCase {
         // RC4 and 3DES only: after the mandatory exclusions nothing is left.
         XCTAssertThrowsError(try makeClientContext(cipherList: "RC4:3DES"))
         XCTAssertThrowsError(try makeClientContext(cipherList: "eNULL"))
-        XCTAssertTrue(TLSCipherPolicy(cipherList: "ALL").effectiveCipherList.hasSuffix(TLSCipherPolicy.mandatoryExclusions))
+        XCTAssertTrue(TLSCipherPolicy(cipherList: "ALL").effectiveCipherList(for: .client).hasSuffix(TLSCipherPolicy.mandatoryExclusions))
     }
 
     func testMissingCertificateFileIsASetupError() {

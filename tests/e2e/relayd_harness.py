@@ -34,9 +34,12 @@ class Relayd:
 
     def __init__(self, workdir, client_networks=("127.0.0.1/32",), relay_domains=("example.org",),
                  extra="", limits="", outbound="", queue="", dns_servers=("127.0.0.1:9",), ca_bundle=None,
-                 idle_timeout="30s"):
+                 idle_timeout="30s", certificate="mx", tls=""):
         # DNS defaults to a dead loopback port: a test relayd must never ask
         # the machine's own resolver (which is not on loopback).
+        # `certificate` names a fixture pair: "mx" (P-256, signed by the test
+        # CA) or "rsa" (self-signed RSA, the only kind static-RSA key
+        # exchange can be tried against).
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.spool = self.dir / "spool"
@@ -70,9 +73,10 @@ address = "127.0.0.1:{self.smtps_port}"
 kind = "smtps"
 
 [tls]
-certificate = "{FIXTURES / 'mx.pem'}"
-key = "{FIXTURES / 'mx.key'}"
+certificate = "{FIXTURES / (certificate + '.pem')}"
+key = "{FIXTURES / (certificate + '.key')}"
 ca_bundle = "{ca_bundle or ''}"
+{tls}
 
 [relay]
 client_networks = [{nets}]

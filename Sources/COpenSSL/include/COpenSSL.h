@@ -38,6 +38,10 @@ long relayd_ssl_get_verify_result(const SSL *ssl);
 int relayd_sk_x509_num(const STACK_OF(X509) *stack);
 X509 *relayd_sk_x509_value(const STACK_OF(X509) *stack, int index);
 
+/* STACK_OF(SSL_CIPHER) access: the suites a context may negotiate. */
+int relayd_sk_ssl_cipher_num(const STACK_OF(SSL_CIPHER) *stack);
+const SSL_CIPHER *relayd_sk_ssl_cipher_value(const STACK_OF(SSL_CIPHER) *stack, int index);
+
 /* Memory BIO helper: bytes waiting to be read from a BIO. */
 size_t relayd_bio_pending(BIO *bio);
 

@@ -196,7 +196,8 @@ final class InboundSession: ConnectionDelegate {
 
     func connection(_ connection: Connection, tlsEstablished info: TLSSessionInfo) {
         logger.info("TLS established", metadata: ["tls": "\(info.protocolVersion)", "cipher": "\(info.cipher)",
-                                                  "bits": "\(info.cipherBits)", "resumed": "\(info.resumed)"])
+                                                  "bits": "\(info.cipherBits)", "fs": "\(info.forwardSecret ? "yes" : "no")",
+                                                  "resumed": "\(info.resumed)"])
         perform(session.tlsEstablished(TLSState(version: info.protocolVersion, cipher: info.cipher, bits: info.cipherBits)))
         if listener.kind == .smtps { perform(session.start()) }
     }

@@ -46,6 +46,9 @@ public struct TLSSessionInfo: Equatable, Sendable {
     public let protocolVersion: String
     public let cipher: String
     public let cipherBits: Int
+    /// Whether the key exchange was ephemeral (ECDHE, DHE, any TLS 1.3
+    /// suite): a later leak of the server's key cannot decrypt this session.
+    public let forwardSecret: Bool
     public let peerChain: [PeerCertificate]
     public let verification: TLSVerification
     public let resumed: Bool
@@ -219,6 +222,7 @@ public final class TLSConnection {
         sessionInfo = TLSSessionInfo(protocolVersion: version,
                                      cipher: cipherName,
                                      cipherBits: Int(bits),
+                                     forwardSecret: cipherPtr.map(TLSCipherPolicy.isForwardSecret) ?? false,
                                      peerChain: chain,
                                      verification: verification,
                                      resumed: SSL_session_reused(ssl) == 1)

@@ -22,6 +22,11 @@ public struct TLSContextConfiguration: Sendable {
     /// OpenSSL security level; 2 refuses RSA/DH keys under 2048 bits and
     /// SHA-1 signatures. Tests lower it to play deliberately weak peers.
     public var securityLevel: Int32
+    /// Server side: refuse every key exchange without forward secrecy (see
+    /// TLSCipherPolicy). Always true in relayd, and deliberately not public:
+    /// it exists so a unit test can play a receiver that offers static RSA
+    /// alone, the way maximumVersion plays old peers.
+    var forwardSecrecyRequired = true
 
     public init(role: Role,
                 certificateChainFile: String? = nil,
@@ -84,8 +89,12 @@ public final class TLSContext {
                 throw fail("cannot set protocol ceiling \(max.name)")
             }
         }
-        guard SSL_CTX_set_cipher_list(pointer, cfg.ciphers.effectiveCipherList) == 1 else {
-            throw fail("cipher list '\(cfg.ciphers.cipherList)' leaves no usable cipher")
+        let listRole = cfg.role == .server && !cfg.forwardSecrecyRequired ? .client : cfg.role
+        guard SSL_CTX_set_cipher_list(pointer, cfg.ciphers.effectiveCipherList(for: listRole)) == 1 else {
+            let removed = listRole == .server
+                ? "under 128 bits or without forward secrecy (static RSA), which inbound TLS never uses"
+                : "under 128 bits"
+            throw fail("cipher list '\(cfg.ciphers.cipherList)' leaves no usable TLS 1.2 cipher once relayd removes those \(removed)")
         }
         if !cfg.ciphers.cipherSuites.isEmpty {
             guard SSL_CTX_set_ciphersuites(pointer, cfg.ciphers.cipherSuites) == 1 else {
@@ -130,6 +139,20 @@ public final class TLSContext {
         // context default records the result without aborting.
         SSL_CTX_set_verify(pointer, SSL_VERIFY_NONE, nil)
         OpenSSLErrorQueue.clear()
+    }
+}
+
+extension TLSContext {
+    /// Every suite this context may negotiate, in preference order, with
+    /// whether its key exchange is forward-secret: what the cipher policy
+    /// came to after OpenSSL applied it.
+    var negotiableCiphers: [(name: String, forwardSecret: Bool)] {
+        let stack = SSL_CTX_get_ciphers(pointer)
+        return (0..<relayd_sk_ssl_cipher_num(stack)).compactMap { i in
+            relayd_sk_ssl_cipher_value(stack, i).map {
+                (String(cString: SSL_CIPHER_get_name($0)), TLSCipherPolicy.isForwardSecret($0))
+            }
+        }
     }
 }
 
