@@ -73,12 +73,17 @@ class CA:
     def _run(self, *args):
         subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
 
-    def issue(self, name, sans=None):
-        """A leaf for `name` signed by this CA; returns (cert, key)."""
-        cert, key, csr, ext = (self.dir / f"{name}.pem", self.dir / f"{name}.key", self.dir / f"{name}.csr", self.dir / f"{name}.ext")
+    def issue(self, name, sans=None, key_type="ec"):
+        """A leaf for `name` signed by this CA, with a P-256 key or (key_type
+        "rsa") an RSA-2048 one; returns (cert, key)."""
+        stem = name if key_type == "ec" else f"{name}-{key_type}"
+        cert, key, csr, ext = (self.dir / f"{stem}.pem", self.dir / f"{stem}.key", self.dir / f"{stem}.csr", self.dir / f"{stem}.ext")
         if cert.exists():
             return cert, key
-        self._run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+        if key_type == "rsa":
+            self._run("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key)
+        else:
+            self._run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
         self._run("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
         ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in (sans or [name])) +
                        "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
@@ -330,8 +335,12 @@ smtputf8_enable = yes
                 elif which == "wrongname":
                     cert, key = self.ca.issue("mx.elsewhere.test")
                 else:
-                    cert, key = self.ca.issue(mx["name"])
+                    cert, key = self.ca.issue(mx["name"], key_type=mx.get("key", "ec"))
                 argv += ["--cert", str(cert), "--key", str(key)]
+                if mx.get("ciphers"):
+                    argv += ["--ciphers", mx["ciphers"]]
+                if mx.get("max_version"):
+                    argv += ["--max-version", mx["max_version"]]
             self._spawn(f"receiver-{mx['ip']}", argv, ready=lambda ip=mx["ip"]: port_open(ip, 25))
 
     def _start_nginx(self):

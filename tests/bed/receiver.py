@@ -4,7 +4,8 @@ process (so the bed can record and stop its PID).
 
 Modes:
   plain       no STARTTLS offered
-  tls         STARTTLS offered with --cert/--key
+  tls         STARTTLS offered with --cert/--key (and, to play a limited
+              peer, --ciphers for TLS <= 1.2 and --max-version)
   broken-tls  STARTTLS offered, 220 sent, then garbage instead of a handshake
   greet-421   answers every connection with 421 and closes
 
@@ -77,6 +78,10 @@ class Handler(socketserver.StreamRequestHandler):
                         return
                     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                     ctx.load_cert_chain(args.cert, args.key)
+                    if args.ciphers:
+                        ctx.set_ciphers(args.ciphers)
+                    if args.max_version:
+                        ctx.maximum_version = ssl.TLSVersion[args.max_version.replace(".", "_")]
                     self.tls = ctx.wrap_socket(self.request, server_side=True)
                     self.rfile = self.tls.makefile("rb")
                     self.wfile = self.tls.makefile("wb")
@@ -125,6 +130,8 @@ def main():
     p.add_argument("--name", default="mx.test")
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--ciphers", help="OpenSSL cipher list for TLS <= 1.2")
+    p.add_argument("--max-version", choices=["TLSv1.2", "TLSv1.3"])
     p.add_argument("--record", required=True)
     args = p.parse_args()
     host, port = args.listen.rsplit(":", 1)

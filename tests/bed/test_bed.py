@@ -139,6 +139,28 @@ def test_test_receivers_record_tls(bed):
     assert events and events[-1]["tls"] and events[-1]["version"] == "TLSv1.3"
 
 
+def test_static_rsa_receiver_offers_nothing_else(bed):
+    """The limited peer of the static-rsa-only row really is one: TLS 1.2
+    with its one static-RSA suite works, an ephemeral key exchange or TLS
+    1.3 does not."""
+    mx = next(mx for s, mx in bed.mx_hosts() if mx.get("ciphers") == "AES256-GCM-SHA384")
+
+    def handshake(ciphers, version):
+        ctx = ssl.create_default_context(cafile=str(bed.ca.cert))
+        ctx.maximum_version = ctx.minimum_version = version
+        if ciphers:
+            ctx.set_ciphers(ciphers)
+        with smtp_to(mx["ip"], mx["name"]) as s:
+            s.ehlo("check.test")
+            s.starttls(context=ctx)
+            return s.sock.version(), s.sock.cipher()[0]
+
+    assert handshake("AES256-GCM-SHA384", ssl.TLSVersion.TLSv1_2) == ("TLSv1.2", "AES256-GCM-SHA384")
+    for ciphers, version in [("ECDHE+AESGCM:DHE+AESGCM", ssl.TLSVersion.TLSv1_2), (None, ssl.TLSVersion.TLSv1_3)]:
+        with pytest.raises((ssl.SSLError, OSError)):
+            handshake(ciphers, version)
+
+
 def test_nginx_serves_https_with_the_test_ca(bed):
     ctx = ssl.create_default_context(cafile=str(bed.ca.cert))
     with socket.create_connection((NGINX_IP, 443), timeout=5) as raw:

@@ -91,9 +91,17 @@ def test_policy_table(bed, tmp_path, level):
             everywhere = [m for ip in {mx["ip"] for mx in s.get("mx", []) if isinstance(s.get("mx"), list)}
                           for m in arrived(bed, ip, tag)]
             if expect == "tls":
+                want = {"version": "TLSv1.3", "fs": "yes", **s.get("tls", {})}
                 got = arrived(bed, bed.landing_ip(s), tag)
                 assert got and all(m["tls"] for m in got), (name, got)
-                assert got[0]["version"] == "TLSv1.3", (name, got[0])
+                assert got[0]["version"] == want["version"], (name, got[0])
+                if "cipher" in want:
+                    assert got[0]["cipher"] == want["cipher"], (name, got[0])
+                # relayd's own line for the TLS session says whether it had
+                # forward secrecy (a static-RSA-only receiver: fs=no).
+                tls_lines = [l for l in log.splitlines()
+                             if 'msg="delivery attempt"' in l and f"id={ids[name]} " in l and "tls=TLS" in l]
+                assert tls_lines and all(f" fs={want['fs']} " in l for l in tls_lines), (name, tls_lines)
             elif expect == "plain":
                 got = arrived(bed, bed.landing_ip(s), tag)
                 assert got and not any(m["tls"] for m in got), (name, "expected plaintext", got)

@@ -2,8 +2,8 @@
 // destination domain: decide the policy, find the next hop (transport
 // table, smarthost, or MX), try its addresses in order, and turn what
 // happened into one typed result per recipient. Every address tried gets
-// one structured log line (SPEC: TLS version, cipher, verification result
-// and the policy layer that decided).
+// one structured log line (SPEC: TLS version, cipher, forward secrecy,
+// verification result and the policy layer that decided).
 //
 // The TLS rules live in two places only: ClientSession (no MAIL before the
 // required TLS is up) and here (what a TLS failure means at each level).
@@ -370,6 +370,9 @@ public final class DomainDelivery: @unchecked Sendable {
         m["cipher"] = "\(tls?.cipher ?? "none")"
         m["bits"] = "\(tls?.cipherBits ?? 0)"
         m["verify"] = "\(tls.map { "\($0.verification)" } ?? "none")"
+        // Only with TLS: "fs=no" must mean a TLS session without forward
+        // secrecy, never a plaintext one (a grep for it must not find those).
+        if let tls { m["fs"] = "\(tls.forwardSecret ? "yes" : "no")" }
         return m
     }
 
