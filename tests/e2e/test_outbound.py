@@ -60,6 +60,42 @@ def bounces(bed, tag):
 
 
 
+CONCLUSIONS = {"delivered", "deferred", "bounced", "dropped", "mixed"}
+ON_THE_WAY = {"next-address", "tls-failed-retrying-plaintext", "fallback"}
+
+
+def field(line, key):
+    m = re.search(rf" {key}=(\S+)", line)
+    return m.group(1) if m else None
+
+
+def assert_outcomes_logged(expect, lines, dsn):
+    """The `outcome` of a message's delivery attempt lines says what the
+    queue did: its last line concludes the attempt, and each concluding
+    line names one outcome with the status the queue filed."""
+    assert lines, "no delivery attempt line"
+    outcomes = [field(l, "outcome") for l in lines]
+    assert set(outcomes) <= CONCLUSIONS | ON_THE_WAY, outcomes
+    assert outcomes[-1] in CONCLUSIONS, lines[-1]
+    concluding = [l for l in lines if field(l, "outcome") in CONCLUSIONS]
+    if expect in ("tls", "plain"):
+        assert [field(l, "outcome") for l in concluding] == ["delivered"], concluding
+    elif expect == "dropped":
+        assert field(concluding[-1], "outcome") == "dropped", concluding
+    elif expect == "bounced":
+        # Permanent at once (null MX): one attempt, bounced with its 5.x.x.
+        assert [(field(l, "outcome"), field(l, "status")) for l in concluding] == [("bounced", "5.1.10")], concluding
+    elif expect == "deferred":
+        # Each attempt within the lifetime deferred with a 4.x.x status; the
+        # one that ended past it bounced with the status the DSN carries.
+        *before, last = concluding
+        assert before and all(field(l, "outcome") == "deferred" and re.fullmatch(r"4\.\d+\.\d+", field(l, "status"))
+                              for l in before), concluding
+        dsn_status = re.search(r"^Status: (\S+)", dsn, re.M).group(1)
+        assert (field(last, "outcome"), field(last, "status")) == ("bounced", dsn_status), (last, dsn_status)
+        assert dsn_status.startswith("5.")
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_policy_table(bed, tmp_path, level):
     relayd = outbound_relayd(tmp_path, bed, level).start()
@@ -86,6 +122,7 @@ def test_policy_table(bed, tmp_path, level):
             raise TimeoutError("not settled: " + ", ".join(s["name"] for s in SCENARIOS if not settled(s)))
         time.sleep(1)  # let any wrong extra delivery show up
         log = relayd.log_text()
+        attempts = [l for l in log.splitlines() if 'msg="delivery attempt"' in l]
         for s in SCENARIOS:
             expect, tag, name = s["expect"][level], tags[s["name"]], s["name"]
             everywhere = [m for ip in {mx["ip"] for mx in s.get("mx", []) if isinstance(s.get("mx"), list)}
@@ -121,8 +158,9 @@ def test_policy_table(bed, tmp_path, level):
             if expect == "dropped":
                 assert not bounces(bed, tag), (name, "tls-exclusive must not bounce")
                 assert re.search(rf"audit=tls-exclusive-drop .*id={ids[name]}", log)
+            assert_outcomes_logged(expect, [l for l in attempts if f"id={ids[name]} " in l],
+                                   bounces(bed, tag)[0]["data"] if expect in ("deferred", "bounced") else None)
         # One structured line per attempt with the TLS facts and the layer.
-        attempts = [l for l in log.splitlines() if 'msg="delivery attempt"' in l]
         assert attempts
         for l in attempts:
             for key in ("tls=", "cipher=", "verify=", "layer=", "level=", "outcome=", "id=", "domain="):
@@ -212,7 +250,7 @@ def test_smarthost_with_auth_over_implicit_tls(tmp_path):
             assert records["auth"] == USER
             assert records["tls"].startswith("TLSv1.3")
             log = front.log_text()
-            assert re.search(r'msg="delivery attempt".*outcome=completed.*tls=TLSv1\.3.*verify=trusted.*via="relay up"', log), log[-3000:]
+            assert re.search(r'msg="delivery attempt".*outcome=delivered.*tls=TLSv1\.3.*verify=trusted.*via="relay up"', log), log[-3000:]
         finally:
             front.stop()
     finally:

@@ -27,5 +27,12 @@ public struct DeliveryFailure: Error, Equatable, Sendable, CustomStringConvertib
     }
 
     public var isPermanent: Bool { kind == .permanent }
+
+    /// The status a transient failure bounces with once the message has
+    /// outlived the queue lifetime: the same detail, now permanent (4.4.1
+    /// becomes 5.4.1); without one, 5.4.7 "delivery time expired".
+    public static func statusAfterLifetime(_ status: String) -> String {
+        status.isEmpty ? "5.4.7" : "5" + status.dropFirst()
+    }
     public var description: String { "\(status) \(reason)" }
 }

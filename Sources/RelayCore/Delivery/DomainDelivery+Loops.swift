@@ -41,8 +41,11 @@ extension DomainDelivery {
         }
         let failure = DeliveryFailure(.permanent, status: "5.4.6", reason: "mail for \(domain) loops back to myself")
         fields["status"] = "\(failure.status)"
+        fields["outcome"] = "\(AttemptOutcome.bounced(status: failure.status).name)"
         env.logger.warning("mail loops back to myself; not attempted", metadata: fields)
-        finishAll(.failed(failure))
+        // This line is the record: nothing was attempted, so there is no
+        // `delivery attempt` line.
+        concludeAll(.failed(failure), hop: nil, run: nil, detail: failure.description, logged: false)
         return nil
     }
 }

@@ -3,12 +3,17 @@
 // table, smarthost, or MX), try its addresses in order, and turn what
 // happened into one typed result per recipient. Every address tried gets
 // one structured log line (SPEC: TLS version, cipher, forward secrecy,
-// verification result and the policy layer that decided).
+// verification result and the policy layer that decided); the last line of
+// an attempt carries its conclusion (AttemptOutcome), and an attempt that
+// never reached an address (DNS, relay lookup) gets one line of its own.
 //
 // The TLS rules live in two places only: ClientSession (no MAIL before the
 // required TLS is up) and here (what a TLS failure means at each level).
 import Dispatch
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public enum RecipientResult: Equatable, Sendable {
     case delivered(Reply)
@@ -20,6 +25,17 @@ public enum RecipientResult: Equatable, Sendable {
 public struct DomainDeliveryReport: Sendable {
     public let decision: PolicyDecision
     public let results: [Int: RecipientResult]
+    /// Whether the message had outlived the queue lifetime when this
+    /// attempt concluded: its transient failures are then bounces. Decided
+    /// once, where the log line is written, so the queue files what the log
+    /// said.
+    public let lifetimeExceeded: Bool
+
+    public init(decision: PolicyDecision, results: [Int: RecipientResult], lifetimeExceeded: Bool = false) {
+        self.decision = decision
+        self.results = results
+        self.lifetimeExceeded = lifetimeExceeded
+    }
 }
 
 /// What DomainDelivery needs from the rest of the daemon.
@@ -37,12 +53,16 @@ public struct DeliveryEnvironment: Sendable {
     public let pool: ConnectionPool?
     public let logger: Logger
     public let queue: DispatchQueue
+    /// Seconds since the epoch; the queue runner's clock, so both judge the
+    /// queue lifetime alike.
+    public let now: @Sendable () -> Int
     /// Overrides MX lookups' port in tests; production is 25.
     public var mxPort: UInt16 { config.outbound.mxPort }
 
     public init(config: Config, engine: PolicyEngine, mx: MXResolver, dns: any DNSResolving,
                 tlsContext: TLSContext, relayCredentials: [String: Credentials] = [:], pool: ConnectionPool? = nil,
-                logger: Logger, queue: DispatchQueue) {
+                logger: Logger, queue: DispatchQueue, now: @escaping @Sendable () -> Int = { Int(time(nil)) }) {
+        self.now = now
         self.pool = pool
         self.config = config
         self.engine = engine
@@ -94,9 +114,7 @@ public final class DomainDelivery: @unchecked Sendable {
                 hopsForRelay(relay, via: "relay \(relayName)") { [self] hops in
                     switch hops {
                     case .failed(let f):
-                        env.logger.info("delivery attempt", metadata: logFields(hop: nil, tls: nil, outcome: "failed",
-                                                                                detail: "relay \(relayName): \(f)"))
-                        finishAll(.failed(f))
+                        concludeAll(.failed(f), hop: nil, run: nil, detail: "relay \(relayName): \(f)")
                     case .hosts(let list): if let list = hopsNotLoopingBack(list) { tryHops(list[...]) }
                     }
                 }
@@ -106,8 +124,7 @@ public final class DomainDelivery: @unchecked Sendable {
                 env.queue.async { [self] in
                     switch resolution {
                     case .failed(let f):
-                        env.logger.info("delivery attempt", metadata: logFields(hop: nil, tls: nil, outcome: "deferred-or-bounced", detail: f.description))
-                        finishAll(.failed(f))
+                        concludeAll(.failed(f), hop: nil, run: nil, detail: f.description)
                     case .hosts(let hosts):
                         let policy = decision
                         var list: [Hop] = []
@@ -159,7 +176,7 @@ public final class DomainDelivery: @unchecked Sendable {
     // MARK: trying addresses
 
     func tryHops(_ hops: ArraySlice<Hop>) {
-        guard let hop = hops.first else { return allHopsFailed() }
+        guard let hop = hops.first else { return allHopsFailed(last: nil, run: nil) }
         attempt(hop, tls: hop.level.tlsRequirement) { [self] result in
             handle(result, hop: hop, rest: hops.dropFirst())
         }
@@ -221,7 +238,6 @@ public final class DomainDelivery: @unchecked Sendable {
     func handle(_ result: ClientRunResult, hop: Hop, rest: ArraySlice<Hop>) {
         switch result.outcome {
         case .completed(let replies):
-            logAttempt(hop, result, outcome: "completed", detail: replies.values.map(\.description).sorted().first ?? "")
             var results: [Int: RecipientResult] = [:]
             for i in indexes {
                 guard let r = replies[i] else {
@@ -234,12 +250,12 @@ public final class DomainDelivery: @unchecked Sendable {
                                                          reason: "\(hop.host)[\(hop.address)] said: \(r)", remoteReply: r))
                 }
             }
-            finish(results)
+            conclude(results, hop: hop, run: result, detail: replies.values.map(\.description).sorted().first ?? "")
         case .failed(let failure):
             // Opportunistic: a failed handshake leaves the connection
             // unusable; go again in plaintext to the same address, logged.
             if hop.level == .opportunistic, !hop.implicitTLS, case .tls = failure {
-                logAttempt(hop, result, outcome: "tls-failed-retrying-plaintext", detail: failure.description)
+                log(.plaintextRetry(status: classify(failure, hop: hop).status), hop: hop, run: result, detail: failure.description)
                 let plaintext = Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: false,
                                     level: .none, requiresVerification: false, credentials: hop.credentials,
                                     via: hop.via + " (plaintext after TLS failure)")
@@ -247,9 +263,10 @@ public final class DomainDelivery: @unchecked Sendable {
                 return
             }
             let f = classify(failure, hop: hop)
-            logAttempt(hop, result, outcome: f.isPermanent ? "failed-permanent" : "failed", detail: f.description)
-            if stopsHere(failure) { return finishAll(.failed(f)) }
+            if stopsHere(failure) { return concludeAll(.failed(f), hop: hop, run: result, detail: f.description) }
             failures.append(f)
+            if rest.isEmpty { return allHopsFailed(last: hop, run: result) }
+            log(.nextAddress(status: f.status), hop: hop, run: result, detail: f.description)
             tryHops(rest)
         }
     }
@@ -294,23 +311,27 @@ public final class DomainDelivery: @unchecked Sendable {
         }
     }
 
-    func allHopsFailed() {
-        // Every address failed. If each one that answered failed on TLS,
-        // the domain cannot give us TLS right now: the level decides.
+    /// Every address failed; `hop` is the last one tried (nil: there was
+    /// none), and its log line carries what the attempt comes to.
+    func allHopsFailed(last hop: Hop?, run: ClientRunResult?) {
+        // If each address that answered failed on TLS, the domain cannot
+        // give us TLS right now: the level decides.
         let tlsOnly = !failures.isEmpty && failures.contains { $0.tlsPolicy }
             && failures.allSatisfy { $0.tlsPolicy || $0.status == "4.4.1" }
         let last = failures.last(where: \.tlsPolicy) ?? failures.last
             ?? DeliveryFailure(.transient, status: "4.4.4", reason: "no addresses to try")
+        let detail = failures.last?.description ?? last.description
         if tlsOnly && failures.allSatisfy(\.tlsPolicy) && decision.level == .tlsExclusive {
-            return finishAll(.dropped(last.reason))
+            return concludeAll(.dropped(last.reason), hop: hop, run: run, detail: detail)
         }
         if tlsOnly, let fallback = decision.fallback, let relay = env.config.outbound.relays[fallback] {
+            log(.fallback(status: last.status), hop: hop, run: run, detail: detail)
             env.logger.notice("TLS to destination unavailable; handing to fallback relay",
                               metadata: ["id": "\(message.id)", "domain": "\(domain)", "fallback": "\(fallback)", "reason": "\(last.reason)"])
             failures = []
             hopsForRelay(relay, via: "fallback \(fallback)") { [self] hops in
                 switch hops {
-                case .failed(let f): finishAll(.failed(f))
+                case .failed(let f): concludeAll(.failed(f), hop: nil, run: nil, detail: "fallback \(fallback): \(f)")
                 case .hosts(let list):
                     // The fallback's own level only; it must not inherit the
                     // destination's (it exists because that failed).
@@ -322,44 +343,57 @@ public final class DomainDelivery: @unchecked Sendable {
             }
             return
         }
-        finishAll(.failed(last))
+        concludeAll(.failed(last), hop: hop, run: run, detail: detail)
     }
 
     func tryFallback(_ hops: ArraySlice<Hop>) {
         guard let hop = hops.first else {
-            return finishAll(.failed(failures.last ?? DeliveryFailure(.transient, status: "4.4.4", reason: "fallback relay unreachable")))
+            let f = DeliveryFailure(.transient, status: "4.4.4", reason: "fallback relay unreachable")
+            return concludeAll(.failed(f), hop: nil, run: nil, detail: f.description)
         }
         attempt(hop, tls: hop.level.tlsRequirement) { [self] result in
             if case .failed(let f) = result.outcome, !stopsHere(f) {
                 let d = classify(f, hop: hop)
-                logAttempt(hop, result, outcome: "failed", detail: d.description)
-                failures.append(d)
-                return tryFallback(hops.dropFirst())
+                let rest = hops.dropFirst()
+                if rest.isEmpty { return concludeAll(.failed(d), hop: hop, run: result, detail: d.description) }
+                log(.nextAddress(status: d.status), hop: hop, run: result, detail: d.description)
+                return tryFallback(rest)
             }
             handle(result, hop: hop, rest: [])
         }
     }
 
-    func finishAll(_ r: RecipientResult) {
+    // MARK: concluding
+
+    func concludeAll(_ r: RecipientResult, hop: Hop?, run: ClientRunResult?, detail: String, logged: Bool = true) {
         var results: [Int: RecipientResult] = [:]
         for i in indexes { results[i] = r }
-        finish(results)
+        conclude(results, hop: hop, run: run, detail: detail, logged: logged)
     }
 
-    func finish(_ results: [Int: RecipientResult]) {
+    /// Ends the attempt: one log line saying what the queue will do with
+    /// these results (unless the caller has written its own: `logged`
+    /// false), then the report. The queue lifetime is judged here, once,
+    /// and travels in the report.
+    func conclude(_ results: [Int: RecipientResult], hop: Hop?, run: ClientRunResult?, detail: String, logged: Bool = true) {
         guard let completion else { return }
         self.completion = nil
-        completion(DomainDeliveryReport(decision: decision, results: results))
+        let lifetimeExceeded = env.now() - message.arrival >= env.config.queue.maxLifetime
+        let outcome = AttemptOutcome.concluding(indexes.compactMap { results[$0] }, lifetimeExceeded: lifetimeExceeded)
+        if logged { log(outcome, hop: hop, run: run, detail: detail) }
+        completion(DomainDeliveryReport(decision: decision, results: results, lifetimeExceeded: lifetimeExceeded))
     }
 
     // MARK: the delivery log
 
-    func logFields(hop: Hop?, tls: TLSSessionInfo?, outcome: String, detail: String) -> Logger.Metadata {
+    func logFields(hop: Hop?, tls: TLSSessionInfo?, outcome: AttemptOutcome, detail: String) -> Logger.Metadata {
         var m: Logger.Metadata = [
             "id": "\(message.id)", "domain": "\(domain)", "nrcpt": "\(indexes.count)",
             "level": "\(hop?.level.rawValue ?? decision.level.rawValue)", "layer": "\(decision.layer.rawValue)",
-            "outcome": "\(outcome)", "detail": "\(detail)",
+            "outcome": "\(outcome.name)", "detail": "\(detail)",
         ]
+        if let status = outcome.status { m["status"] = "\(status)" }
+        if let split = outcome.split { m["recipients"] = "\(split)" }
         if let hop {
             m["mx"] = "\(hop.host)"
             m["ip"] = "\(hop.address)"
@@ -376,9 +410,9 @@ public final class DomainDelivery: @unchecked Sendable {
         return m
     }
 
-    func logAttempt(_ hop: Hop, _ result: ClientRunResult, outcome: String, detail: String) {
-        var fields = logFields(hop: hop, tls: result.tls, outcome: outcome, detail: detail)
-        if let f = result.tlsFailure { fields["tls_failure"] = "\(f.kind.rawValue)" }
+    func log(_ outcome: AttemptOutcome, hop: Hop?, run: ClientRunResult?, detail: String) {
+        var fields = logFields(hop: hop, tls: run?.tls, outcome: outcome, detail: detail)
+        if let f = run?.tlsFailure { fields["tls_failure"] = "\(f.kind.rawValue)" }
         env.logger.info("delivery attempt", metadata: fields)
     }
 }

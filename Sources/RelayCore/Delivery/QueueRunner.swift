@@ -288,7 +288,7 @@ public final class QueueRunner: @unchecked Sendable {
             let attemptQueue = DispatchQueue(label: "relayd.attempt", target: deliveryQueue)
             let attemptEnv = DeliveryEnvironment(config: env.config, engine: env.engine, mx: env.mx, dns: env.dns,
                                                  tlsContext: env.tlsContext, relayCredentials: env.relayCredentials,
-                                                 pool: env.pool, logger: env.logger, queue: attemptQueue)
+                                                 pool: env.pool, logger: env.logger, queue: attemptQueue, now: now)
             DomainDelivery(env: attemptEnv, message: message, domain: domain, recipientIndexes: indexes.sorted()).run { report in
                 self.queue.async {
                     reports.list.append(report)
@@ -297,8 +297,8 @@ public final class QueueRunner: @unchecked Sendable {
             }
         }
         group.notify(queue: queue) { [self] in
-            apply(reports.list, to: &state, message: message)
-            finish(message, state: state, domains: Array(byDomain.keys))
+            let lifetimeVerdicts = apply(reports.list, to: &state, message: message)
+            finish(message, state: state, domains: Array(byDomain.keys), lifetimeVerdicts: lifetimeVerdicts)
         }
         return true
     }
@@ -322,7 +322,10 @@ public final class QueueRunner: @unchecked Sendable {
 
     // MARK: filing results
 
-    private func apply(_ reports: [DomainDeliveryReport], to state: inout DeliveryState, message: QueuedMessage) {
+    /// Files each recipient's result. Returns, for each recipient left
+    /// pending, whether its attempt concluded past the queue lifetime.
+    private func apply(_ reports: [DomainDeliveryReport], to state: inout DeliveryState, message: QueuedMessage) -> [Int: Bool] {
+        var lifetimeVerdicts: [Int: Bool] = [:]
         for report in reports {
             for (i, result) in report.results {
                 let rcpt = message.envelope.recipients[i].mailbox
@@ -342,12 +345,18 @@ public final class QueueRunner: @unchecked Sendable {
                 case .failed(let f):
                     let tls = f.tlsPolicy ? f.reason : state.recipients[i].tlsDetail
                     state.recipients[i] = .init(status: .pending, detail: f.reason, enhancedStatus: f.status, tlsDetail: tls)
+                    lifetimeVerdicts[i] = report.lifetimeExceeded
                 }
             }
         }
+        return lifetimeVerdicts
     }
 
-    private func finish(_ message: QueuedMessage, state inState: DeliveryState, domains: [String]) {
+    /// `lifetimeVerdicts`: for pending recipients, whether the attempt that
+    /// just ended judged the queue lifetime over. Its `delivery attempt`
+    /// line said `bounced` exactly then, so that verdict is final here; the
+    /// clock decides only for a recipient no attempt judged.
+    private func finish(_ message: QueuedMessage, state inState: DeliveryState, domains: [String], lifetimeVerdicts: [Int: Bool] = [:]) {
         var state = inState
         defer {
             inFlight.remove(message.id)
@@ -362,11 +371,11 @@ public final class QueueRunner: @unchecked Sendable {
         }
         let t = now()
         let lifetime = environment.config.queue.maxLifetime
-        if !state.isFinished && t - message.arrival >= lifetime {
-            for i in state.pendingIndexes {
+        let pastLifetime = state.pendingIndexes.filter { lifetimeVerdicts[$0] ?? (t - message.arrival >= lifetime) }
+        if !pastLifetime.isEmpty {
+            for i in pastLifetime {
                 let last = state.recipients[i].detail.isEmpty ? "delivery not possible" : state.recipients[i].detail
-                var status = state.recipients[i].enhancedStatus
-                status = status.isEmpty ? "5.4.7" : "5" + status.dropFirst()
+                let status = DeliveryFailure.statusAfterLifetime(state.recipients[i].enhancedStatus)
                 let tls = state.recipients[i].tlsDetail
                 var detail = "gave up after \(Self.duration(lifetime)) in the queue; last error: \(last)"
                 if !tls.isEmpty && tls != last { detail += "; TLS could not be had: \(tls)" }
