@@ -33,7 +33,14 @@ struct Run: ParsableCommand {
         let daemon = try Daemon(config: config, configPath: options.config, logger: logger)
         // Handlers first: the pid file written by start() invites SIGUSR1.
         daemon.installSignalHandlers(grace: Double(grace))
-        try daemon.start()
+        do {
+            try daemon.start()
+        } catch let e as ListenError {
+            // Listeners bound so far were closed; nothing was acknowledged.
+            logger.critical("not starting", metadata: ["problem": "\(e)"])
+            printError("relayd: \(e)")
+            throw ExitCode(1)
+        }
         dispatchMain()
     }
 }
