@@ -30,18 +30,36 @@ struct Run: ParsableCommand {
                                            "openssl": "\(TLSLibrary.runtimeVersion)", "c-ares": "\(CAresLibrary.runtimeVersion)"])
         signal(SIGPIPE, SIG_IGN)
 
-        let daemon = try Daemon(config: config, configPath: options.config, logger: logger)
-        // Handlers first: the pid file written by start() invites SIGUSR1.
+        let daemon: Daemon
+        do {
+            daemon = try Daemon(config: config, configPath: options.config, logger: logger)
+        } catch let held as SpoolLock.Held {
+            // Another relayd owns this spool: touch nothing, say who.
+            logger.critical("spool in use; not starting", metadata: ["problem": "\(held)"])
+            printError("relayd: \(held)")
+            throw ExitCode(1)
+        }
+        // Handlers first: start() tells `relayd queue` it may send SIGUSR1.
         daemon.installSignalHandlers(grace: Double(grace))
-        try daemon.start()
+        do {
+            try daemon.start()
+        } catch let e as ListenError {
+            // Listeners bound so far were closed; nothing was acknowledged.
+            logger.critical("not starting", metadata: ["problem": "\(e)"])
+            printError("relayd: \(e)")
+            throw ExitCode(1)
+        }
         dispatchMain()
     }
 }
 
-/// Process-level wiring: spool recovery, the inbound server, signals.
+/// Process-level wiring: the spool lock, spool recovery, the inbound
+/// server, signals.
 final class Daemon: @unchecked Sendable {
     let configPath: String
     let logger: Logger
+    /// Held for the life of the process: one relayd per spool.
+    let spoolLock: SpoolLock
     let spool: Spool
     let inbound: InboundServer
     let resolver: CAresResolver
@@ -57,6 +75,9 @@ final class Daemon: @unchecked Sendable {
         self.configPath = configPath
         self.started = config
         self.logger = logger
+        // Before anything touches the spool: recovery below would delete a
+        // live daemon's tmp/ files and take back its active/ messages.
+        spoolLock = try SpoolLock.acquire(spoolRoot: config.server.spoolDirectory)
         // Only the durability benchmark sets this: it measures what fsync
         // costs. It is an environment variable, not a config key, so it
         // cannot be left in a policy file by accident, and it is loud.
@@ -85,10 +106,15 @@ final class Daemon: @unchecked Sendable {
     func start() throws {
         try inbound.start()
         runner.start()
+        if !spoolLock.acceptRequests() {
+            logger.warning("cannot mark the spool lock; `relayd queue` will not reach this daemon",
+                           metadata: ["lock": "\(spoolLock.path)"])
+        }
         writePIDFile()
     }
 
-    /// spool/relayd.pid lets `relayd queue` find the daemon to wake it.
+    /// spool/relayd.pid, for people and service managers; written under
+    /// the spool lock. `relayd queue` asks the lock, not this file.
     private func writePIDFile() {
         let path = spool.root + "/relayd.pid"
         let text = "\(getpid())\n"
@@ -120,6 +146,7 @@ final class Daemon: @unchecked Sendable {
             exit(0)
         }
         stopping = true
+        spoolLock.withdrawRequests()
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
         runner.stop()
         inbound.stop(grace: grace) { [logger, spool] in

@@ -1,3 +1,4 @@
+import Testing
 import XCTest
 @testable import RelayCore
 
@@ -349,5 +350,59 @@ final class ServerSessionTests: XCTestCase {
         h.send("EHLO c\r\n")
         h.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.org>\r\nRCPT TO:<v@far.example>\r\nRCPT TO:<w@example.org>\r\nDATA\r\n")
         XCTAssertEqual(h.codes.suffix(5), [250, 250, 554, 250, 354])
+    }
+}
+
+/// ORCPT and ENVID are written into DSN header fields: a value that decodes
+/// to anything but printable ASCII (issue 18: CR LF added a line of the
+/// client's choosing to the bounce) is refused with 501 5.5.4.
+@Suite struct DSNParameterTests {
+    static let mx = ServerSessionConfiguration(hostname: "relay.test", relayDomains: ["example.org"])
+
+    @Test(arguments: [
+        "rfc822;x+0D+0A+0D+0AInjected-Line:+20yes",  // CR LF
+        "rfc822;x+0AInjected-Line:+20yes",            // bare LF
+        "rfc822;x+0DInjected-Line:+20yes",            // bare CR
+        "rfc822;x+00y@example.org",                   // NUL
+        "rfc822;x+09y@example.org",                   // TAB
+        "rfc822;x+7Fy@example.org",                   // DEL
+        "rfc822;x+C2+85Injected-Line:+20yes",         // NEL, as UTF-8
+        "rfc822;+C3+A9@example.org",                  // non-ASCII
+        "rfc822\u{e9};u+40example.org",              // addr-type not an atom
+        "(rfc822);u+40example.org",
+        ";u+40example.org",
+    ])
+    func hostileORCPTIsRefused(_ value: String) {
+        var h = SessionHarness(Self.mx)
+        h.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.org> ORCPT=\(value)\r\n")
+        #expect(h.finalReplies.last == "501 5.5.4 Bad ORCPT parameter")
+        h.send("DATA\r\nx\r\n.\r\n")
+        #expect(h.stored.isEmpty)
+    }
+
+    @Test(arguments: [
+        "a+0D+0AInjected-Line:+20yes",
+        "a+0Ab",
+        "a+00b",
+        "a+09b",
+        "a+C3+A9",
+    ])
+    func hostileENVIDIsRefused(_ value: String) {
+        var h = SessionHarness(Self.mx)
+        h.send("EHLO c\r\nMAIL FROM:<a@b.test> ENVID=\(value)\r\n")
+        #expect(h.finalReplies.last == "501 5.5.4 Bad ENVID parameter")
+    }
+
+    @Test(arguments: [
+        ("rfc822;u+40example.org", "rfc822;u@example.org"),
+        ("rfc822;+22odd+20user+22@example.org", "rfc822;\"odd user\"@example.org"),
+        ("utf-8;u+40example.org", "utf-8;u@example.org"),
+    ])
+    func printableORCPTIsKept(_ value: String, _ kept: String) {
+        var h = SessionHarness(Self.mx)
+        h.send("EHLO c\r\nMAIL FROM:<a@b.test> ENVID=id+20with+20space\r\n")
+        h.send("RCPT TO:<u@example.org> ORCPT=\(value)\r\nDATA\r\nx\r\n.\r\n")
+        #expect(h.stored.first?.0.recipients.first?.originalRecipient == kept)
+        #expect(h.stored.first?.0.envelopeID == "id with space")
     }
 }

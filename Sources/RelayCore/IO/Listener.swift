@@ -13,6 +13,7 @@ public final class Listener {
     private let fd: Int32
     private let source: any DispatchSourceRead
     private let queue: DispatchQueue
+    private var started = false
     private var stopped = false
     private var suspended = false
     /// Called on `queue` for each accepted connection.
@@ -34,15 +35,26 @@ public final class Listener {
         source.setCancelHandler { Glibc.close(fd) }
     }
 
-    public func start() { source.resume() }
+    public func start() {
+        guard !started, !stopped else { return }
+        started = true
+        source.resume()
+    }
 
     /// Stops accepting; the socket closes once the source is cancelled.
+    /// Also for a listener never started (another one failed to bind).
     public func stop() {
         guard !stopped else { return }
         stopped = true
         source.cancel()
-        // A suspended source never runs its cancel handler.
+        // A source never resumed, or suspended, never runs its cancel
+        // handler, and libdispatch traps when one is released (SIGILL).
+        if !started { started = true; source.resume() }
         if suspended { suspended = false; source.resume() }
+    }
+
+    deinit {
+        if !started { stop() }
     }
 
     private func acceptAll() {

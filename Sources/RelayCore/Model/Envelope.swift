@@ -84,6 +84,15 @@ public enum XText {
         return String(validating: out, as: UTF8.self)
     }
 
+    /// `decode`, refusing a value that decodes to anything but printable
+    /// ASCII (SP to "~"), as ENVID and ORCPT must (RFC 3461 §4.2, §4.4).
+    /// Both are written into DSN header fields, where a decoded CR LF
+    /// would start a line of the client's choosing.
+    public static func decodePrintable(_ s: String) -> String? {
+        guard let d = decode(s), d.utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7e }) else { return nil }
+        return d
+    }
+
     public static func encode(_ s: String) -> String {
         var out = ""
         for c in s.utf8 {

@@ -6,7 +6,9 @@
 // of a bounce), never for a recipient that asked NOTIFY=NEVER or a NOTIFY
 // list without FAILURE. The original message is returned as headers only
 // unless the sender asked RET=FULL: a bounce should not spread a body
-// further than it was meant to go.
+// further than it was meant to go. Every value that came from outside (a
+// client's ORCPT, an address, a server's reply text) passes `fieldText`,
+// so none can end a line and start one of its own.
 public enum DSN {
     public struct Failure: Sendable {
         public let recipientIndex: Int
@@ -38,7 +40,7 @@ public enum DSN {
         let date = ReceivedHeader.rfc5322Date(now)
         var text = ""
         text += "From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r\n"
-        text += "To: <\(sender)>\r\n"
+        text += "To: <\(fieldText(sender.description, unicode: true))>\r\n"
         text += "Subject: Undelivered Mail Returned to Sender\r\n"
         text += "Date: \(date)\r\n"
         text += "Message-ID: <\(id)@\(hostname)>\r\n"
@@ -53,7 +55,8 @@ public enum DSN {
         text += "Your message could not be delivered to one or more recipients.\r\n"
         text += "It was not sent to them; the reasons follow.\r\n\r\n"
         for f in reportable {
-            text += "<\(original.envelope.recipients[f.recipientIndex].mailbox)>: \(f.diagnostic)\r\n"
+            let mailbox = original.envelope.recipients[f.recipientIndex].mailbox.description
+            text += "<\(fieldText(mailbox, unicode: true))>: \(fieldText(f.diagnostic))\r\n"
         }
 
         text += "\r\n--\(boundary)\r\n"
@@ -65,12 +68,12 @@ public enum DSN {
         for f in reportable {
             let r = original.envelope.recipients[f.recipientIndex]
             text += "\r\n"
-            if let orcpt = r.originalRecipient { text += "Original-Recipient: \(orcpt)\r\n" }
-            text += "Final-Recipient: rfc822; \(r.mailbox)\r\n"
+            if let orcpt = r.originalRecipient { text += "Original-Recipient: \(fieldText(orcpt))\r\n" }
+            text += "Final-Recipient: rfc822; \(fieldText(r.mailbox.description, unicode: true))\r\n"
             text += "Action: failed\r\n"
-            text += "Status: \(f.status)\r\n"
-            if let mta = f.remoteMTA { text += "Remote-MTA: dns; \(mta)\r\n" }
-            text += "Diagnostic-Code: x-relayd; \(oneLine(f.diagnostic))\r\n"
+            text += "Status: \(statusCode(f.status))\r\n"
+            if let mta = f.remoteMTA { text += "Remote-MTA: dns; \(fieldText(mta))\r\n" }
+            text += "Diagnostic-Code: x-relayd; \(fieldText(f.diagnostic))\r\n"
         }
 
         text += "\r\n--\(boundary)\r\n"
@@ -97,8 +100,32 @@ public enum DSN {
         return body
     }
 
-    /// Folds a diagnostic into one header-safe line.
-    static func oneLine(_ s: String) -> String {
-        String(s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : Character($0) }).prefix(900).description
+    /// A value from outside made safe for one header line, at most `limit`
+    /// octets: a control character (C0, DEL, C1, the Unicode line and
+    /// paragraph separators) — and, unless `unicode`, any non-ASCII one —
+    /// is written as \x{HH}, RFC 6533's notation. Values are checked where
+    /// they enter (ORCPT, ENVID, reply parser); this is the second wall, for
+    /// queue files written before those checks and paths not yet thought of.
+    static func fieldText(_ s: String, unicode: Bool = false, limit: Int = 900) -> String {
+        var out = ""
+        var octets = 0
+        for c in s.unicodeScalars {
+            let v = c.value
+            let plain = (v >= 0x20 && v < 0x7f) || (unicode && v > 0x9f && v != 0x2028 && v != 0x2029)
+            let piece = plain ? String(c) : "\\x{\(String(v, radix: 16, uppercase: true))}"
+            octets += piece.utf8.count
+            if octets > limit { break }
+            out += piece
+        }
+        return out
+    }
+
+    /// An RFC 3463 status code, or 5.0.0 when what was recorded is not one.
+    static func statusCode(_ s: String) -> String {
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, ["2", "4", "5"].contains(parts[0]),
+              parts.dropFirst().allSatisfy({ (1...3).contains($0.utf8.count) && $0.utf8.allSatisfy { $0 >= 48 && $0 <= 57 } })
+        else { return "5.0.0" }
+        return s
     }
 }

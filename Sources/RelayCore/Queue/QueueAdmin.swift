@@ -2,8 +2,9 @@
 // runs. Reading is direct: queue files are immutable and state files are
 // replaced atomically. Changing is done by the daemon's queue runner, the
 // only writer of active messages: the CLI drops a request file into
-// spool/requests/ and wakes the daemon (SIGUSR1, pid from spool/relayd.pid);
-// with no daemon running the CLI applies the request itself.
+// spool/requests/ and wakes the daemon (SIGUSR1, to the pid SpoolLock names);
+// with no daemon running the CLI takes the spool lock and applies the
+// request itself.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -108,20 +109,34 @@ public struct QueueAdmin {
 
     // MARK: requests
 
-    /// The daemon's pid, if one is running on this spool.
-    public func daemonPID() -> Int32? {
-        guard let data = try? spool.readFileIfExists(spool.root + "/relayd.pid"),
-              let pid = Int32(String(decoding: data, as: UTF8.self).trimmingSpaces.filter { $0 != "\n" }), pid > 0,
-              kill(pid, 0) == 0 else { return nil }
-        return pid
+    /// Hands the request to the running daemon and waits (bounded) for it
+    /// to be carried out; with no daemon, takes the spool lock and carries
+    /// it out here. The only pid ever signalled is the one the kernel names
+    /// as holding the daemon's "takes requests" record (SpoolLock), never
+    /// one read from a file: a crashed daemon's pid file may now name an
+    /// unrelated process, which SIGUSR1 would kill.
+    public func submit(_ request: QueueRequest, timeoutSeconds: Double = 10) throws -> String {
+        let deadline = Self.monotonicSeconds() + timeoutSeconds
+        while true {
+            switch try SpoolLock.probe(spoolRoot: spool.root) {
+            case .acquired(let lock):
+                defer { lock.release() }
+                return try apply(request, inFlight: [])
+            case .daemon(let pid):
+                return try hand(request, to: pid, timeoutSeconds: timeoutSeconds)
+            case .busy(let owner):
+                // A daemon starting or stopping, or another `relayd queue`:
+                // wait for it to take requests or to go away.
+                guard Self.monotonicSeconds() < deadline else {
+                    let who = owner.map { "pid \($0)" } ?? "another process"
+                    throw SystemError("spool \(spool.root) is locked by \(who), which takes no queue requests; try again", EAGAIN)
+                }
+                usleep(100_000)
+            }
+        }
     }
 
-    /// Hands the request to the running daemon and waits (bounded) for it
-    /// to be carried out; with no daemon, carries it out here.
-    public func submit(_ request: QueueRequest, timeoutSeconds: Double = 10) throws -> String {
-        guard let pid = daemonPID() else {
-            return try apply(request, inFlight: [])
-        }
+    private func hand(_ request: QueueRequest, to pid: pid_t, timeoutSeconds: Double) throws -> String {
         try Spool.makeDirectory(requestDirectory)
         let name = QueueID.generate()
         let tmp = spool.path(.tmp, name + ".req")
@@ -139,6 +154,12 @@ public struct QueueAdmin {
             waited += 0.05
         }
         throw SystemError("relayd (pid \(pid)) did not take the request within \(Int(timeoutSeconds))s", ETIMEDOUT)
+    }
+
+    static func monotonicSeconds() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 
     /// Pending request files, oldest first (the daemon's side).

@@ -83,6 +83,8 @@ public struct ReplyParser: Sendable {
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0] == Substring(String(cls)),
               parts[1].count <= 3, parts[2].count <= 3, !parts[1].isEmpty, !parts[2].isEmpty else { return false }
-        return parts.dropFirst().allSatisfy { $0.allSatisfy(\.isNumber) }
+        // ASCII digits only: Character.isNumber also takes "٣" and "½", and
+        // the code is copied into DSN Status fields.
+        return parts.dropFirst().allSatisfy { $0.utf8.allSatisfy { $0 >= 48 && $0 <= 57 } }
     }
 }

@@ -202,7 +202,8 @@ extension ServerSession {
                 }
                 env.ret = r
             case ("ENVID", let v?):
-                guard env.envelopeID == nil, v.utf8.count <= 100, let id = XText.decode(v) else {
+                // Printable ASCII only (RFC 3461 §4.4): the value goes into DSNs.
+                guard env.envelopeID == nil, v.utf8.count <= 100, let id = XText.decodePrintable(v) else {
                     return reject(Reply(501, "5.5.4", "Bad ENVID parameter"))
                 }
                 env.envelopeID = id
@@ -266,8 +267,12 @@ extension ServerSession {
                 if list.contains(.never) && list.count > 1 { return reject(Reply(501, "5.5.4", "NOTIFY=NEVER stands alone")) }
                 notify = list
             case ("ORCPT", let v?):
+                // addr-type is an atom, the address printable ASCII once
+                // decoded: both are written into DSN header fields, where a
+                // decoded CR LF would add lines of the client's choosing.
                 guard orcpt == nil, v.utf8.count <= 500, let semi = v.firstIndex(of: ";"),
-                      let decoded = XText.decode(String(v[v.index(after: semi)...])), !decoded.isEmpty else {
+                      !v[..<semi].isEmpty, v[..<semi].unicodeScalars.allSatisfy({ $0.isASCII && Mailbox.isAtext($0) }),
+                      let decoded = XText.decodePrintable(String(v[v.index(after: semi)...])), !decoded.isEmpty else {
                     return reject(Reply(501, "5.5.4", "Bad ORCPT parameter"))
                 }
                 orcpt = String(v[..<semi]) + ";" + decoded

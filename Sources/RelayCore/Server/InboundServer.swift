@@ -8,6 +8,20 @@
 // the SpoolCommitter (group commit); password checks on `authQueue`.
 import Dispatch
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A listener that could not be bound: "cannot listen on 127.0.0.1:25:
+/// Address already in use".
+public struct ListenError: Error, CustomStringConvertible {
+    public let address: HostPort
+    public let reason: any Error
+    public var description: String {
+        let why = (reason as? SystemError).map { String(cString: strerror($0.code)) } ?? "\(reason)"
+        return "cannot listen on \(address): \(why)"
+    }
+}
 
 public final class InboundServer: @unchecked Sendable {
     public let logger: Logger
@@ -49,7 +63,7 @@ public final class InboundServer: @unchecked Sendable {
                 } catch {
                     for (bound, _) in listeners { bound.stop() }
                     listeners = []
-                    throw error
+                    throw ListenError(address: l.address, reason: error)
                 }
             }
             for (listener, l) in listeners {
