@@ -148,7 +148,7 @@ final class ClientSessionTests: XCTestCase {
 
         var m = ClientHarness(config(.opportunistic))
         m.server("220 hi\r\n" + ehloNoTLS + "553 5.7.1 sender refused\r\n503 5.5.1 no\r\n503 5.5.1 no\r\n")
-        XCTAssertEqual(m.outcome, .failed(.rejected(Reply(553, "5.7.1", "sender refused"), stage: "MAIL")))
+        XCTAssertEqual(m.outcome, .failed(.rejected(Reply(553, "5.7.1", "sender refused"), stage: .mail)))
         XCTAssertFalse(m.commands.contains("DATA"))
     }
 
@@ -237,10 +237,10 @@ final class ClientSessionTests: XCTestCase {
         var h = ClientHarness(config(.opportunistic))
         h.server("220 hi\r\n")
         h.apply(h.session.connectionClosed())
-        XCTAssertEqual(h.outcome, .failed(.connectionLost(stage: "ehlo")))
+        XCTAssertEqual(h.outcome, .failed(.connectionLost(stage: .ehlo)))
         var t = ClientHarness(config(.opportunistic))
         t.apply(t.session.timedOut())
-        XCTAssertEqual(t.outcome, .failed(.timeout(stage: "greeting")))
+        XCTAssertEqual(t.outcome, .failed(.timeout(stage: .greeting)))
     }
 }
 
@@ -300,7 +300,7 @@ final class ClientSessionReuseTests: XCTestCase {
         refused.session = ClientSession(configuration: config(keepAlive: true), reusing: [:], tlsActive: true)
         refused.apply(refused.session.start())
         refused.server("421 4.4.2 idle too long\r\n")
-        XCTAssertEqual(refused.outcome, .failed(.connectionLost(stage: "reuse")))
+        XCTAssertEqual(refused.outcome, .failed(.keptConnectionLost))
     }
 
     func testWithoutKeepAliveTheSessionQuits() {

@@ -118,3 +118,21 @@ private func poolKey(address: String = "192.0.2.1", port: UInt16 = 25, tls: TLSR
         #expect(pool.take(poolKey()) == nil)
     }
 }
+
+@Suite struct KeptConnectionOutcomes {
+    static let config = ClientSessionConfiguration(
+        heloName: "relay.test", tls: .required,
+        envelope: Envelope(sender: .null, origin: .init(clientAddress: "127.0.0.1", heloName: "c", esmtp: true,
+                                                      authenticatedUser: nil, tlsVersion: nil, tlsCipher: nil, tlsBits: nil)),
+        bodySize: 10, keepAlive: true)
+
+    @Test("a kept connection that closes during RSET, or refuses it, fails as kept-connection-lost (retry fresh)",
+          arguments: ["close", "refuse"])
+    func keptConnection(_ how: String) {
+        var session = ClientSession(configuration: Self.config, reusing: ["PIPELINING": ""], tlsActive: true)
+        let started = session.start()
+        #expect(started == [.send(Array("RSET\r\n".utf8))])
+        let actions = how == "close" ? session.connectionClosed() : session.receive(Array("421 4.4.2 bye\r\n".utf8))
+        #expect(actions.contains(.finished(.failed(.keptConnectionLost))), "\(actions)")
+    }
+}

@@ -54,7 +54,7 @@ final class ClientRun: ConnectionDelegate {
             // The server may have closed it between the pool and here: that
             // says nothing about the hop, and the caller goes fresh.
             guard connection.isOpen else {
-                finish(.failed(.connectionLost(stage: "reuse")))
+                finish(.failed(.keptConnectionLost))
                 selfRetain = nil
                 return
             }

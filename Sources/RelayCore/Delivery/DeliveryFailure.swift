@@ -13,16 +13,29 @@ public struct DeliveryFailure: Error, Equatable, Sendable, CustomStringConvertib
     /// RFC 3463 enhanced status code for the DSN, e.g. "4.4.1", "5.7.10".
     public let status: String
     public let reason: String
-    /// Whether TLS policy (not the network or the remote's verdict) failed.
-    public let tlsPolicy: Bool
+    /// What failed, as far as the choice between next address, fallback,
+    /// drop and defer cares.
+    public enum Cause: Equatable, Sendable {
+        /// TLS policy: STARTTLS missing or refused, a failed handshake, a
+        /// certificate that does not verify.
+        case tlsPolicy
+        /// No connection, or it was lost: says nothing about the hop's TLS.
+        case unreachable
+        /// Anything else: the remote's verdict, a timeout, the message.
+        case other
+    }
+    public let cause: Cause
     /// The remote's reply, when there was one.
     public let remoteReply: Reply?
 
-    public init(_ kind: Kind, status: String, reason: String, tlsPolicy: Bool = false, remoteReply: Reply? = nil) {
+    /// Whether TLS policy (not the network or the remote's verdict) failed.
+    public var tlsPolicy: Bool { cause == .tlsPolicy }
+
+    public init(_ kind: Kind, status: String, reason: String, cause: Cause = .other, remoteReply: Reply? = nil) {
         self.kind = kind
         self.status = status
         self.reason = reason
-        self.tlsPolicy = tlsPolicy
+        self.cause = cause
         self.remoteReply = remoteReply
     }
 

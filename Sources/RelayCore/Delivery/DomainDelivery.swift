@@ -195,7 +195,7 @@ public final class DomainDelivery: @unchecked Sendable {
                     env.queue.async { [self] in
                         // A kept connection that turned out dead or refused
                         // RSET proves nothing about the hop: go fresh.
-                        if case .failed(.connectionLost(let stage)) = result.outcome, stage == "reuse" || stage == "rset" {
+                        if case .failed(.keptConnectionLost) = result.outcome {
                             connectFresh(hop, tls: tls, key: key, completion: completion)
                         } else {
                             completion(result)
@@ -225,7 +225,7 @@ public final class DomainDelivery: @unchecked Sendable {
                           timeoutSeconds: env.config.outbound.connectTimeout, queue: env.queue) { [self] r in
             switch r {
             case .failure(let e):
-                completion(ClientRunResult(outcome: .failed(.connectionLost(stage: "connect: \(e)")), tls: nil, tlsFailure: nil))
+                completion(ClientRunResult(outcome: .failed(.connectFailed("\(e)")), tls: nil, tlsFailure: nil))
             case .success(let fd):
                 let connection = Connection(fd: fd, peer: hop.address, queue: env.queue)
                 ClientRun(configuration: sessionConfiguration(hop, tls: tls), body: message.body, connection: connection,
@@ -284,12 +284,12 @@ public final class DomainDelivery: @unchecked Sendable {
         let at = "\(hop.host)[\(hop.address)]:\(hop.port)"
         switch f {
         case .tlsNotOffered:
-            return DeliveryFailure(.transient, status: "4.7.10", reason: "TLS not offered by \(at) (policy \(hop.level.rawValue))", tlsPolicy: true)
+            return DeliveryFailure(.transient, status: "4.7.10", reason: "TLS not offered by \(at) (policy \(hop.level.rawValue))", cause: .tlsPolicy)
         case .tlsRefused(let r):
-            return DeliveryFailure(.transient, status: "4.7.10", reason: "STARTTLS refused by \(at): \(r)", tlsPolicy: true, remoteReply: r)
+            return DeliveryFailure(.transient, status: "4.7.10", reason: "STARTTLS refused by \(at): \(r)", cause: .tlsPolicy, remoteReply: r)
         case .tls(let t):
             let status = (t.kind == .certificateUntrusted || t.kind == .hostnameMismatch) ? "4.7.15" : "4.7.5"
-            return DeliveryFailure(.transient, status: status, reason: "TLS with \(at) failed: \(t.kind.rawValue): \(t.detail)", tlsPolicy: true)
+            return DeliveryFailure(.transient, status: status, reason: "TLS with \(at) failed: \(t.kind.rawValue): \(t.detail)", cause: .tlsPolicy)
         case .greeting(let r):
             return DeliveryFailure(.transient, status: r.enhanced.map { "4" + $0.dropFirst() } ?? "4.4.2",
                                    reason: "\(at) greeted with \(r)", remoteReply: r)
@@ -300,10 +300,16 @@ public final class DomainDelivery: @unchecked Sendable {
             return DeliveryFailure(.transient, status: "4.7.8", reason: "\(at) refused our AUTH: \(r)", remoteReply: r)
         case .protocolError(let s):
             return DeliveryFailure(.transient, status: "4.5.0", reason: "protocol error with \(at): \(s)")
+        case .connectFailed(let why):
+            return DeliveryFailure(.transient, status: "4.4.1", reason: "\(at): connect: \(why)", cause: .unreachable)
         case .connectionLost(let stage):
-            return DeliveryFailure(.transient, status: "4.4.1", reason: "\(at): \(stage)")
+            return DeliveryFailure(.transient, status: "4.4.1", reason: "\(at): connection lost during \(stage.rawValue)",
+                                   cause: .unreachable)
+        case .keptConnectionLost:
+            return DeliveryFailure(.transient, status: "4.4.1", reason: "\(at): kept connection no longer usable",
+                                   cause: .unreachable)
         case .timeout(let stage):
-            return DeliveryFailure(.transient, status: "4.4.2", reason: "\(at): timeout during \(stage)")
+            return DeliveryFailure(.transient, status: "4.4.2", reason: "\(at): timeout during \(stage.rawValue)")
         case .needsSMTPUTF8:
             return DeliveryFailure(.permanent, status: "5.6.7", reason: "\(at) does not support SMTPUTF8, which this message needs")
         case .messageTooBig(let limit):
@@ -317,7 +323,7 @@ public final class DomainDelivery: @unchecked Sendable {
         // If each address that answered failed on TLS, the domain cannot
         // give us TLS right now: the level decides.
         let tlsOnly = !failures.isEmpty && failures.contains { $0.tlsPolicy }
-            && failures.allSatisfy { $0.tlsPolicy || $0.status == "4.4.1" }
+            && failures.allSatisfy { $0.cause == .tlsPolicy || $0.cause == .unreachable }
         let last = failures.last(where: \.tlsPolicy) ?? failures.last
             ?? DeliveryFailure(.transient, status: "4.4.4", reason: "no addresses to try")
         let detail = failures.last?.description ?? last.description

@@ -50,10 +50,16 @@ public enum ClientFailure: Equatable, Sendable, CustomStringConvertible {
     case tls(TLSFailure)
     case authRejected(Reply)
     /// MAIL, DATA or the final reply refused the whole message.
-    case rejected(Reply, stage: String)
+    case rejected(Reply, stage: ClientSession.Stage)
     case protocolError(String)
-    case connectionLost(stage: String)
-    case timeout(stage: String)
+    /// No connection could be made to the address (the reason from connect).
+    case connectFailed(String)
+    case connectionLost(stage: ClientSession.Stage)
+    /// A connection kept from an earlier transaction was closed or refused
+    /// RSET: it says nothing about the next hop, and the caller tries a
+    /// fresh connection.
+    case keptConnectionLost
+    case timeout(stage: ClientSession.Stage)
     /// The message needs SMTPUTF8 and the server does not offer it.
     case needsSMTPUTF8
     case messageTooBig(limit: Int)
@@ -65,10 +71,12 @@ public enum ClientFailure: Equatable, Sendable, CustomStringConvertible {
         case .tlsRefused(let r): return "STARTTLS refused: \(r)"
         case .tls(let f): return "TLS failed: \(f)"
         case .authRejected(let r): return "AUTH rejected: \(r)"
-        case .rejected(let r, let stage): return "\(stage) rejected: \(r)"
+        case .rejected(let r, let stage): return "\(stage.rawValue.uppercased()) rejected: \(r)"
         case .protocolError(let s): return "protocol error: \(s)"
-        case .connectionLost(let stage): return "connection lost during \(stage)"
-        case .timeout(let stage): return "timeout during \(stage)"
+        case .connectFailed(let why): return "connect: \(why)"
+        case .connectionLost(let stage): return "connection lost during \(stage.rawValue)"
+        case .keptConnectionLost: return "kept connection no longer usable"
+        case .timeout(let stage): return "timeout during \(stage.rawValue)"
         case .needsSMTPUTF8: return "message needs SMTPUTF8, which the server does not support"
         case .messageTooBig(let limit): return "message larger than the server's SIZE limit \(limit)"
         }
@@ -100,7 +108,8 @@ public enum ClientAction: Equatable, Sendable {
 }
 
 public struct ClientSession: Sendable {
-    enum Stage: String, Sendable {
+    /// Where in the dialogue the session is; failures name it.
+    public enum Stage: String, Equatable, Sendable {
         case greeting, ehlo, helo, starttls, handshake, auth, rset, mail, rcpt, data, body, done
     }
 
@@ -113,6 +122,9 @@ public struct ClientSession: Sendable {
     var pendingRcpt: [Int] = []
     var mailAccepted = false
     var rcptReplies: [Int: Reply] = [:]
+    /// MAIL was refused while RCPTs were already pipelined behind it: their
+    /// replies are read, then the message fails with this reply.
+    var mailRefusal: Reply?
     var accepted: [Int] = []
     /// Set when a 5xx to EHLO sent us to HELO.
     var heloFallback = false
@@ -201,12 +213,12 @@ public struct ClientSession: Sendable {
             // policy (plaintext retry, defer, drop) must see it as one.
             return [.finished(.failed(.tls(TLSFailure(kind: .peerClosed, detail: "connection closed during the TLS handshake"))))]
         }
-        return [.finished(.failed(.connectionLost(stage: s.rawValue)))]
+        return [.finished(.failed(s == .rset ? .keptConnectionLost : .connectionLost(stage: s)))]
     }
 
     public mutating func timedOut() -> [ClientAction] {
         guard stage != .done else { return [] }
-        let s = stage.rawValue
+        let s = stage
         stage = .done
         return [.close, .finished(.failed(.timeout(stage: s)))]
     }
@@ -230,9 +242,9 @@ public struct ClientSession: Sendable {
                 return [send("HELO \(configuration.heloName)")]
             }
             return quitFailing(reply.isPermanent && configuration.tls == .required ? .tlsNotOffered
-                               : .rejected(reply, stage: "EHLO"))
+                               : .rejected(reply, stage: .ehlo))
         case .helo:
-            guard reply.code == 250 else { return quitFailing(.rejected(reply, stage: "HELO")) }
+            guard reply.code == 250 else { return quitFailing(.rejected(reply, stage: .helo)) }
             return startTransaction()
         case .starttls:
             if reply.code == 220 {
@@ -249,30 +261,31 @@ public struct ClientSession: Sendable {
         case .rset:
             // A kept connection the server no longer wants: the caller
             // retries on a fresh one.
-            guard reply.code == 250 else { return quitFailing(.connectionLost(stage: "reuse")) }
+            guard reply.code == 250 else { return quitFailing(.keptConnectionLost) }
             return startTransaction()
         case .mail:
             mailAccepted = reply.code == 250
-            if !mailAccepted && (!pipelining || pendingRcpt.isEmpty) { return quitFailing(.rejected(reply, stage: "MAIL")) }
+            if !mailAccepted && (!pipelining || pendingRcpt.isEmpty) { return quitFailing(.rejected(reply, stage: .mail)) }
             if !mailAccepted {
                 // Pipelined RCPT replies still arrive; remember why.
-                rcptReplies[-1] = reply
+                mailRefusal = reply
             }
             stage = .rcpt
             return pipelining ? [] : nextRcpt()
         case .rcpt:
             guard !pendingRcpt.isEmpty else { return fail(.protocolError("unexpected reply \(reply)")) }
             let index = pendingRcpt.removeFirst()
-            if let mailReply = rcptReplies[-1] {
+            if let mailReply = mailRefusal {
                 rcptReplies[index] = mailReply
             } else {
                 rcptReplies[index] = reply
                 if reply.code == 250 || reply.code == 251 { accepted.append(index) }
             }
-            if !pipelining && !pendingRcpt.isEmpty && rcptReplies[-1] == nil { return nextRcpt() }
+            if !pipelining && !pendingRcpt.isEmpty && mailRefusal == nil { return nextRcpt() }
             guard pendingRcpt.isEmpty else { return [] }
-            if let mailReply = rcptReplies.removeValue(forKey: -1) {
-                return quitFailing(.rejected(mailReply, stage: "MAIL"))
+            if let mailReply = mailRefusal {
+                mailRefusal = nil
+                return quitFailing(.rejected(mailReply, stage: .mail))
             }
             if accepted.isEmpty { return quitCompleting() }
             stage = .data
