@@ -49,7 +49,10 @@ public struct TLSSessionInfo: Equatable, Sendable {
     /// Whether the key exchange was ephemeral (ECDHE, DHE, any TLS 1.3
     /// suite): a later leak of the server's key cannot decrypt this session.
     public let forwardSecret: Bool
-    public let peerChain: [PeerCertificate]
+    /// Certificates the peer presented (the client side counts the leaf).
+    /// Their names and DER are read only on request, with
+    /// `TLSConnection.peerCertificates()`: nothing on the mail path needs them.
+    public let peerChainLength: Int
     public let verification: TLSVerification
     public let resumed: Bool
 }
@@ -211,9 +214,9 @@ public final class TLSConnection {
             return record(TLSFailure(kind: .protocolBelowFloor, detail: "negotiated \(version)"))
         }
 
-        let chain = peerChain()
+        let chainLength = peerChainLength()
         let verification: TLSVerification
-        if chain.isEmpty {
+        if chainLength == 0 {
             verification = .noPeerCertificate
         } else {
             let code = Int(relayd_ssl_get_verify_result(ssl))
@@ -223,14 +226,24 @@ public final class TLSConnection {
                                      cipher: cipherName,
                                      cipherBits: Int(bits),
                                      forwardSecret: cipherPtr.map(TLSCipherPolicy.isForwardSecret) ?? false,
-                                     peerChain: chain,
+                                     peerChainLength: chainLength,
                                      verification: verification,
                                      resumed: SSL_session_reused(ssl) == 1)
         handshakeDone = true
         return .complete
     }
 
-    private func peerChain() -> [PeerCertificate] {
+    private func peerChainLength() -> Int {
+        if isClient { return Int(relayd_sk_x509_num(SSL_get_peer_cert_chain(ssl))) }
+        guard let leaf = SSL_get1_peer_certificate(ssl) else { return 0 }
+        X509_free(leaf)
+        return 1
+    }
+
+    /// The peer's certificates, leaf first, with names and DER: encoded
+    /// now, on request, not on every handshake.
+    public func peerCertificates() -> [PeerCertificate] {
+        guard handshakeDone else { return [] }
         var result: [PeerCertificate] = []
         if isClient {
             // The client-side chain includes the leaf.
