@@ -20,6 +20,13 @@ public protocol ConnectionDelegate: AnyObject {
     func connectionTimedOut(_ connection: Connection)
     /// Always the last call; `reason` says why ("closed", "peer closed", an error).
     func connectionClosed(_ connection: Connection, reason: String)
+    /// The socket took everything queued after it had pushed back: a sender
+    /// pacing itself by `unsentBytes` may queue more. Optional.
+    func connectionDrained(_ connection: Connection)
+}
+
+extension ConnectionDelegate {
+    public func connectionDrained(_ connection: Connection) {}
 }
 
 public final class Connection {
@@ -144,7 +151,13 @@ public final class Connection {
         if closeWhenFlushed { teardown(reason: "closed") }
     }
 
-    private func writable() { flush() }
+    /// Output queued but not yet taken by the socket (ciphertext under TLS).
+    public var unsentBytes: Int { outbox.count - outboxOffset }
+
+    private func writable() {
+        flush()
+        if !tornDown && unsentBytes == 0 { delegate?.connectionDrained(self) }
+    }
 
     // MARK: input
 
