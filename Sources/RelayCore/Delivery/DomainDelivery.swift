@@ -70,14 +70,14 @@ public final class DomainDelivery: @unchecked Sendable {
     }
 
     let env: DeliveryEnvironment
-    let message: QueuedMessage
+    let message: SpooledMessage
     let domain: String
     let indexes: [Int]
     let decision: PolicyDecision
     private var completion: ((DomainDeliveryReport) -> Void)?
     private var failures: [DeliveryFailure] = []
 
-    public init(env: DeliveryEnvironment, message: QueuedMessage, domain: String, recipientIndexes: [Int]) {
+    public init(env: DeliveryEnvironment, message: SpooledMessage, domain: String, recipientIndexes: [Int]) {
         self.env = env
         self.message = message
         self.domain = DNSName.normalize(domain)
@@ -216,6 +216,12 @@ public final class DomainDelivery: @unchecked Sendable {
     }
 
     func handle(_ result: ClientRunResult, hop: Hop, rest: ArraySlice<Hop>) {
+        if let bad = result.bodyFailure {
+            // The queue file, not the hop: no other address would do better.
+            let f = DeliveryFailure(.transient, status: "4.3.0", reason: "message body unreadable: \(bad)")
+            logAttempt(hop, result, outcome: "failed", detail: f.description)
+            return finishAll(.failed(f))
+        }
         switch result.outcome {
         case .completed(let replies):
             logAttempt(hop, result, outcome: "completed", detail: replies.values.map(\.description).sorted().first ?? "")
