@@ -99,7 +99,7 @@ import Testing
         envelope.recipients = [Envelope.Recipient(mailbox: Mailbox.parseForwardPath("<user@\(domain)>")!)]
         let message = QueuedMessage(id: "TESTID", arrival: now - age, envelope: envelope, body: Array("x\r\n".utf8))
         let report = await withCheckedContinuation { done in
-            DomainDelivery(env: env, message: message, domain: domain, recipientIndexes: [0]).run { done.resume(returning: $0) }
+            DomainDelivery(env: env, message: SpooledMessage(message), domain: domain, recipientIndexes: [0]).run { done.resume(returning: $0) }
         }
         return (report, lines.all.filter { $0.contains("msg=\"delivery attempt\"") })
     }

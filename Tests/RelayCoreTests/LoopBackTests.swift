@@ -192,7 +192,7 @@ struct LoopRoute: CustomTestStringConvertible, Sendable {
         let done = DispatchSemaphore(value: 0)
         final class Box: @unchecked Sendable { var report: DomainDeliveryReport? }
         let box = Box()
-        DomainDelivery(env: env, message: message, domain: "far.example", recipientIndexes: [0]).run { report in
+        DomainDelivery(env: env, message: SpooledMessage(message), domain: "far.example", recipientIndexes: [0]).run { report in
             box.report = report
             done.signal()
         }

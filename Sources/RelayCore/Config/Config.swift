@@ -114,6 +114,19 @@ public struct Config: Sendable {
         public let maxLifetime: Int
         /// New mail is refused (452 4.3.1) below this much free space.
         public let minFreeSpace: Int
+        /// Bytes of message bodies the queue runner may hold in memory
+        /// (handed over by the inbound side, waiting or being delivered);
+        /// everything else is streamed from the spool.
+        public let memoryBudget: Int
+
+        public init(retrySchedule: [Int], maxLifetime: Int, minFreeSpace: Int, memoryBudget: Int = Queue.defaultMemoryBudget) {
+            self.retrySchedule = retrySchedule
+            self.maxLifetime = maxLifetime
+            self.minFreeSpace = minFreeSpace
+            self.memoryBudget = memoryBudget
+        }
+
+        public static let defaultMemoryBudget = 128 * 1024 * 1024
     }
 
     public struct DNS: Sendable {
@@ -122,6 +135,7 @@ public struct Config: Sendable {
     }
 
     public struct Limits: Sendable {
+        /// At most `maxMessageSizeCap`.
         public let maxMessageSize: Int
         public let maxRecipients: Int
         public let maxConnections: Int
@@ -144,6 +158,13 @@ public struct Config: Sendable {
         /// relayd adds (Postfix's hopcount_limit): more is a mail loop,
         /// refused at DATA or, once queued, bounced with 5.4.6.
         public let maxHops: Int
+
+        /// The hard upper limit of `max_message_size`: 512 MiB. Well under
+        /// 2 GiB, so no size, count or offset of a message, dot-stuffed or
+        /// wrapped in a bounce, comes near Int32 (OpenSSL's counts); and the
+        /// inbound side still holds a message in memory while receiving it,
+        /// so this bounds what one session can make relayd hold.
+        public static let maxMessageSizeCap = 512 * 1024 * 1024
     }
 
     public struct Log: Sendable {

@@ -302,7 +302,13 @@ struct ConfigBuilder {
                 if v >= 0 { minFree = v } else { diagnostics.report(q.keyPath("min_free_space"), "must not be negative"); ok = false }
             } else { ok = false }
         }
-        return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime, minFreeSpace: minFree) : nil
+        var budget = defaults.memoryBudget
+        if q.table.contains(key: "memory_budget") {
+            if let v = q.int("memory_budget") {
+                if v >= 0 { budget = v } else { diagnostics.report(q.keyPath("memory_budget"), "must not be negative"); ok = false }
+            } else { ok = false }
+        }
+        return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime, minFreeSpace: minFree, memoryBudget: budget) : nil
     }
 
     func buildDNS() -> Config.DNS? {
@@ -343,8 +349,14 @@ struct ConfigBuilder {
         if l.table.contains(key: "session_timeout") {
             if let d = duration(l, "session_timeout") { sessionTimeout = d } else { ok = false }
         }
+        let maxSize = positive("max_message_size", defaults.maxMessageSize)
+        if maxSize > Config.Limits.maxMessageSizeCap {
+            diagnostics.report(l.keyPath("max_message_size"),
+                               "must be at most \(Config.Limits.maxMessageSizeCap) (512 MiB), found \(maxSize)")
+            ok = false
+        }
         let limits = Config.Limits(
-            maxMessageSize: positive("max_message_size", defaults.maxMessageSize),
+            maxMessageSize: maxSize,
             maxRecipients: positive("max_recipients", defaults.maxRecipients),
             maxConnections: positive("max_connections", defaults.maxConnections),
             maxConnectionsPerIP: positive("max_connections_per_ip", defaults.maxConnectionsPerIP),

@@ -92,14 +92,14 @@ public final class DomainDelivery: @unchecked Sendable {
     }
 
     let env: DeliveryEnvironment
-    let message: QueuedMessage
+    let message: SpooledMessage
     let domain: String
     let indexes: [Int]
     let decision: PolicyDecision
     private var completion: ((DomainDeliveryReport) -> Void)?
     private var failures: [DeliveryFailure] = []
 
-    public init(env: DeliveryEnvironment, message: QueuedMessage, domain: String, recipientIndexes: [Int]) {
+    public init(env: DeliveryEnvironment, message: SpooledMessage, domain: String, recipientIndexes: [Int]) {
         self.env = env
         self.message = message
         self.domain = DNSName.normalize(domain)
@@ -236,6 +236,11 @@ public final class DomainDelivery: @unchecked Sendable {
     }
 
     func handle(_ result: ClientRunResult, hop: Hop, rest: ArraySlice<Hop>) {
+        if let bad = result.bodyFailure {
+            // The queue file, not the hop: no other address would do better.
+            let f = DeliveryFailure(.transient, status: "4.3.0", reason: "message body unreadable: \(bad)")
+            return concludeAll(.failed(f), hop: hop, run: result, detail: f.description)
+        }
         switch result.outcome {
         case .completed(let replies):
             var results: [Int: RecipientResult] = [:]

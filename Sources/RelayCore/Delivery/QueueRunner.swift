@@ -7,7 +7,9 @@
 // every recipient has a final outcome (at-least-once delivery).
 //
 // All bookkeeping runs on one serial queue; deliveries run concurrently on
-// their own queues, bounded globally and per domain.
+// their own queues, bounded globally and per domain. Bodies held in memory
+// are bounded by `[queue] memory_budget` (BodyCache); the rest are read
+// from the spool as they are sent.
 import Dispatch
 import Logging
 #if canImport(Glibc)
@@ -32,6 +34,7 @@ public final class QueueRunner: @unchecked Sendable {
                 jitter: @escaping @Sendable (Int) -> Int = { base in Int.random(in: 0...max(1, base / 10)) }) {
         self.spool = spool
         self.environment = environment
+        self.cache = BodyCache(budget: environment.config.queue.memoryBudget)
         self.logger = logger
         self.now = now
         self.jitter = jitter
@@ -51,14 +54,14 @@ public final class QueueRunner: @unchecked Sendable {
 
     /// New mail arrived (its id, when the caller knows it), or the operator
     /// asked for something. The inbound side may hand over the message it
-    /// just made durable, which saves reading the file back (bounded cache;
-    /// anything not cached is read from disk as usual).
+    /// just made durable, which saves reading the file back (kept within
+    /// the memory budget; anything not kept is read from disk as usual).
     public func wake(queued id: String? = nil, message: QueuedMessage? = nil) {
         queue.async { [self] in
             if let id, QueueID.isValid(id), !known.contains(id) {
                 known.insert(id)
                 fresh.append(id)
-                if let message, message.id == id, handedOver.count < 1000 { handedOver[id] = message }
+                if let message, message.id == id { cache.offer(message) }
             } else if id == nil {
                 // SIGUSR1: an operator request is waiting.
                 processRequests()
@@ -74,6 +77,7 @@ public final class QueueRunner: @unchecked Sendable {
         queue.async { [self] in
             let old = environment.pool
             environment = env
+            cache.setBudget(env.config.queue.memoryBudget)
             if let old, old !== env.pool { old.closeIdle() }
             applied?()
         }
@@ -97,7 +101,7 @@ public final class QueueRunner: @unchecked Sendable {
     /// Destination domains of messages waiting for a per-domain slot.
     private var waitingDomains: [String: Set<String>] = [:]
     /// Fresh messages as the inbound side wrote them (see wake).
-    private var handedOver: [String: QueuedMessage] = [:]
+    private var cache: BodyCache
     /// Per destination domain at its limit: the fresh ids waiting for it.
     private var blocked: [String: [String]] = [:]
     /// Ids released from a domain's line, tried before other fresh mail.
@@ -210,7 +214,7 @@ public final class QueueRunner: @unchecked Sendable {
         }
         if requestsApplied {
             known.subtract(known.filter { !inFlight.contains($0) })
-            handedOver = [:]
+            cache.dropWaiting()
             fresh = []
             freshHead = 0
             blocked = [:]
@@ -227,21 +231,23 @@ public final class QueueRunner: @unchecked Sendable {
     @discardableResult
     private func begin(_ id: String, from folder: Spool.Folder) -> Bool {
         guard !inFlight.contains(id) else { return true }
-        let message: QueuedMessage
+        let message: SpooledMessage
+        // A kept body is used only while its file is where it should be
+        // (the operator may have deleted or moved it).
+        let kept = folder == .incoming ? cache.peek(id) : nil
         do {
-            if folder == .incoming, let m = handedOver.removeValue(forKey: id), access(spool.path(folder, id), F_OK) == 0 {
-                message = m
+            if let kept, access(spool.path(folder, id), F_OK) == 0 {
+                message = SpooledMessage(kept)
             } else {
-                message = try spool.read(folder, id)
+                cache.release(id)
+                message = try spool.openMessage(folder, id)
             }
         } catch {
             if access(spool.path(folder, id), F_OK) != 0 {
                 known.remove(id)  // deleted or moved by the operator
                 return true
             }
-            logger.error("queue file failed its self-check; moved to corrupt/", metadata: ["id": "\(id)", "reason": "\(error)"])
-            try? spool.move(id, from: folder, to: .corrupt)
-            known.remove(id)
+            quarantine(id, from: folder, reason: error)
             return true
         }
         var state: DeliveryState
@@ -268,9 +274,11 @@ public final class QueueRunner: @unchecked Sendable {
         waitingDomains.removeValue(forKey: id)
         do { try spool.move(id, from: folder, to: .active, durable: false) } catch {
             logger.error("cannot move message to active/", metadata: ["id": "\(id)", "error": "\(error)"])
+            cache.release(id)
             known.remove(id)
             return true
         }
+        cache.startDelivery(id)
         inFlight.insert(id)
         for d in byDomain.keys { domainsInFlight[d, default: 0] += 1 }
         state.attempts += 1
@@ -308,9 +316,9 @@ public final class QueueRunner: @unchecked Sendable {
     /// Mail accepted since is within the limit (the inbound check counts the
     /// header relayd adds); this catches mail queued before max_hops was
     /// lowered, or put in the spool by other means.
-    private func bounceIfLooping(_ message: QueuedMessage, _ state: inout DeliveryState) {
+    private func bounceIfLooping(_ message: SpooledMessage, _ state: inout DeliveryState) {
         let limit = environment.config.limits.maxHops
-        let hops = HopCount.receivedFields(in: message.body)
+        let hops = HopCount.receivedFields(in: message.body.prefix())
         guard hops > limit, !state.pendingIndexes.isEmpty else { return }
         let reason = "too many hops (\(hops) Received headers, max_hops \(limit)); mail loop?"
         logger.warning("too many hops; bouncing undelivered",
@@ -324,7 +332,7 @@ public final class QueueRunner: @unchecked Sendable {
 
     /// Files each recipient's result. Returns, for each recipient left
     /// pending, whether its attempt concluded past the queue lifetime.
-    private func apply(_ reports: [DomainDeliveryReport], to state: inout DeliveryState, message: QueuedMessage) -> [Int: Bool] {
+    private func apply(_ reports: [DomainDeliveryReport], to state: inout DeliveryState, message: SpooledMessage) -> [Int: Bool] {
         var lifetimeVerdicts: [Int: Bool] = [:]
         for report in reports {
             for (i, result) in report.results {
@@ -356,9 +364,10 @@ public final class QueueRunner: @unchecked Sendable {
     /// just ended judged the queue lifetime over. Its `delivery attempt`
     /// line said `bounced` exactly then, so that verdict is final here; the
     /// clock decides only for a recipient no attempt judged.
-    private func finish(_ message: QueuedMessage, state inState: DeliveryState, domains: [String], lifetimeVerdicts: [Int: Bool] = [:]) {
+    private func finish(_ message: SpooledMessage, state inState: DeliveryState, domains: [String], lifetimeVerdicts: [Int: Bool] = [:]) {
         var state = inState
         defer {
+            cache.release(message.id)
             inFlight.remove(message.id)
             for d in domains {
                 if let n = domainsInFlight[d], n > 1 { domainsInFlight[d] = n - 1 } else { domainsInFlight.removeValue(forKey: d) }
@@ -368,6 +377,13 @@ public final class QueueRunner: @unchecked Sendable {
                 }
             }
             pump()
+        }
+        if case .spool(let file) = message.body, let bad = file.failedCheck {
+            // Found while sending; no transaction was completed with it.
+            // The state keeps whatever was delivered before the check failed.
+            try? spool.writeState(message.id, state)
+            quarantine(message.id, from: .active, reason: bad)
+            return
         }
         let t = now()
         let lifetime = environment.config.queue.maxLifetime
@@ -385,7 +401,16 @@ public final class QueueRunner: @unchecked Sendable {
         }
         if state.isFinished {
             let bounced = state.recipients.indices.filter { state.recipients[$0].status == .bounced }
-            if !bounced.isEmpty && !sendBounce(message, state: state, indexes: bounced) {
+            var original: QueuedMessage?
+            if !bounced.isEmpty {
+                // The bounce may quote the body: the only place the runner
+                // reads one whole, and only for this rare case.
+                do { original = try wholeMessage(message) } catch {
+                    quarantine(message.id, from: .active, reason: error)
+                    return
+                }
+            }
+            if let original, !sendBounce(original, state: state, indexes: bounced) {
                 // Keep the message (its state final) and try the bounce again.
                 state.nextAttempt = t + 300
                 try? spool.writeState(message.id, state)
@@ -423,6 +448,20 @@ public final class QueueRunner: @unchecked Sendable {
         logger.info("deferred", metadata: ["id": "\(message.id)", "attempts": "\(state.attempts)",
                                            "next_in": "\(state.nextAttempt - t)s",
                                            "reason": "\(state.recipients.first { $0.status == .pending }?.detail ?? "")"])
+    }
+
+    private func wholeMessage(_ message: SpooledMessage) throws -> QueuedMessage {
+        if case .memory(let body) = message.body {
+            return QueuedMessage(id: message.id, arrival: message.arrival, envelope: message.envelope, body: body)
+        }
+        return try spool.read(.active, message.id)
+    }
+
+    private func quarantine(_ id: String, from folder: Spool.Folder, reason: any Error) {
+        logger.error("queue file failed its self-check; moved to corrupt/", metadata: ["id": "\(id)", "reason": "\(reason)"])
+        try? spool.move(id, from: folder, to: .corrupt)
+        cache.release(id)
+        known.remove(id)
     }
 
     static func duration(_ seconds: Int) -> String {

@@ -28,6 +28,13 @@ public protocol ConnectionDelegate: AnyObject {
     func connectionTimedOut(_ connection: Connection)
     /// Always the last call; `reason` says why ("closed", "peer closed", an error).
     func connectionClosed(_ connection: Connection, reason: String)
+    /// The socket took everything queued after it had pushed back: a sender
+    /// pacing itself by `unsentBytes` may queue more. Optional.
+    func connectionDrained(_ connection: Connection)
+}
+
+extension ConnectionDelegate {
+    public func connectionDrained(_ connection: Connection) {}
 }
 
 public final class Connection {
@@ -203,6 +210,7 @@ public final class Connection {
     private func writable() {
         flush()
         resumeIfDrained()
+        if !tornDown && unsentBytes == 0 { delegate?.connectionDrained(self) }
     }
 
     private func resumeIfDrained() {

@@ -34,6 +34,17 @@ public struct QueuedMessage: Equatable, Sendable {
     }
 }
 
+/// The header records of a queue file: everything but the body, and where
+/// the body is.
+public struct QueueFileHeader: Equatable, Sendable {
+    public var id: String
+    public var arrival: Int
+    public var envelope: Envelope
+    public var bodySize: Int
+    /// Offset of the first body byte in the file.
+    public var bodyOffset: Int
+}
+
 public enum QueueFileError: Error, Equatable, CustomStringConvertible {
     case badMagic
     case unsupportedVersion(String)
@@ -57,7 +68,8 @@ public enum QueueFileError: Error, Equatable, CustomStringConvertible {
 public enum QueueFile {
     static let magic = "relayd-queue 1"
 
-    public static func encode(_ m: QueuedMessage) -> [UInt8] {
+    /// The header records and the blank line: the file up to the body.
+    public static func encodeHeader(_ m: QueuedMessage) -> [UInt8] {
         let e = m.envelope
         var h = magic + "\n"
         h += "id \(m.id)\n"
@@ -80,12 +92,23 @@ public enum QueueFile {
             h += "rcpt \(XText.encode(r.mailbox.description)) \(notify) \(orcpt)\n"
         }
         h += "size \(m.body.count)\n\n"
-        var out = Array(h.utf8)
-        out.reserveCapacity(out.count + m.body.count + 24)
+        return Array(h.utf8)
+    }
+
+    /// What follows the body: the separating "\n" and the end record, given
+    /// the checksum of the header and body.
+    static func trailer(checksumOfHeaderAndBody sum: UInt64) -> [UInt8] {
+        Array("\nend \(hex16(fnv1a64([10], from: sum)))\n".utf8)
+    }
+
+    /// Length of the trailer: "\n", "end ", 16 hex digits, "\n".
+    static let trailerLength = 1 + 4 + 16 + 1
+
+    public static func encode(_ m: QueuedMessage) -> [UInt8] {
+        var out = encodeHeader(m)
+        out.reserveCapacity(out.count + m.body.count + trailerLength)
         out.append(contentsOf: m.body)
-        out.append(10)
-        let sum = fnv1a64(out[...])
-        out.append(contentsOf: Array("end \(hex16(sum))\n".utf8))
+        out.append(contentsOf: trailer(checksumOfHeaderAndBody: fnv1a64(out[...])))
         return out
     }
 
@@ -99,11 +122,23 @@ public enum QueueFile {
         // Compared as text, so the record has exactly one spelling.
         guard endLine.dropFirst(4) == hex16(fnv1a64(data[..<endStart])) else { throw QueueFileError.checksumMismatch }
 
+        let header = try decodeHeader(data, end: endStart)
+        let offset = header.bodyOffset, size = header.bodySize
+        // Body, then the "\n" that separates it from the end record.
+        guard offset + size + 1 == endStart, data[endStart - 1] == 10 else { throw QueueFileError.badRecord("size") }
+        let body = Array(data[offset..<(offset + size)])
+        return QueuedMessage(id: header.id, arrival: header.arrival, envelope: header.envelope, body: body)
+    }
+
+    /// Parses the header records of `data[..<end]`, up to the blank line.
+    /// Checks nothing about the body or the checksum: callers do (decode
+    /// at once, QueueFileReader as it reads the body).
+    public static func decodeHeader(_ data: [UInt8], end: Int) throws -> QueueFileHeader {
         var records: [(String, [Substring])] = []
         var offset = 0
         var headerDone = false
-        while offset < endStart {
-            guard let lf = data[offset..<endStart].firstIndex(of: 10) else { throw QueueFileError.truncated }
+        while offset < end {
+            guard let lf = data[offset..<end].firstIndex(of: 10) else { throw QueueFileError.truncated }
             let line = String(decoding: data[offset..<lf], as: UTF8.self)
             offset = lf + 1
             if line.isEmpty { headerDone = true; break }
@@ -184,19 +219,22 @@ public enum QueueFile {
         }
         guard !envelope.recipients.isEmpty else { throw QueueFileError.missing("rcpt") }
         let size = try int(one("size"), "size")
-        // Body, then the "\n" that separates it from the end record.
-        guard offset + size + 1 == endStart, data[endStart - 1] == 10 else { throw QueueFileError.badRecord("size") }
-        let body = Array(data[offset..<(offset + size)])
-        return QueuedMessage(id: id, arrival: arrival, envelope: envelope, body: body)
+        return QueueFileHeader(id: id, arrival: arrival, envelope: envelope, bodySize: size, bodyOffset: offset)
     }
 
-    static func fnv1a64(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in bytes {
-            h ^= UInt64(b)
-            h = h &* 0x0000_0100_0000_01b3
+    static let fnvOffsetBasis: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    /// FNV-1a 64 of `bytes`, continuing from `h` (the hash of what came
+    /// before), so a file can be checked in pieces.
+    static func fnv1a64(_ bytes: ArraySlice<UInt8>, from h: UInt64 = fnvOffsetBasis) -> UInt64 {
+        bytes.withUnsafeBufferPointer { buf in
+            var h = h
+            for b in buf {
+                h ^= UInt64(b)
+                h = h &* 0x0000_0100_0000_01b3
+            }
+            return h
         }
-        return h
     }
 
     static func hex16(_ v: UInt64) -> String {

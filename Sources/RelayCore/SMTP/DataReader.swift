@@ -112,21 +112,3 @@ public struct DataReader: Sendable {
         return (bytes.count, .needMore)
     }
 }
-
-/// The other direction: dot-stuffing for the SMTP client. Input must use
-/// CRLF line endings (the queue stores it so); the terminator is appended.
-public enum DotStuffer {
-    public static func encode(_ body: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(body.count + body.count / 64 + 5)
-        var atLineStart = true
-        for b in body {
-            if atLineStart && b == 46 { out.append(46) }
-            out.append(b)
-            atLineStart = b == 10
-        }
-        if !atLineStart && !body.isEmpty { out.append(13); out.append(10) }
-        out.append(contentsOf: [46, 13, 10])
-        return out
-    }
-}

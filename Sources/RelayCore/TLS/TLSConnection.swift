@@ -161,11 +161,23 @@ public final class TLSConnection {
         let count = relayd_bio_pending(networkOut)
         guard count > 0 else { return [] }
         var out = [UInt8](repeating: 0, count: count)
-        let n = out.withUnsafeMutableBytes { BIO_read(networkOut, $0.baseAddress, Int32(count)) }
-        if n <= 0 { return [] }
-        if Int(n) < count { out.removeSubrange(Int(n)...) }
+        // BIO_read takes an Int32: read in pieces, never trap on a count.
+        var filled = 0
+        while filled < count {
+            let n = out.withUnsafeMutableBytes {
+                BIO_read(networkOut, $0.baseAddress! + filled, Int32(min(count - filled, Self.maxPiece)))
+            }
+            if n <= 0 { break }
+            filled += Int(n)
+        }
+        if filled < count { out.removeSubrange(filled...) }
         return out
     }
+
+    /// Largest piece handed to SSL_write or BIO_read at once. Their counts
+    /// are Int32; a piece this size also bounds the ciphertext one call
+    /// leaves in the memory BIO.
+    static let maxPiece = 256 * 1024
 
     // MARK: handshake
 
@@ -288,7 +300,7 @@ public final class TLSConnection {
         var offset = 0
         while offset < bytes.count {
             OpenSSLErrorQueue.clear()
-            let n = SSL_write(ssl, base + offset, Int32(min(bytes.count - offset, 1 << 30)))
+            let n = SSL_write(ssl, base + offset, Int32(min(bytes.count - offset, Self.maxPiece)))
             if n <= 0 {
                 let f = TLSFailure(kind: .protocolError,
                                    detail: OpenSSLErrorQueue.describe(OpenSSLErrorQueue.drain()))
