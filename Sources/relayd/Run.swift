@@ -104,13 +104,18 @@ final class Daemon: @unchecked Sendable {
     }
 
     func start() throws {
-        try inbound.start()
+        // Before the listeners log "listening": whoever waits for that line
+        // finds the pid file already there.
+        writePIDFile()
+        do { try inbound.start() } catch {
+            unlink(spool.root + "/relayd.pid")
+            throw error
+        }
         runner.start()
         if !spoolLock.acceptRequests() {
             logger.warning("cannot mark the spool lock; `relayd queue` will not reach this daemon",
                            metadata: ["lock": "\(spoolLock.path)"])
         }
-        writePIDFile()
     }
 
     /// spool/relayd.pid, for people and service managers; written under

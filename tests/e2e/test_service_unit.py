@@ -265,6 +265,7 @@ def test_a_real_run_stays_inside_the_sandbox(tmp_path):
         wait_until(lambda: relayd.log_text().count("msg=listening") >= 3 or proc.poll() is not None, 60, "listening",
                    relayd.log_text)
         assert proc.poll() is None, relayd.log_text()
+        wait_until(lambda: (relayd.spool / "relayd.pid").exists(), 10, "pid file", relayd.log_text)
         pid = int((relayd.spool / "relayd.pid").read_text().split()[0])
 
         ctx = ssl.create_default_context()
