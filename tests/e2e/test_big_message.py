@@ -67,6 +67,6 @@ def test_big_body_arrives_byte_identical_over_tls(bed, tmp_path, budget):
         assert re.fullmatch(r"Received: [^\r]*(\r\n\t[^\r]*)*\r\n", head), head
         assert data[len(head):] == body
         log = relayd.log_text()
-        assert re.search(r'msg="delivery attempt".*outcome=completed', log)
+        assert re.search(r'msg="delivery attempt".*outcome=delivered', log)
     finally:
         relayd.stop()
