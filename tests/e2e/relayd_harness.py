@@ -17,10 +17,21 @@ PASSWORD = "s3cret-pass"
 USER = "alice@example.test"
 
 
+_handed_out = set()
+
+
 def free_port(host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before in this test run: the
+    kernel may give the same ephemeral port to two binds in a row once the
+    first socket is closed, and two listeners on one port stop relayd."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh ephemeral port in 200 tries")
 
 
 def hash_password(password):
