@@ -28,16 +28,30 @@ public final class QueueRunner: @unchecked Sendable {
     private var stopped = false
     let now: @Sendable () -> Int
     let jitter: @Sendable (Int) -> Int
+    /// Delivers one message's recipients at one domain and reports once.
+    /// DomainDelivery in the daemon; unit tests put a fake here to check
+    /// the scheduling alone (QueueRunnerSchedulingTests).
+    typealias Deliver = (_ env: DeliveryEnvironment, _ message: SpooledMessage, _ domain: String, _ indexes: [Int],
+                         _ report: @escaping (DomainDeliveryReport) -> Void) -> Void
+    let deliver: Deliver
 
-    public init(spool: Spool, environment: DeliveryEnvironment, logger: Logger,
-                now: @escaping @Sendable () -> Int = { Int(time(nil)) },
-                jitter: @escaping @Sendable (Int) -> Int = { base in Int.random(in: 0...max(1, base / 10)) }) {
+    public convenience init(spool: Spool, environment: DeliveryEnvironment, logger: Logger,
+                            now: @escaping @Sendable () -> Int = { Int(time(nil)) },
+                            jitter: @escaping @Sendable (Int) -> Int = { base in Int.random(in: 0...max(1, base / 10)) }) {
+        self.init(spool: spool, environment: environment, logger: logger, now: now, jitter: jitter) { env, message, domain, indexes, report in
+            DomainDelivery(env: env, message: message, domain: domain, recipientIndexes: indexes).run(completion: report)
+        }
+    }
+
+    init(spool: Spool, environment: DeliveryEnvironment, logger: Logger, now: @escaping @Sendable () -> Int,
+         jitter: @escaping @Sendable (Int) -> Int, deliver: @escaping Deliver) {
         self.spool = spool
         self.environment = environment
         self.cache = BodyCache(budget: environment.config.queue.memoryBudget)
         self.logger = logger
         self.now = now
         self.jitter = jitter
+        self.deliver = deliver
     }
 
     public func start() {
@@ -82,6 +96,19 @@ public final class QueueRunner: @unchecked Sendable {
             applied?()
         }
     }
+
+    /// What the timer does, done now and waited for: tests drive the
+    /// runner with a fake clock instead of the timer.
+    func runTimerWork() { queue.sync { tick() } }
+
+    /// What start() does, without the timer.
+    func scanWithoutTimer() { queue.sync { rescan(); pump() } }
+
+    /// Waits until a report handed in before the call has been filed: the
+    /// report is one block on the runner's queue, and the DispatchGroup's
+    /// notify that files it is submitted while that block runs, so two
+    /// rounds reach it.
+    func settle() { queue.sync {}; queue.sync {} }
 
     /// Stops starting new deliveries (those running finish and are filed).
     public func stop() { queue.sync { stopped = true; timer?.cancel() } }
@@ -294,10 +321,8 @@ public final class QueueRunner: @unchecked Sendable {
         for (domain, indexes) in byDomain {
             group.enter()
             let attemptQueue = DispatchQueue(label: "relayd.attempt", target: deliveryQueue)
-            let attemptEnv = DeliveryEnvironment(config: env.config, engine: env.engine, mx: env.mx, dns: env.dns,
-                                                 tlsContext: env.tlsContext, relayCredentials: env.relayCredentials,
-                                                 pool: env.pool, logger: env.logger, queue: attemptQueue, now: now)
-            DomainDelivery(env: attemptEnv, message: message, domain: domain, recipientIndexes: indexes.sorted()).run { report in
+            let attemptEnv = env.with(queue: attemptQueue, now: now)
+            deliver(attemptEnv, message, domain, indexes.sorted()) { report in
                 self.queue.async {
                     reports.list.append(report)
                     group.leave()

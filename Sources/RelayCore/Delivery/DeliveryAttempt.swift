@@ -1,0 +1,381 @@
+// The decisions of one delivery attempt for one destination domain, as a
+// sans-IO state machine in the style of ServerSession and ClientSession:
+// it is told what happened (addresses resolved, an SMTP run ended) and
+// answers with what to do next. DomainDelivery does the I/O — DNS,
+// connections, the kept-connection pool, the log — and decides nothing.
+//
+// Why a machine rather than the callback chain it replaced: the chain
+// (resolve → hops → attempt → run → handle → attempt) spread one question,
+// "what does this failed address mean?", over four functions that each
+// re-derived where they were (destination or fallback relay, first try or
+// plaintext retry). Here "where" is the phase, each event is handled once,
+// and the two policy questions are one switch each:
+//   - `afterFailure`: one address failed — retry it in plaintext
+//     (opportunistic only), stop (the remote judged the message), or go on
+//     to the next address;
+//   - `afterEveryAddressFailed`: the destination could not be reached as
+//     policy requires — drop (tls-exclusive), hand to the fallback relay
+//     (TLS was the only problem), or fail with the most telling failure.
+// Unit tests feed ClientRunResults straight in (DeliveryAttemptTests).
+public struct DeliveryAttempt {
+    /// One address to try, with the TLS it must get.
+    public struct Hop: Sendable {
+        public let host: String
+        public let address: IPAddress
+        public let port: UInt16
+        public let implicitTLS: Bool
+        public let level: PolicyLevel
+        public let requiresVerification: Bool
+        public let credentials: Credentials?
+        /// "mx", "relay NAME", "fallback NAME", plus a note for a plaintext retry.
+        public let via: String
+        /// MX preference; a relay's addresses share one (see notLoopingBack).
+        public var preference = 0
+    }
+
+    /// What the attempt knows when it starts.
+    public struct Plan: Sendable {
+        public let domain: String
+        public let decision: PolicyDecision
+        public let indexes: [Int]
+        /// The transport entry or smarthost for the domain; nil: its MX hosts.
+        public let relay: Config.UpstreamRelay?
+        /// The decision's fallback relay, when it names one that exists.
+        public let fallback: Config.UpstreamRelay?
+        /// Passwords of the relays that have them.
+        public let credentials: [String: Credentials]
+        public let mxPort: UInt16
+        public let maxAddresses: Int
+
+        /// The plan for `domain` (normalised) under `config`: its transport
+        /// entry (most specific key first) or the smarthost, else MX.
+        public init(domain: String, decision: PolicyDecision, indexes: [Int], config: Config,
+                    credentials: [String: Credentials]) {
+            let outbound = config.outbound
+            let relayName = DNSName.lookupKeys(domain).lazy.compactMap { outbound.transport[$0] }.first ?? outbound.smarthost
+            self.domain = domain
+            self.decision = decision
+            self.indexes = indexes
+            self.relay = relayName.flatMap { outbound.relays[$0] }
+            self.fallback = decision.fallback.flatMap { outbound.relays[$0] }
+            self.credentials = credentials
+            self.mxPort = outbound.mxPort
+            self.maxAddresses = outbound.maxAddressesPerAttempt
+        }
+    }
+
+    enum Leg: Equatable {
+        /// The destination: its relay or its MX hosts.
+        case destination
+        /// The fallback relay, after TLS could not be had at the destination.
+        case fallback
+    }
+
+    public enum Event: Sendable {
+        case start
+        /// The answer to `resolveMX` or `resolveHost`.
+        case resolved(MXResolution)
+        /// The answer to `run`.
+        case ran(ClientRunResult)
+    }
+
+    public enum Action {
+        case resolveMX(String)
+        /// A relay's host name (not an MX lookup: its own address records).
+        case resolveHost(String)
+        /// Connect (or take a kept connection) and run one SMTP transaction.
+        case run(Hop, TLSRequirement)
+        /// A `delivery attempt` line that does not conclude the attempt.
+        case log(AttemptOutcome, Hop, ClientRunResult, detail: String)
+        case handingToFallback(relay: String, reason: String)
+        /// MX hosts at or below relayd's own preference are left out.
+        case skippingLessPreferred(Hop, listener: HostPort)
+        /// Nothing is left once relayd itself is taken out: logged as such,
+        /// then concluded without a `delivery attempt` line.
+        case loopsBack(Hop, listener: HostPort, DeliveryFailure)
+        /// The end: each recipient's result; `logged` false when the line
+        /// was already written (the loop warning).
+        case conclude([Int: RecipientResult], Hop?, ClientRunResult?, detail: String, logged: Bool)
+    }
+
+    enum Phase {
+        case ready
+        case resolving(Leg)
+        case trying(Leg, Hop, rest: ArraySlice<Hop>)
+        case done
+    }
+
+    let plan: Plan
+    /// Which of relayd's listeners a hop would reach (nil: none); the
+    /// driver answers from its listeners and the machine's local addresses.
+    let selfListener: (Hop) -> HostPort?
+    private(set) var phase = Phase.ready
+    /// The destination's failed addresses, in order.
+    private(set) var failures: [DeliveryFailure] = []
+
+    public init(plan: Plan, selfListener: @escaping (Hop) -> HostPort?) {
+        self.plan = plan
+        self.selfListener = selfListener
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        switch (phase, event) {
+        case (.ready, .start):
+            if let relay = plan.relay { return start(relay, leg: .destination) }
+            phase = .resolving(.destination)
+            return [.resolveMX(plan.domain)]
+        case (.resolving(let leg), .resolved(.failed(let f))):
+            return concludeAll(.failed(f), hop: nil, run: nil, detail: label(leg).map { "\($0): \(f)" } ?? f.description)
+        case (.resolving(let leg), .resolved(.hosts(let hosts))):
+            if leg == .destination && plan.relay == nil { return tryAddresses(mxHops(hosts), leg: leg) }
+            return tryAddresses(hosts.flatMap(\.addresses).map { relayHop(leg, $0) }, leg: leg)
+        case (.trying(let leg, let hop, let rest), .ran(let result)):
+            return ran(result, leg: leg, hop: hop, rest: rest)
+        default:
+            // The driver answers only what was asked; anything else (a late
+            // answer after the end) changes nothing.
+            return []
+        }
+    }
+
+    // MARK: the two decisions
+
+    enum AfterFailure: Equatable {
+        case retryInPlaintext
+        case stop
+        case nextAddress
+    }
+
+    /// What one failed address means.
+    func afterFailure(_ failure: ClientFailure, hop: Hop, leg: Leg) -> AfterFailure {
+        switch (failure, leg, hop.level) {
+        case (.rejected, _, _), (.needsSMTPUTF8, _, _), (.messageTooBig, _, _):
+            // The remote's verdict on the message: no other address of the
+            // same domain would judge it differently.
+            return .stop
+        case (.tls, .destination, .opportunistic) where !hop.implicitTLS:
+            // A failed handshake leaves the connection unusable; at
+            // opportunistic the same address is tried again without TLS.
+            return .retryInPlaintext
+        default:
+            return .nextAddress
+        }
+    }
+
+    enum AfterEveryAddress: Equatable {
+        case drop
+        case fallback
+        case fail
+    }
+
+    /// What it means that no address of the destination took the message.
+    /// Only when TLS is what failed (each address that answered failed on
+    /// TLS; the others could not be reached) does the level have a say.
+    func afterEveryAddressFailed() -> AfterEveryAddress {
+        let tlsOnly = failures.contains(where: \.tlsPolicy)
+            && failures.allSatisfy { $0.cause == .tlsPolicy || $0.cause == .unreachable }
+        switch (tlsOnly, plan.decision.level, plan.fallback) {
+        case (true, .tlsExclusive, _) where failures.allSatisfy(\.tlsPolicy): return .drop
+        case (true, _, .some): return .fallback
+        default: return .fail
+        }
+    }
+
+    // MARK: steps
+
+    private mutating func start(_ relay: Config.UpstreamRelay, leg: Leg) -> [Action] {
+        if relay.username != nil && plan.credentials[relay.name] == nil {
+            let f = DeliveryFailure(.transient, status: "4.3.5", reason: "no password loaded for relay \(relay.name)")
+            return concludeAll(.failed(f), hop: nil, run: nil, detail: "\(label(leg) ?? relay.name): \(f)")
+        }
+        if let ip = IPAddress(relay.address.host) { return tryAddresses([relayHop(leg, ip)], leg: leg) }
+        phase = .resolving(leg)
+        return [.resolveHost(relay.address.host)]
+    }
+
+    /// "relay NAME" / "fallback NAME"; nil for MX hosts.
+    private func label(_ leg: Leg) -> String? {
+        switch leg {
+        case .destination: return plan.relay.map { "relay \($0.name)" }
+        case .fallback: return plan.fallback.map { "fallback \($0.name)" }
+        }
+    }
+
+    /// Each MX host's addresses, IPv4 first, in the resolver's host order.
+    private func mxHops(_ hosts: [MXHost]) -> [Hop] {
+        hosts.flatMap { h in
+            h.addresses.sorted(by: { $0.isV4 && !$1.isV4 }).map { ip in
+                Hop(host: h.name, address: ip, port: plan.mxPort, implicitTLS: false, level: plan.decision.level,
+                    requiresVerification: plan.decision.requiresVerification, credentials: nil, via: "mx",
+                    preference: h.preference)
+            }
+        }
+    }
+
+    /// A relay on the way to the destination has its own level, but never
+    /// weaker than the destination's. The fallback relay has its own level
+    /// only: it exists because the destination's could not be had.
+    private func relayHop(_ leg: Leg, _ ip: IPAddress) -> Hop {
+        let relay = (leg == .destination ? plan.relay : plan.fallback)!
+        let own = DomainPolicy(level: relay.level).requiresVerification
+        let level = leg == .destination ? max(relay.level, plan.decision.level) : relay.level
+        let verify = leg == .destination ? plan.decision.requiresVerification || own : own
+        return Hop(host: relay.address.host, address: ip, port: relay.address.port, implicitTLS: relay.implicitTLS,
+                   level: level, requiresVerification: verify, credentials: plan.credentials[relay.name],
+                   via: label(leg)!)
+    }
+
+    private mutating func tryAddresses(_ hops: [Hop], leg: Leg) -> [Action] {
+        var actions: [Action] = []
+        guard let kept = notLoopingBack(hops, &actions) else { return actions }
+        let list = leg == .destination && plan.relay == nil ? kept.prefix(plan.maxAddresses) : kept[...]
+        guard let hop = list.first else {
+            switch leg {
+            case .destination:
+                return actions + everyAddressFailed(last: nil, run: nil)
+            case .fallback:
+                let f = DeliveryFailure(.transient, status: "4.4.4", reason: "fallback relay unreachable")
+                return actions + concludeAll(.failed(f), hop: nil, run: nil, detail: f.description)
+            }
+        }
+        phase = .trying(leg, hop, rest: list.dropFirst())
+        return actions + [.run(hop, hop.level.tlsRequirement)]
+    }
+
+    /// The hops to try: those more preferred than the first that is relayd
+    /// itself (an MX list is cut there, as RFC 5321 §5.1 asks of a relay
+    /// that is an MX for the domain; a relay's addresses share one level,
+    /// so none of them is left). nil when nothing is left: every recipient
+    /// fails permanently with 5.4.6, nothing attempted.
+    private mutating func notLoopingBack(_ hops: [Hop], _ actions: inout [Action]) -> [Hop]? {
+        guard let (hop, listener) = hops.lazy.compactMap({ h in selfListener(h).map { (h, $0) } }).first else { return hops }
+        let kept = hops.filter { $0.preference < hop.preference }
+        if !kept.isEmpty {
+            actions.append(.skippingLessPreferred(hop, listener: listener))
+            return kept
+        }
+        let failure = DeliveryFailure(.permanent, status: "5.4.6", reason: "mail for \(plan.domain) loops back to myself")
+        actions.append(.loopsBack(hop, listener: listener, failure))
+        actions += concludeAll(.failed(failure), hop: nil, run: nil, detail: failure.description, logged: false)
+        return nil
+    }
+
+    private mutating func ran(_ result: ClientRunResult, leg: Leg, hop: Hop, rest: ArraySlice<Hop>) -> [Action] {
+        if let bad = result.bodyFailure {
+            // The queue file, not the hop: no other address would do better.
+            let f = DeliveryFailure(.transient, status: "4.3.0", reason: "message body unreadable: \(bad)")
+            return concludeAll(.failed(f), hop: hop, run: result, detail: f.description)
+        }
+        let failure: ClientFailure
+        switch result.outcome {
+        case .completed(let replies): return concludeTransaction(replies, hop: hop, run: result)
+        case .failed(let f): failure = f
+        }
+        let f = Self.classify(failure, hop: hop)
+        switch afterFailure(failure, hop: hop, leg: leg) {
+        case .retryInPlaintext:
+            let plaintext = Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: false,
+                                level: .none, requiresVerification: false, credentials: hop.credentials,
+                                via: hop.via + " (plaintext after TLS failure)", preference: hop.preference)
+            phase = .trying(leg, plaintext, rest: rest)
+            return [.log(.plaintextRetry(status: f.status), hop, result, detail: failure.description), .run(plaintext, .never)]
+        case .stop:
+            return concludeAll(.failed(f), hop: hop, run: result, detail: f.description)
+        case .nextAddress:
+            if leg == .destination { failures.append(f) }
+            guard let next = rest.first else {
+                switch leg {
+                case .destination: return everyAddressFailed(last: hop, run: result)
+                case .fallback: return concludeAll(.failed(f), hop: hop, run: result, detail: f.description)
+                }
+            }
+            phase = .trying(leg, next, rest: rest.dropFirst())
+            return [.log(.nextAddress(status: f.status), hop, result, detail: f.description), .run(next, next.level.tlsRequirement)]
+        }
+    }
+
+    /// `hop`: the last address tried (nil: there was none); its log line
+    /// carries what the attempt comes to.
+    private mutating func everyAddressFailed(last hop: Hop?, run: ClientRunResult?) -> [Action] {
+        let last = failures.last(where: \.tlsPolicy) ?? failures.last
+            ?? DeliveryFailure(.transient, status: "4.4.4", reason: "no addresses to try")
+        let detail = failures.last?.description ?? last.description
+        switch afterEveryAddressFailed() {
+        case .drop:
+            return concludeAll(.dropped(last.reason), hop: hop, run: run, detail: detail)
+        case .fallback:
+            let relay = plan.fallback!
+            var actions: [Action] = []
+            if let hop, let run { actions.append(.log(.fallback(status: last.status), hop, run, detail: detail)) }
+            actions.append(.handingToFallback(relay: relay.name, reason: last.reason))
+            failures = []
+            return actions + start(relay, leg: .fallback)
+        case .fail:
+            return concludeAll(.failed(last), hop: hop, run: run, detail: detail)
+        }
+    }
+
+    private mutating func concludeTransaction(_ replies: [Int: Reply], hop: Hop, run: ClientRunResult) -> [Action] {
+        var results: [Int: RecipientResult] = [:]
+        for i in plan.indexes {
+            guard let r = replies[i] else {
+                results[i] = .failed(DeliveryFailure(.transient, status: "4.4.2", reason: "no reply for recipient"))
+                continue
+            }
+            if r.code < 300 { results[i] = .delivered(r) } else {
+                results[i] = .failed(DeliveryFailure(r.isPermanent ? .permanent : .transient,
+                                                     status: r.enhanced ?? (r.isPermanent ? "5.0.0" : "4.0.0"),
+                                                     reason: "\(hop.host)[\(hop.address)] said: \(r)", remoteReply: r))
+            }
+        }
+        phase = .done
+        return [.conclude(results, hop, run, detail: replies.values.map(\.description).sorted().first ?? "", logged: true)]
+    }
+
+    private mutating func concludeAll(_ r: RecipientResult, hop: Hop?, run: ClientRunResult?, detail: String,
+                                      logged: Bool = true) -> [Action] {
+        phase = .done
+        var results: [Int: RecipientResult] = [:]
+        for i in plan.indexes { results[i] = r }
+        return [.conclude(results, hop, run, detail: detail, logged: logged)]
+    }
+
+    /// The typed failure of one address, with the status the DSN and the
+    /// log carry.
+    static func classify(_ f: ClientFailure, hop: Hop) -> DeliveryFailure {
+        let at = "\(hop.host)[\(hop.address)]:\(hop.port)"
+        switch f {
+        case .tlsNotOffered:
+            return DeliveryFailure(.transient, status: "4.7.10", reason: "TLS not offered by \(at) (policy \(hop.level.rawValue))", cause: .tlsPolicy)
+        case .tlsRefused(let r):
+            return DeliveryFailure(.transient, status: "4.7.10", reason: "STARTTLS refused by \(at): \(r)", cause: .tlsPolicy, remoteReply: r)
+        case .tls(let t):
+            let status = (t.kind == .certificateUntrusted || t.kind == .hostnameMismatch) ? "4.7.15" : "4.7.5"
+            return DeliveryFailure(.transient, status: status, reason: "TLS with \(at) failed: \(t.kind.rawValue): \(t.detail)", cause: .tlsPolicy)
+        case .greeting(let r):
+            return DeliveryFailure(.transient, status: r.enhanced.map { "4" + $0.dropFirst() } ?? "4.4.2",
+                                   reason: "\(at) greeted with \(r)", remoteReply: r)
+        case .rejected(let r, let stage):
+            return DeliveryFailure(r.isPermanent ? .permanent : .transient, status: r.enhanced ?? (r.isPermanent ? "5.0.0" : "4.0.0"),
+                                   reason: "\(at) refused \(stage): \(r)", remoteReply: r)
+        case .authRejected(let r):
+            return DeliveryFailure(.transient, status: "4.7.8", reason: "\(at) refused our AUTH: \(r)", remoteReply: r)
+        case .protocolError(let s):
+            return DeliveryFailure(.transient, status: "4.5.0", reason: "protocol error with \(at): \(s)")
+        case .connectFailed(let why):
+            return DeliveryFailure(.transient, status: "4.4.1", reason: "\(at): connect: \(why)", cause: .unreachable)
+        case .connectionLost(let stage):
+            return DeliveryFailure(.transient, status: "4.4.1", reason: "\(at): connection lost during \(stage.rawValue)",
+                                   cause: .unreachable)
+        case .keptConnectionLost:
+            return DeliveryFailure(.transient, status: "4.4.1", reason: "\(at): kept connection no longer usable",
+                                   cause: .unreachable)
+        case .timeout(let stage):
+            return DeliveryFailure(.transient, status: "4.4.2", reason: "\(at): timeout during \(stage.rawValue)")
+        case .needsSMTPUTF8:
+            return DeliveryFailure(.permanent, status: "5.6.7", reason: "\(at) does not support SMTPUTF8, which this message needs")
+        case .messageTooBig(let limit):
+            return DeliveryFailure(.permanent, status: "5.3.4", reason: "message is larger than \(at)'s limit of \(limit) bytes")
+        }
+    }
+}
