@@ -248,7 +248,11 @@ public struct DeliveryAttempt {
     /// so none of them is left). nil when nothing is left: every recipient
     /// fails permanently with 5.4.6, nothing attempted.
     private mutating func notLoopingBack(_ hops: [Hop], _ actions: inout [Action]) -> [Hop]? {
-        guard let (hop, listener) = hops.lazy.compactMap({ h in selfListener(h).map { (h, $0) } }).first else { return hops }
+        var found: (Hop, HostPort)?
+        for h in hops {
+            if let l = selfListener(h) { found = (h, l); break }
+        }
+        guard let (hop, listener) = found else { return hops }
         let kept = hops.filter { $0.preference < hop.preference }
         if !kept.isEmpty {
             actions.append(.skippingLessPreferred(hop, listener: listener))
