@@ -2,24 +2,42 @@
 //
 // relayd — an SMTP relay daemon that enforces a per-destination TLS policy.
 //
-// Layout (see ARCHITECTURE.md): two tiny C shims over system libraries
-// (COpenSSL over OpenSSL 3, CAres over c-ares 1.18), the RelayCore library,
-// and the relayd executable. The shims exist only for what Swift cannot
-// import directly (function-like macros, stack accessors); everything else is
-// called straight from Swift inside RelayCore/TLS and RelayCore/DNS, which are
-// the only importers of the shims.
+// One SwiftPM target per role, so the layering in ARCHITECTURE.md is held
+// by the compiler rather than by review: a target can use only what it
+// names below, and `make test` builds with
+// `--explicit-target-dependency-import-check error`, so an import the graph
+// does not allow fails the build. The roles live under Sources/RelayCore/
+// as folders, each its own module (RelayModel, RelaySMTP, …); the C shims
+// sit beside them (COpenSSL over OpenSSL 3, CAres over c-ares 1.18, CCrypt
+// over libxcrypt), each imported by exactly one role.
 //
-// Language mode 5: the I/O layer confines each connection to one serial
-// DispatchQueue, a discipline Swift 6's checker cannot see without
-// @unchecked annotations on every connection type. Protocol and policy code is
-// value types and would compile under 6 unchanged; moving to 6 is tracked in
-// the closing notes rather than papered over with annotations.
+// `RelayCore` is the top layer itself (the server wiring, Server/) and
+// re-exports the layers below it, so the executable and anyone embedding
+// relayd import one module. Not a separate empty umbrella: the top layer
+// already depends on every role, and a target holding only re-exports
+// would be one more name with nothing to own.
+//
+// Swift 6 language mode everywhere (the package default for tools 6.0):
+// data-race safety is checked in every target. See ARCHITECTURE.md for the
+// few `@unchecked Sendable` classes and the queue each is confined to.
 import PackageDescription
 
-let sharedSwiftSettings: [SwiftSetting] = [
+let settings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .unsafeFlags(["-warnings-as-errors"], .when(configuration: .debug)),
 ]
+
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+
+/// A role under Sources/RelayCore/<folder>.
+func role(_ name: String, _ folder: String, _ dependencies: [Target.Dependency]) -> Target {
+    .target(name: name, dependencies: dependencies, path: "Sources/RelayCore/\(folder)", swiftSettings: settings)
+}
+
+/// The unit tests of one role, under Tests/<name>.
+func tests(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
+    .testTarget(name: name, dependencies: dependencies + ["RelayTestSupport"], swiftSettings: settings)
+}
 
 let package = Package(
     name: "relayd",
@@ -34,43 +52,42 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
-        .target(
-            name: "COpenSSL",
-            path: "Sources/COpenSSL",
-            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
-        ),
-        .target(
-            name: "CAres",
-            path: "Sources/CAres",
-            linkerSettings: [.linkedLibrary("cares")]
-        ),
+        // C shims over system libraries.
+        .target(name: "COpenSSL", path: "Sources/COpenSSL", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "CAres", path: "Sources/CAres", linkerSettings: [.linkedLibrary("cares")]),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
-        .target(
-            name: "RelayCore",
-            dependencies: [
-                "COpenSSL",
-                "CAres",
-                "CCrypt",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
-            ],
-            swiftSettings: sharedSwiftSettings
-        ),
+
+        // Pure: values and protocol machines, no I/O.
+        role("RelayModel", "Model", []),
+        role("RelaySMTP", "SMTP", ["RelayModel"]),
+        role("RelayPolicy", "Policy", ["RelayModel", "RelaySMTP"]),
+        role("RelayLog", "Log", [logging]),
+
+        // One system library each.
+        role("RelayTLS", "TLS", ["RelayModel", "COpenSSL"]),
+        role("RelayDNS", "DNS", ["RelayModel", "CAres"]),
+        role("RelayAuth", "Auth", ["RelayModel", "CCrypt"]),
+
+        // Files, sockets and the configuration.
+        role("RelayQueue", "Queue", ["RelayModel", "RelaySMTP"]),
+        role("RelayIO", "IO", ["RelayModel", "RelayTLS"]),
+        role("RelayConfig", "Config", ["RelayModel", "RelayPolicy", "RelayTLS", "RelayAuth", logging,
+                                       .product(name: "TOMLKit", package: "TOMLKit")]),
+
+        // Outbound, then the server on top.
+        role("RelayDelivery", "Delivery", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS",
+                                           "RelayIO", "RelayQueue", "RelayConfig", logging]),
+        role("RelayCore", "Server", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
+                                     "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", logging]),
+
         .executableTarget(
             name: "relayd",
-            dependencies: [
-                "RelayCore",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: sharedSwiftSettings
+            dependencies: ["RelayCore", .product(name: "ArgumentParser", package: "swift-argument-parser"), logging],
+            swiftSettings: settings
         ),
-        .testTarget(
-            name: "RelayCoreTests",
-            dependencies: ["RelayCore"],
-            exclude: ["Fixtures"],
-            swiftSettings: sharedSwiftSettings
-        ),
+
+        .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore", logging],
+                    exclude: ["Fixtures"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]
 )

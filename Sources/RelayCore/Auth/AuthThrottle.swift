@@ -9,6 +9,7 @@
 // least a /64 and picks addresses in it freely, so counting IPv6 per
 // address would give each such client 2^64 fresh starts. An IPv4-mapped
 // IPv6 address (a dual-stack socket) counts as the IPv4 address it is.
+import RelayModel
 import Dispatch
 
 public final class AuthThrottle: @unchecked Sendable {

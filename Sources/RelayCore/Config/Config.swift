@@ -3,6 +3,9 @@
 // rest of RelayCore never re-checks it. Config/ may import Model, Policy,
 // TLS (for the protocol/cipher vocabulary and a trial context), Logging and
 // TOMLKit, and nothing that does I/O beyond reading the files it names.
+import RelayModel
+import RelayPolicy
+import RelayTLS
 import Logging
 
 public struct Config: Sendable {

@@ -27,5 +27,6 @@ public struct ConfigError: Error, Equatable, CustomStringConvertible, Sendable {
 /// Every problem found in one pass; check-config prints them all.
 public struct ConfigErrors: Error, CustomStringConvertible, Sendable {
     public let errors: [ConfigError]
+    public init(errors: [ConfigError]) { self.errors = errors }
     public var description: String { errors.map(\.description).joined(separator: "\n") }
 }

@@ -2,6 +2,8 @@
 // name or a table with strength and fallback), next-hop relays, the
 // transport table and the delivery limits. Split from ConfigLoader.swift
 // to keep each file readable in one sitting.
+import RelayModel
+import RelayPolicy
 import Foundation
 import TOMLKit
 

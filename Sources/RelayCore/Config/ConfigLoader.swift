@@ -5,6 +5,10 @@
 // Relative file paths in the config are taken relative to the directory of
 // the config file itself, not the working directory, so the same file works
 // from `make run`, from systemd, and from `relayd check-config` anywhere.
+import RelayAuth
+import RelayModel
+import RelayPolicy
+import RelayTLS
 import Foundation
 import Logging
 import TOMLKit

@@ -5,6 +5,7 @@
 // are at most 255 octets, and record counts are limited by what the
 // message can actually hold. A malformed answer is an error, never a
 // partial result.
+import RelayModel
 public enum DNSType: UInt16, Sendable {
     case a = 1, cname = 5, mx = 15, txt = 16, aaaa = 28, opt = 41, tlsa = 52
 }

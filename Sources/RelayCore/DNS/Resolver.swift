@@ -8,6 +8,7 @@
 // rcode and the AD bit for every answer — MX, A/AAAA and TLSA alike.
 // ARES_FLAG_NOCHECKRESP keeps SERVFAIL a SERVFAIL instead of c-ares
 // treating it as a dead server and answering "no such record".
+import RelayModel
 import CAres
 import Dispatch
 #if canImport(Glibc)

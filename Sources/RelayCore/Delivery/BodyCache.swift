@@ -9,6 +9,7 @@
 // A body larger than a sixteenth of the budget is never kept: reading it
 // back costs little next to sending it, and a few of them would otherwise
 // crowd out the thousands of small messages the budget is for.
+import RelayQueue
 struct BodyCache {
     private(set) var budget: Int
     /// Bytes charged: kept bodies, waiting or being delivered.

@@ -9,6 +9,11 @@
 // encrypted copy. The end of data (".") is sent only after the body source
 // ended cleanly; a queue file that fails its check mid-way ends the
 // connection without it, so the receiver discards the transaction.
+import RelayIO
+import RelayModel
+import RelayQueue
+import RelaySMTP
+import RelayTLS
 import Dispatch
 
 public struct ClientRunResult: Sendable {

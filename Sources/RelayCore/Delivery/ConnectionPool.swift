@@ -8,6 +8,10 @@
 // which host name, and the AUTH identity — so a connection is only ever
 // reused under exactly the policy it was opened with: a plaintext
 // connection can never carry mail for a forced domain.
+import RelayIO
+import RelayModel
+import RelaySMTP
+import RelayTLS
 import Dispatch
 import Foundation
 

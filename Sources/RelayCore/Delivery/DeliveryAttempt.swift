@@ -17,6 +17,10 @@
 //     policy requires — drop (tls-exclusive), hand to the fallback relay
 //     (TLS was the only problem), or fail with the most telling failure.
 // Unit tests feed ClientRunResults straight in (DeliveryAttemptTests).
+import RelayConfig
+import RelayModel
+import RelayPolicy
+import RelaySMTP
 public struct DeliveryAttempt {
     /// One address to try, with the TLS it must get.
     public struct Hop: Sendable {

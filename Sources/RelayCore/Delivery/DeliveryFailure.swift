@@ -1,6 +1,7 @@
 // Why a delivery attempt did not deliver, typed so the queue decides retry
 // or bounce from this alone (chasquid's courier returns (err, permanent);
 // this is the same idea with the reason kept structured for DSNs and logs).
+import RelaySMTP
 public struct DeliveryFailure: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Kind: Equatable, Sendable {
         /// Try again later.

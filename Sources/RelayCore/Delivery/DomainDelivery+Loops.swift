@@ -5,6 +5,8 @@
 // could be the one reached (SelfLoop asks lazily). The decision itself —
 // cut the MX list above relayd, or bounce 5.4.6 when nothing is left, as
 // Postfix does — is DeliveryAttempt.notLoopingBack.
+import RelayIO
+import RelayModel
 extension DomainDelivery {
     static func selfListener(listeners: [HostPort]) -> (Hop) -> HostPort? {
         final class Local {

@@ -12,6 +12,14 @@
 // The TLS rules live in two places only: ClientSession (no MAIL before the
 // required TLS is up) and DeliveryAttempt (what a TLS failure means at
 // each level).
+import RelayConfig
+import RelayDNS
+import RelayIO
+import RelayModel
+import RelayPolicy
+import RelayQueue
+import RelaySMTP
+import RelayTLS
 import Dispatch
 import Logging
 #if canImport(Glibc)

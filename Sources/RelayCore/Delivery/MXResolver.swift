@@ -6,6 +6,8 @@
 // "does not exist".
 //
 // Delivery/ may import DNS, TLS, IO, SMTP, Policy, Queue and Model.
+import RelayDNS
+import RelayModel
 import Dispatch
 
 public struct MXHost: Equatable, Sendable {

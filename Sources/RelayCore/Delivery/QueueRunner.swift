@@ -10,6 +10,8 @@
 // their own queues, bounded globally and per domain. Bodies held in memory
 // are bounded by `[queue] memory_budget` (BodyCache); the rest are read
 // from the spool as they are sent.
+import RelayQueue
+import RelaySMTP
 import Dispatch
 import Logging
 #if canImport(Glibc)

@@ -11,6 +11,10 @@
 //
 // Relay domains with a leading dot stand for subdomains nobody can list,
 // and are not looked up.
+import RelayConfig
+import RelayDNS
+import RelayIO
+import RelayModel
 import Dispatch
 
 public final class RouteCheck: @unchecked Sendable {

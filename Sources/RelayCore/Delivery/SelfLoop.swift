@@ -5,6 +5,7 @@
 // "mail for DOMAIN loops back to myself". Pure: the caller supplies this
 // host's interface addresses (IO/LocalAddresses), asked for only when a
 // listener bound to every address could be the one reached.
+import RelayModel
 public enum SelfLoop {
     /// The listener a connection to `address` and `port` would reach, or
     /// nil. A listener bound to one address is reached by that address; one

@@ -14,6 +14,8 @@
 // when the outbox drains below `outboxLowWater` and the hold is lifted. A
 // close that cannot flush (the peer stopped reading) gives up after
 // `closeLinger` seconds, so no such peer holds a descriptor for ever.
+import RelayModel
+import RelayTLS
 import Dispatch
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 // Outgoing TCP connections: non-blocking connect driven by a write
 // DispatchSource, bounded by a timer, optionally from a fixed source
 // address. Hands back a ready fd or the error that names the cause.
+import RelayModel
 import Dispatch
 #if canImport(Glibc)
 import Glibc

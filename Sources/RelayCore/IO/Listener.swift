@@ -1,6 +1,7 @@
 // A listening socket driven by one DispatchSource: every readiness event
 // accepts until EAGAIN and hands each new non-blocking fd to `onAccept`.
 // The fd is closed in the source's cancel handler and nowhere else.
+import RelayModel
 import Dispatch
 #if canImport(Glibc)
 import Glibc

@@ -3,6 +3,7 @@
 // Delivery asks when a next hop may be relayd itself through a listener
 // bound to every address; asked each time, so an address added since
 // start-up counts too.
+import RelayModel
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,17 +1,11 @@
 // Thin, typed wrappers over the BSD socket calls the I/O layer needs. IO/
 // may import TLS (to run a TLSConnection over a socket) and Dispatch; it
 // knows nothing about SMTP.
+import RelayModel
 import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
-
-public struct SystemError: Error, CustomStringConvertible {
-    public let call: String
-    public let code: Int32
-    public init(_ call: String, _ code: Int32 = errno) { self.call = call; self.code = code }
-    public var description: String { "\(call): \(String(cString: strerror(code)))" }
-}
 
 enum Socket {
     static func setNonBlocking(_ fd: Int32) throws {

@@ -12,6 +12,8 @@
 // Policy/ is pure: no I/O, no clock. Layers that need fetched data (DANE
 // TLSA, MTA-STS policies, the learned-status store) are given it already
 // resolved; that is the seam for the upgrade layers still to come.
+import RelayModel
+import RelaySMTP
 public enum PolicyLayer: String, CaseIterable, Sendable {
     case operatorEntry = "operator"
     case dane

@@ -1,5 +1,6 @@
 // The outbound TLS policy vocabulary of SPEC.md. Levels are ordered by
 // strength so "an upgrade can only raise" is a comparison, not a convention.
+import RelaySMTP
 public enum PolicyLevel: String, CaseIterable, Comparable, Sendable {
     case none
     case opportunistic

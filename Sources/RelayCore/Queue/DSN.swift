@@ -9,6 +9,7 @@
 // further than it was meant to go. Every value that came from outside (a
 // client's ORCPT, an address, a server's reply text) passes `fieldText`,
 // so none can end a line and start one of its own.
+import RelayModel
 public enum DSN {
     public struct Failure: Sendable {
         public let recipientIndex: Int
@@ -37,7 +38,7 @@ public enum DSN {
         let reportable = failures.filter { wantsFailureNotice(original.envelope.recipients[$0.recipientIndex]) }
         guard !reportable.isEmpty else { return nil }
         let boundary = "=_relayd_\(id)"
-        let date = ReceivedHeader.rfc5322Date(now)
+        let date = RFC5322Date.format(now)
         var text = ""
         text += "From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r\n"
         text += "To: <\(fieldText(sender.description, unicode: true))>\r\n"
@@ -64,7 +65,7 @@ public enum DSN {
         text += "Reporting-MTA: dns; \(hostname)\r\n"
         text += "X-Relayd-Queue-ID: \(original.id)\r\n"
         if let envid = original.envelope.envelopeID { text += "Original-Envelope-Id: \(XText.encode(envid))\r\n" }
-        text += "Arrival-Date: \(ReceivedHeader.rfc5322Date(original.arrival))\r\n"
+        text += "Arrival-Date: \(RFC5322Date.format(original.arrival))\r\n"
         for f in reportable {
             let r = original.envelope.recipients[f.recipientIndex]
             text += "\r\n"

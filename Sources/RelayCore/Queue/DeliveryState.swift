@@ -10,6 +10,7 @@
 //   next <unix seconds>
 //   rcpt <index> pending|delivered|bounced|dropped <status or -> <xtext last reason or -> <xtext last TLS reason or ->
 //   end <FNV-1a 64 of the lines above>
+import RelayModel
 public struct DeliveryState: Equatable, Sendable {
     public enum Status: String, Sendable { case pending, delivered, bounced, dropped }
 

@@ -5,6 +5,7 @@
 // spool/requests/ and wakes the daemon (SIGUSR1, to the pid SpoolLock names);
 // with no daemon running the CLI takes the spool lock and applies the
 // request itself.
+import RelayModel
 #if canImport(Glibc)
 import Glibc
 #endif

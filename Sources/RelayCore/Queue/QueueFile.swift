@@ -19,6 +19,7 @@
 //   <blank line>
 //   <n body bytes>
 //   end <16 hex digits: FNV-1a 64 of all bytes before this line>
+import RelayModel
 public struct QueuedMessage: Equatable, Sendable {
     public var id: String
     public var arrival: Int

@@ -11,6 +11,7 @@
 // makes the receiver discard what it got (RFC 5321 §4.1.1.4). Checking in a
 // pass before sending would read the file twice and still check bytes other
 // than the ones sent.
+import RelayModel
 import Dispatch
 #if canImport(Glibc)
 import Glibc

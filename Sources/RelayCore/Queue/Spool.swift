@@ -12,6 +12,7 @@
 // Durability (SPEC: "250 only once the message is durably on disk"): the
 // file is written under tmp/, fsynced, renamed into incoming/, and the
 // incoming/ directory is fsynced, in that order, before `store` returns.
+import RelayModel
 #if canImport(Glibc)
 import Glibc
 import Dispatch

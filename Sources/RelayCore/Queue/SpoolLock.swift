@@ -19,6 +19,7 @@
 // description, survives such a close, and also works between two opens in
 // one process. The file stays empty and is never unlinked (unlinking a lock
 // file lets two processes lock two different files).
+import RelayModel
 #if canImport(Glibc)
 import Glibc
 #endif

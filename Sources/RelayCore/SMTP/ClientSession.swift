@@ -9,6 +9,7 @@
 // body byte can travel in plaintext. Whatever the server sends between its
 // 220 to STARTTLS and the handshake is thrown away (the client-side twin
 // of the STARTTLS injection attack).
+import RelayModel
 public enum TLSRequirement: Equatable, Sendable {
     case never
     case opportunistic

@@ -1,6 +1,7 @@
 // SMTP commands (RFC 5321 §4.1) parsed from one line without its CRLF.
 // The parser is strict where strictness protects the relay (paths, control
 // bytes) and tolerant where RFC 5321 asks for it (verb case, trailing space).
+import RelayModel
 public enum Command: Equatable, Sendable {
     case helo(String)
     case ehlo(String)
@@ -153,14 +154,12 @@ public enum CommandParser {
         return out
     }
 
-    static func isAlnum(_ b: UInt8) -> Bool {
-        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
-    }
+    static func isAlnum(_ b: UInt8) -> Bool { ASCII.isAlnum(b) }
 
     /// HELO/EHLO: a domain or an address literal. Postfix-like tolerance
     /// for underscores and trailing dots is not extended to anything that
     /// could smuggle syntax into a Received header.
-    static func isValidHeloArgument(_ s: String) -> Bool {
+    package static func isValidHeloArgument(_ s: String) -> Bool {
         if s.hasPrefix("[") { return AddressLiteral.isValid(s) }
         return s.utf8.allSatisfy { isAlnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") }
             && s.utf8.count <= 255

@@ -5,6 +5,10 @@
 public struct Credentials: Equatable, Sendable, CustomStringConvertible {
     public let username: String
     public let password: [UInt8]
+    public init(username: String, password: [UInt8]) {
+        self.username = username
+        self.password = password
+    }
     public var description: String { "Credentials(\(username), <redacted>)" }
 }
 

@@ -1,6 +1,7 @@
 // Command handlers of ServerSession: the order rules of RFC 5321 §4.1.4,
 // the STARTTLS rules of RFC 3207, AUTH (RFC 4954), relay control, and the
 // MAIL/RCPT extension parameters. Every refusal carries an enhanced code.
+import RelayModel
 extension ServerSession {
     var isEncrypted: Bool { tls != nil }
 

@@ -8,6 +8,7 @@
 // durable write) is requested with an action; until the caller reports the
 // result, the session buffers further input without acting on it, which is
 // what keeps pipelined commands in order.
+import RelayModel
 public struct ServerSessionConfiguration: Sendable {
     public var hostname: String
     /// STARTTLS can be offered (a certificate is configured, not implicit TLS).

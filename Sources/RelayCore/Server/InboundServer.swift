@@ -6,6 +6,12 @@
 // connection has its own serial queue (targeting one shared concurrent
 // queue, so there is no thread per connection); durable writes run on
 // the SpoolCommitter (group commit); password checks on `authQueue`.
+import RelayAuth
+import RelayConfig
+import RelayIO
+import RelayModel
+import RelayQueue
+import RelaySMTP
 import Dispatch
 import Logging
 #if canImport(Glibc)

@@ -3,6 +3,12 @@
 // connection queue where they are slow, keeps the session's deadlines on the
 // connection's one timer, and logs every refusal it sends and one line when
 // the connection opens and one when it closes.
+import RelayConfig
+import RelayIO
+import RelayModel
+import RelayQueue
+import RelaySMTP
+import RelayTLS
 import Dispatch
 import Logging
 #if canImport(Glibc)

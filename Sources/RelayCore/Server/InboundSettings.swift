@@ -1,6 +1,12 @@
 // Everything an inbound session needs that a SIGHUP may replace: built
 // whole from a Config, swapped whole, never mutated. A session keeps the
 // snapshot it started with.
+import RelayAuth
+import RelayConfig
+import RelayIO
+import RelayModel
+import RelaySMTP
+import RelayTLS
 import Foundation
 import Logging
 

@@ -1,6 +1,12 @@
 // Builds the outbound side's reloadable pieces from a Config: the client
 // TLS context (the configured floor and cipher policy, applied to every
 // attempt at every level that uses TLS) and the policy engine.
+import RelayConfig
+import RelayDNS
+import RelayDelivery
+import RelayPolicy
+import RelaySMTP
+import RelayTLS
 import Dispatch
 import Logging
 

@@ -4,6 +4,8 @@
 // parser (HELO name, addresses, AUTH user names) or comes from the socket or
 // OpenSSL; it is checked again here all the same, since an envelope can also
 // come from a queue file, so that nothing can end the header or start another.
+import RelayModel
+import RelaySMTP
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,7 +33,7 @@ public enum ReceivedHeader {
         if envelope.recipients.count == 1, let r = envelope.recipients.first {
             h += "\r\n\tfor <\(oneLine(r.mailbox.description))>"
         }
-        h += "; \(rfc5322Date(unixTime))\r\n"
+        h += "; \(RFC5322Date.format(unixTime))\r\n"
         return h
     }
 
@@ -56,17 +58,5 @@ public enum ReceivedHeader {
             out.unicodeScalars.append(control ? "?" : c)
         }
         return out
-    }
-
-    /// "Sun, 29 Nov 2026 07:50:00 +0000"
-    public static func rfc5322Date(_ unixTime: Int) -> String {
-        var t = time_t(unixTime)
-        var tmv = tm()
-        gmtime_r(&t, &tmv)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(days[Int(tmv.tm_wday)]), \(two(tmv.tm_mday)) \(months[Int(tmv.tm_mon)]) \(tmv.tm_year + 1900) "
-            + "\(two(tmv.tm_hour)):\(two(tmv.tm_min)):\(two(tmv.tm_sec)) +0000"
     }
 }

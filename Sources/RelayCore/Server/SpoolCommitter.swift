@@ -4,6 +4,8 @@
 // out together in the next batch: every message still gets its own file
 // and file fsync, the incoming/ directory is fsynced once per batch, and
 // each client hears 250 only after its own message is durable.
+import RelayQueue
+import RelaySMTP
 import Dispatch
 import Foundation
 import Logging

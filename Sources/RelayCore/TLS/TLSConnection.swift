@@ -7,6 +7,7 @@
 //
 // Ownership: the SSL* is created and freed here; the two BIOs are handed to
 // the SSL with SSL_set_bio and freed by SSL_free.
+import RelayModel
 import COpenSSL
 
 public enum TLSHandshakeStep: Equatable {

@@ -1,4 +1,5 @@
 // Turning OpenSSL's error queue and verify results into TLSFailure.
+import RelayModel
 import COpenSSL
 
 extension TLSFailure {

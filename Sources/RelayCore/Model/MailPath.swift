@@ -108,9 +108,9 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
         return !previousDot
     }
 
-    static func isAtext(_ c: Unicode.Scalar) -> Bool {
+    package static func isAtext(_ c: Unicode.Scalar) -> Bool {
         if c.value >= 0x80 { return c.value != 0x85 && !(0x2028...0x2029).contains(c.value) }
-        if CommandParser.isAlnum(UInt8(c.value)) { return true }
+        if ASCII.isAlnum(UInt8(c.value)) { return true }
         return "!#$%&'*+-/=?^_`{|}~".unicodeScalars.contains(c)
     }
 
@@ -122,7 +122,7 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
             guard !label.isEmpty, label.utf8.count <= 63, label.first != "-", label.last != "-" else { return false }
             for c in label.unicodeScalars {
                 if c.isASCII {
-                    guard CommandParser.isAlnum(UInt8(c.value)) || c == "-" else { return false }
+                    guard ASCII.isAlnum(UInt8(c.value)) || c == "-" else { return false }
                 } else {
                     guard utf8, c.properties.isAlphabetic || c.properties.numericType != nil
                             || c.properties.generalCategory == .nonspacingMark
@@ -162,5 +162,12 @@ public enum AddressLiteral {
         // does not (no shorthand), so it is exact here.
         if case .v4? = IPAddress(inner) { return true }
         return false
+    }
+}
+
+/// Character classes of the SMTP grammar (RFC 5321 §4.1.2 Let-dig).
+package enum ASCII {
+    package static func isAlnum(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
     }
 }

@@ -1,0 +1,14 @@
+// RelayCore is the top layer and the one module the executable imports:
+// it re-exports every layer below it (see Package.swift for why there is
+// no separate umbrella target).
+@_exported import RelayAuth
+@_exported import RelayConfig
+@_exported import RelayDelivery
+@_exported import RelayDNS
+@_exported import RelayIO
+@_exported import RelayLog
+@_exported import RelayModel
+@_exported import RelayPolicy
+@_exported import RelayQueue
+@_exported import RelaySMTP
+@_exported import RelayTLS
