@@ -88,6 +88,5 @@ let package = Package(
 
         .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore", logging],
                     exclude: ["Fixtures"], swiftSettings: settings),
-    ],
-    swiftLanguageModes: [.v5]
+    ]
 )

@@ -37,7 +37,7 @@ final class ClientRun: ConnectionDelegate {
     private var bodyFailure: String?
     private let tlsContext: TLSContext
     private let tlsOptions: TLSConnection.Options
-    private var completion: ((ClientRunResult) -> Void)?
+    private var completion: (@Sendable (ClientRunResult) -> Void)?
     private var tlsFailure: TLSFailure?
     /// Keeps the run alive while the connection holds only a weak delegate.
     private var selfRetain: ClientRun?
@@ -50,7 +50,7 @@ final class ClientRun: ConnectionDelegate {
     init(configuration: ClientSessionConfiguration, body: MessageBody, connection: Connection,
          tlsContext: TLSContext, tlsOptions: TLSConnection.Options,
          pool: ConnectionPool? = nil, poolKey: ConnectionPool.Key? = nil, reused: ConnectionPool.Entry? = nil,
-         completion: @escaping (ClientRunResult) -> Void) {
+         completion: @escaping @Sendable (ClientRunResult) -> Void) {
         if let reused {
             self.session = ClientSession(configuration: configuration, reusing: reused.extensions, tlsActive: reused.tlsActive)
         } else {

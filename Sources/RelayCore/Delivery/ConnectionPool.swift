@@ -12,10 +12,14 @@ import RelayIO
 import RelayModel
 import RelaySMTP
 import RelayTLS
+//
+// The table of idle connections is behind a Mutex: deliveries on many
+// queues take and offer connections. Each kept connection itself is
+// touched only on its own queue (its IdleWatcher is its delegate there).
 import Dispatch
-import Foundation
+import Synchronization
 
-public final class ConnectionPool: @unchecked Sendable {
+public final class ConnectionPool: Sendable {
     public struct Key: Hashable, Sendable {
         let address: IPAddress
         let port: UInt16
@@ -25,25 +29,20 @@ public final class ConnectionPool: @unchecked Sendable {
         let user: String?
     }
 
-    final class Entry {
+    struct Entry: Sendable {
         let connection: Connection
         let extensions: [String: String]
         let tlsActive: Bool
         let uses: Int
-        var watcher: IdleWatcher?
-
-        init(connection: Connection, extensions: [String: String], tlsActive: Bool, uses: Int) {
-            self.connection = connection
-            self.extensions = extensions
-            self.tlsActive = tlsActive
-            self.uses = uses
-        }
+        /// The connection's delegate while it is kept (it holds the
+        /// delegate weakly, so the entry keeps the watcher alive).
+        let watcher: IdleWatcher
     }
 
     /// Watches an idle connection: the server closing it, talking out of
     /// turn, or the idle time running out all remove it from the pool.
-    final class IdleWatcher: ConnectionDelegate {
-        weak var pool: ConnectionPool?
+    final class IdleWatcher: ConnectionDelegate, Sendable {
+        weak let pool: ConnectionPool?
         let key: Key
         init(pool: ConnectionPool, key: Key) { self.pool = pool; self.key = key }
 
@@ -65,8 +64,7 @@ public final class ConnectionPool: @unchecked Sendable {
 
     public let idleSeconds: Int
     public let maxUses: Int
-    private let lock = NSLock()
-    private var idle: [Key: [Entry]] = [:]
+    private let idle = Mutex<[Key: [Entry]]>([:])
 
     public init(idleSeconds: Int = 5, maxUses: Int = 100) {
         self.idleSeconds = idleSeconds
@@ -75,12 +73,12 @@ public final class ConnectionPool: @unchecked Sendable {
 
     /// An idle connection for this key, now owned by the caller.
     func take(_ key: Key) -> Entry? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard var list = idle[key], !list.isEmpty else { return nil }
-        let entry = list.removeLast()
-        idle[key] = list.isEmpty ? nil : list
-        return entry
+        idle.withLock { idle in
+            guard var list = idle[key], !list.isEmpty else { return nil }
+            let entry = list.removeLast()
+            idle[key] = list.isEmpty ? nil : list
+            return entry
+        }
     }
 
     /// Offers a connection after a clean transaction; false if the pool
@@ -88,14 +86,14 @@ public final class ConnectionPool: @unchecked Sendable {
     /// connection's queue.
     func offer(_ key: Key, connection: Connection, extensions: [String: String], tlsActive: Bool, uses: Int) -> Bool {
         guard uses < maxUses else { return false }
-        let entry = Entry(connection: connection, extensions: extensions, tlsActive: tlsActive, uses: uses)
         let watcher = IdleWatcher(pool: self, key: key)
-        entry.watcher = watcher
-        lock.lock()
-        let count = idle[key]?.count ?? 0
-        if count >= 8 { lock.unlock(); return false }
-        idle[key, default: []].append(entry)
-        lock.unlock()
+        let entry = Entry(connection: connection, extensions: extensions, tlsActive: tlsActive, uses: uses, watcher: watcher)
+        let kept = idle.withLock { idle in
+            guard idle[key]?.count ?? 0 < 8 else { return false }
+            idle[key, default: []].append(entry)
+            return true
+        }
+        guard kept else { return false }
         connection.delegate = watcher
         connection.setIdleTimeout(seconds: idleSeconds)
         return true
@@ -104,10 +102,10 @@ public final class ConnectionPool: @unchecked Sendable {
     /// Says QUIT on every kept connection and forgets them all (a reload
     /// replaced this pool, or relayd is stopping).
     public func closeIdle() {
-        lock.lock()
-        let entries = idle.values.flatMap { $0 }
-        idle = [:]
-        lock.unlock()
+        let entries = idle.withLock { idle in
+            defer { idle = [:] }
+            return idle.values.flatMap { $0 }
+        }
         for entry in entries {
             let connection = entry.connection
             connection.queue.async {
@@ -120,11 +118,11 @@ public final class ConnectionPool: @unchecked Sendable {
     /// Removes a connection if it is still idle in the pool; false when a
     /// delivery has already taken it.
     func remove(_ connection: Connection, key: Key) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        guard var list = idle[key], let i = list.firstIndex(where: { $0.connection === connection }) else { return false }
-        list.remove(at: i)
-        idle[key] = list.isEmpty ? nil : list
-        return true
+        idle.withLock { idle in
+            guard var list = idle[key], let i = list.firstIndex(where: { $0.connection === connection }) else { return false }
+            list.remove(at: i)
+            idle[key] = list.isEmpty ? nil : list
+            return true
+        }
     }
 }

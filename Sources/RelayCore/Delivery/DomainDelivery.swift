@@ -170,7 +170,7 @@ public final class DomainDelivery: @unchecked Sendable {
 
     /// Runs one transaction with `hop` on a kept connection if the pool has
     /// one for the same key, else on a fresh one; calls back on env.queue.
-    func attempt(_ hop: Hop, tls: TLSRequirement, completion: @escaping (ClientRunResult) -> Void) {
+    func attempt(_ hop: Hop, tls: TLSRequirement, completion: @escaping @Sendable (ClientRunResult) -> Void) {
         let key = ConnectionPool.Key(address: hop.address, port: hop.port, tls: tls, verified: hop.requiresVerification,
                                      host: hop.host, user: hop.credentials?.username)
         if let pool = env.pool, let entry = pool.take(key) {
@@ -208,7 +208,7 @@ public final class DomainDelivery: @unchecked Sendable {
         TLSConnection.Options(serverName: hop.host, expectedHostname: hop.host, requireVerification: hop.requiresVerification)
     }
 
-    func connectFresh(_ hop: Hop, tls: TLSRequirement, key: ConnectionPool.Key, completion: @escaping (ClientRunResult) -> Void) {
+    func connectFresh(_ hop: Hop, tls: TLSRequirement, key: ConnectionPool.Key, completion: @escaping @Sendable (ClientRunResult) -> Void) {
         Connector.connect(to: hop.address, port: hop.port, from: env.config.outbound.sourceAddress,
                           timeoutSeconds: env.config.outbound.connectTimeout, queue: env.queue) { [self] r in
             switch r {

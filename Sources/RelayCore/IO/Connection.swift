@@ -5,7 +5,12 @@
 // Lifecycle: start() → events to the delegate → close() (flush, then
 // teardown) or abort(). Teardown cancels both sources; the fd is closed in
 // the cancel handler of the last one, so no event handler can ever run on a
-// recycled descriptor. All methods must be called on `queue`.
+// recycled descriptor.
+//
+// Confinement: every property is read and written on `queue` only, and every
+// entry point checks that in debug builds (dispatchPrecondition). That is
+// what makes the class @unchecked Sendable: it may be handed between
+// queues, but it is only touched on its own.
 //
 // Backpressure, after swift-nio's writability and autoRead: reading stops
 // while more than `outboxHighWater` bytes wait to be sent (a peer that
@@ -39,7 +44,7 @@ extension ConnectionDelegate {
     public func connectionDrained(_ connection: Connection) {}
 }
 
-public final class Connection {
+public final class Connection: @unchecked Sendable {
     public let fd: Int32
     public let queue: DispatchQueue
     public let peer: IPAddress
@@ -96,6 +101,7 @@ public final class Connection {
     }
 
     public func start() {
+        dispatchPrecondition(condition: .onQueue(queue))
         let fd = self.fd
         let cancelled: () -> Void = { [self] in
             pendingCancels -= 1
@@ -126,12 +132,14 @@ public final class Connection {
     /// (Re)arms the idle timer; `connectionTimedOut` fires if nothing is
     /// received for `seconds`.
     public func setIdleTimeout(seconds: Int) {
+        dispatchPrecondition(condition: .onQueue(queue))
         setTimeout(after: Double(seconds))
     }
 
     /// Arms the one timer to fire `seconds` from now, replacing any
     /// earlier setting; `connectionTimedOut` is called when it does.
     public func setTimeout(after seconds: Double) {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard !tornDown, !closeWhenFlushed else { return }
         armTimer(after: seconds)
     }
@@ -158,6 +166,7 @@ public final class Connection {
     /// Queues application bytes (encrypted when TLS is active) and writes
     /// as much as the socket takes now.
     public func send(_ bytes: [UInt8]) {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard !tornDown, !closeWhenFlushed else { return }
         if tls != nil && !isTLSActive {
             heldUntilHandshake += bytes
@@ -290,12 +299,14 @@ public final class Connection {
     /// Switches to TLS as the server: every byte read from now on is TLS.
     /// Anything still unsent in plaintext (the 220 to STARTTLS) goes first.
     public func startServerTLS(context: TLSContext) throws {
+        dispatchPrecondition(condition: .onQueue(queue))
         tls = try TLSConnection(context: context)
     }
 
     /// Switches to TLS as the client and sends the ClientHello. Plaintext
     /// already received but not yet consumed is the caller's to discard.
     public func startClientTLS(context: TLSContext, options: TLSConnection.Options) throws {
+        dispatchPrecondition(condition: .onQueue(queue))
         let connection = try TLSConnection(context: context, options: options)
         tls = connection
         if case .failed(let failure) = connection.handshake() {
@@ -311,6 +322,7 @@ public final class Connection {
 
     /// Closes after everything queued has been written.
     public func close() {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard !tornDown else { return }
         if let tls, isTLSActive {
             tls.close()
@@ -322,7 +334,10 @@ public final class Connection {
     }
 
     /// Closes at once, dropping unsent output.
-    public func abort(reason: String) { teardown(reason: reason) }
+    public func abort(reason: String) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        teardown(reason: reason)
+    }
 
     private func teardown(reason: String) {
         guard !tornDown else { return }

@@ -1,15 +1,23 @@
 // Outgoing TCP connections: non-blocking connect driven by a write
 // DispatchSource, bounded by a timer, optionally from a fixed source
 // address. Hands back a ready fd or the error that names the cause.
+//
+// The attempt's state (finished, result) is shared by the write source,
+// the timer and the cancel handler, all on `queue`; it sits in a Mutex so
+// the compiler can check that, at the cost of an uncontended lock per
+// connect. Dispatch is imported @preconcurrency: Linux's libdispatch
+// overlay does not yet mark DispatchSource Sendable (Darwin's does), and
+// the handlers here capture the sources they cancel.
 import RelayModel
-import Dispatch
+@preconcurrency import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 public enum Connector {
     public static func connect(to ip: IPAddress, port: UInt16, from source: IPAddress?, timeoutSeconds: Int,
-                               queue: DispatchQueue, completion: @escaping (Result<Int32, SystemError>) -> Void) {
+                               queue: DispatchQueue, completion: @escaping @Sendable (Result<Int32, SystemError>) -> Void) {
         let family = ip.isV4 ? AF_INET : AF_INET6
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return queue.async { completion(.failure(SystemError("socket"))) } }
@@ -38,12 +46,16 @@ public enum Connector {
         // Wait for writability (connected or failed) or the deadline.
         let source = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
         let timer = DispatchSource.makeTimerSource(queue: queue)
-        var finished = false
-        var result: Result<Int32, SystemError> = .failure(SystemError("connect \(ip):\(port)", ETIMEDOUT))
-        func finish(_ r: Result<Int32, SystemError>) {
-            guard !finished else { return }
-            finished = true
-            result = r
+        struct State { var finished = false; var result: Result<Int32, SystemError> }
+        let state = Mutex(State(result: .failure(SystemError("connect \(ip):\(port)", ETIMEDOUT))))
+        let finish: @Sendable (Result<Int32, SystemError>) -> Void = { r in
+            let first = state.withLock { s in
+                guard !s.finished else { return false }
+                s.finished = true
+                s.result = r
+                return true
+            }
+            guard first else { return }
             timer.cancel()
             source.cancel()
         }
@@ -55,6 +67,7 @@ public enum Connector {
         }
         // The fd is handed over (or closed) only once the source is gone.
         source.setCancelHandler {
+            let result = state.withLock { $0.result }
             if case .failure = result { Glibc.close(fd) }
             completion(result)
         }

@@ -1,13 +1,17 @@
 // A listening socket driven by one DispatchSource: every readiness event
 // accepts until EAGAIN and hands each new non-blocking fd to `onAccept`.
 // The fd is closed in the source's cancel handler and nowhere else.
+//
+// Confinement: created, started, stopped and served on `queue` only (the
+// inbound server's accept queue); start() and stop() check it in debug
+// builds. Hence @unchecked Sendable.
 import RelayModel
 import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
 
-public final class Listener {
+public final class Listener: @unchecked Sendable {
     public let address: HostPort
     /// The port actually bound (differs from address.port when it was 0).
     public let boundPort: UInt16
@@ -37,6 +41,7 @@ public final class Listener {
     }
 
     public func start() {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard !started, !stopped else { return }
         started = true
         source.resume()
@@ -45,6 +50,11 @@ public final class Listener {
     /// Stops accepting; the socket closes once the source is cancelled.
     /// Also for a listener never started (another one failed to bind).
     public func stop() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        shutdown()
+    }
+
+    private func shutdown() {
         guard !stopped else { return }
         stopped = true
         source.cancel()
@@ -55,7 +65,9 @@ public final class Listener {
     }
 
     deinit {
-        if !started { stop() }
+        // The last reference may go anywhere; nothing else can touch the
+        // listener any more, so this is the one call not on `queue`.
+        if !started { shutdown() }
     }
 
     private func acceptAll() {

@@ -4,7 +4,7 @@
 import Glibc
 #endif
 
-public struct SystemError: Error, CustomStringConvertible {
+public struct SystemError: Error, CustomStringConvertible, Sendable {
     public let call: String
     public let code: Int32
     public init(_ call: String, _ code: Int32 = errno) { self.call = call; self.code = code }

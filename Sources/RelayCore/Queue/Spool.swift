@@ -16,9 +16,10 @@ import RelayModel
 #if canImport(Glibc)
 import Glibc
 import Dispatch
+import Synchronization
 #endif
 
-public final class Spool {
+public final class Spool: Sendable {
     public enum Folder: String, CaseIterable, Sendable {
         case tmp, incoming, active, deferred, hold, corrupt
     }
@@ -38,17 +39,16 @@ public final class Spool {
     /// Refuse new mail (452 4.3.1) when less than this many bytes are
     /// free. A reload may change it, from another queue than the writers'.
     public var reserveBytes: UInt64 {
-        get { reserveLock.sync { reserve } }
-        set { reserveLock.sync { reserve = newValue } }
+        get { reserve.load(ordering: .relaxed) }
+        set { reserve.store(newValue, ordering: .relaxed) }
     }
-    private var reserve: UInt64
-    private let reserveLock = DispatchQueue(label: "relayd.spool.reserve")
+    private let reserve: Atomic<UInt64>
     /// Tests and the durability benchmark may turn fsync off; production never does.
     public let fsyncEnabled: Bool
 
     public init(root: String, reserveBytes: UInt64 = 100 * 1024 * 1024, fsyncEnabled: Bool = true) throws {
         self.root = root
-        self.reserve = reserveBytes
+        self.reserve = Atomic(reserveBytes)
         self.fsyncEnabled = fsyncEnabled
         try Self.makeDirectory(root)
         for f in Folder.allCases { try Self.makeDirectory(path(f)) }

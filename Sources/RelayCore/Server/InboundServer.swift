@@ -6,6 +6,11 @@
 // connection has its own serial queue (targeting one shared concurrent
 // queue, so there is no thread per connection); durable writes run on
 // the SpoolCommitter (group commit); password checks on `authQueue`.
+//
+// Confinement: the server's mutable state (settings, listeners, sessions,
+// per-IP counts, the drain) is touched only on `acceptQueue`: public entry
+// points hop onto it, and `accepted` (called by the listeners) checks it in
+// debug builds. Hence @unchecked Sendable.
 import RelayAuth
 import RelayConfig
 import RelayIO
@@ -43,7 +48,9 @@ public final class InboundServer: @unchecked Sendable {
     private var sessions: [ObjectIdentifier: InboundSession] = [:]
     private var perIP: [IPAddress: Int] = [:]
     private var stopping = false
-    private var onIdle: (() -> Void)?
+    /// While draining: called once, when the last session ends or the
+    /// grace period is over.
+    private var drainDone: (@Sendable () -> Void)?
     /// Called (from any queue) with each message once it is durably queued.
     public var onQueued: (@Sendable (QueuedMessage) -> Void)?
 
@@ -86,6 +93,7 @@ public final class InboundServer: @unchecked Sendable {
     }
 
     private func accepted(fd: Int32, ip: IPAddress, listener: Config.Listener) {
+        dispatchPrecondition(condition: .onQueue(acceptQueue))
         let limits = settings.config.limits
         let queue = DispatchQueue(label: "relayd.conn", target: connectionTarget)
         let connection = Connection(fd: fd, peer: ip, queue: queue)
@@ -119,7 +127,7 @@ public final class InboundServer: @unchecked Sendable {
             guard sessions.removeValue(forKey: ObjectIdentifier(session)) != nil else { return }
             let ip = session.client
             if let n = perIP[ip], n > 1 { perIP[ip] = n - 1 } else { perIP.removeValue(forKey: ip) }
-            if stopping && sessions.isEmpty { onIdle?(); onIdle = nil }
+            if stopping && sessions.isEmpty { finishDrain() }
         }
     }
 
@@ -132,21 +140,21 @@ public final class InboundServer: @unchecked Sendable {
             listeners = []
             if sessions.isEmpty { done(); return }
             logger.info("draining sessions", metadata: ["count": "\(sessions.count)", "grace_seconds": "\(Int(grace))"])
-            var fired = false
-            let finish: () -> Void = {
-                guard !fired else { return }
-                fired = true
-                done()
-            }
-            onIdle = finish
+            drainDone = done
             for s in sessions.values { s.connection.queue.async { s.shutdown() } }
             acceptQueue.asyncAfter(deadline: .now() + grace) { [self] in
                 if !sessions.isEmpty {
                     logger.warning("grace period over; closing remaining sessions", metadata: ["count": "\(sessions.count)"])
                 }
-                finish()
+                finishDrain()
             }
         }
+    }
+
+    private func finishDrain() {
+        guard let done = drainDone else { return }
+        drainDone = nil
+        done()
     }
 
 }

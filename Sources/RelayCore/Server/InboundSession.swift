@@ -3,6 +3,13 @@
 // connection queue where they are slow, keeps the session's deadlines on the
 // connection's one timer, and logs every refusal it sends and one line when
 // the connection opens and one when it closes.
+//
+// Confinement: everything here runs on the connection's queue. The slow
+// work (a password check on the auth queue, a store in the committer)
+// hands its result back with `connection.queue.async`; begin(), shutdown()
+// and the delegate calls check the queue in debug builds. Hence @unchecked
+// Sendable: the session is captured by those hand-backs, never touched
+// from them.
 import RelayConfig
 import RelayIO
 import RelayModel
@@ -15,7 +22,7 @@ import Logging
 import Glibc
 #endif
 
-final class InboundSession: ConnectionDelegate {
+final class InboundSession: ConnectionDelegate, @unchecked Sendable {
     unowned let server: InboundServer
     let connection: Connection
     let listener: Config.Listener
@@ -52,6 +59,7 @@ final class InboundSession: ConnectionDelegate {
 
     /// On the connection queue.
     func begin() {
+        dispatchPrecondition(condition: .onQueue(connection.queue))
         connection.delegate = self
         connection.start()
         armDeadline()
@@ -66,7 +74,10 @@ final class InboundSession: ConnectionDelegate {
         }
     }
 
-    func shutdown() { perform(session.shutdown()) }
+    func shutdown() {
+        dispatchPrecondition(condition: .onQueue(connection.queue))
+        perform(session.shutdown())
+    }
 
     private func perform(_ actions: [ServerAction]) {
         var pending: [UInt8] = []
@@ -181,6 +192,7 @@ final class InboundSession: ConnectionDelegate {
     }
 
     func connection(_ connection: Connection, received bytes: [UInt8]) {
+        dispatchPrecondition(condition: .onQueue(connection.queue))
         perform(session.receive(bytes))
         deadlines.received(at: now(), partialLine: session.holdsPartialLine, inData: session.isReceivingData)
         let next = deadlines.next
@@ -201,6 +213,7 @@ final class InboundSession: ConnectionDelegate {
     }
 
     func connection(_ connection: Connection, tlsEstablished info: TLSSessionInfo) {
+        dispatchPrecondition(condition: .onQueue(connection.queue))
         logger.info("TLS established", metadata: ["tls": "\(info.protocolVersion)", "cipher": "\(info.cipher)",
                                                   "bits": "\(info.cipherBits)", "fs": "\(info.forwardSecret ? "yes" : "no")",
                                                   "resumed": "\(info.resumed)"])
@@ -209,6 +222,7 @@ final class InboundSession: ConnectionDelegate {
     }
 
     func connection(_ connection: Connection, tlsFailed failure: TLSFailure) {
+        dispatchPrecondition(condition: .onQueue(connection.queue))
         // Scanners and broken clients fail handshakes all day; nothing for
         // an operator to act on, so info, with the reason.
         logger.info("TLS handshake failed", metadata: ["reason": "\(failure.kind.rawValue)", "detail": "\(failure.detail)"])
@@ -216,6 +230,7 @@ final class InboundSession: ConnectionDelegate {
     }
 
     func connectionTimedOut(_ connection: Connection) {
+        dispatchPrecondition(condition: .onQueue(connection.queue))
         let next = deadlines.next
         // Dispatch may fire a hair early; never cut a session short.
         if next.at - now() > 0.05 {
@@ -226,6 +241,7 @@ final class InboundSession: ConnectionDelegate {
     }
 
     func connectionClosed(_ connection: Connection, reason: String) {
+        dispatchPrecondition(condition: .onQueue(connection.queue))
         guard !ended else { return }
         ended = true
         logger.info("disconnect", metadata: [
