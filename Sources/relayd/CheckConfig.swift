@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import RelayCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,18 +37,17 @@ extension CheckConfig {
         do { resolver = try CAresResolver(servers: config.dns.servers, timeoutMilliseconds: 1500, tries: 1) } catch {
             return ["relay domains and relays not checked: \(error)"]
         }
-        final class Box: @unchecked Sendable { var warnings: [String] = [] }
-        let box = Box()
+        let found = Mutex<[String]>([])
         let done = DispatchSemaphore(value: 0)
         let check = RouteCheck(config: config, resolver: resolver)
         check.run { warnings in
-            box.warnings = warnings
+            found.withLock { $0 = warnings }
             done.signal()
         }
         guard done.wait(timeout: .now() + 10) == .success else {
             return ["relay domains and relays not checked: DNS did not answer within 10 seconds"]
         }
-        return box.warnings
+        return found.withLock { $0 }
     }
 }
 

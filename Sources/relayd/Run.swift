@@ -55,6 +55,12 @@ struct Run: ParsableCommand {
 
 /// Process-level wiring: the spool lock, spool recovery, the inbound
 /// server, signals.
+///
+/// Confinement: built and started on the main thread before any signal
+/// source exists; from then on its mutable state (stopping, the signal
+/// sources) is touched only by the signal handlers on `signalQueue`, and
+/// stop() and reload() check that in debug builds. Hence @unchecked
+/// Sendable.
 final class Daemon: @unchecked Sendable {
     let configPath: String
     let logger: Logger
@@ -146,6 +152,7 @@ final class Daemon: @unchecked Sendable {
     }
 
     private func stop(signal sig: Int32, grace: Double) {
+        dispatchPrecondition(condition: .onQueue(signalQueue))
         if stopping {
             logger.warning("second stop signal; exiting now")
             exit(0)
@@ -162,6 +169,7 @@ final class Daemon: @unchecked Sendable {
     }
 
     private func reload() {
+        dispatchPrecondition(condition: .onQueue(signalQueue))
         do {
             // Every piece is built before any is swapped in, so a reload
             // that fails part-way changes nothing.

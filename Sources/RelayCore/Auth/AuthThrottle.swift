@@ -10,22 +10,41 @@
 // address would give each such client 2^64 fresh starts. An IPv4-mapped
 // IPv6 address (a dual-stack socket) counts as the IPv4 address it is.
 import RelayModel
-import Dispatch
+import Synchronization
 
-public final class AuthThrottle: @unchecked Sendable {
-    private var limit: Int
+public final class AuthThrottle: Sendable {
+    /// The limit and the failure record, shared by every session's password
+    /// checks on the auth queue.
+    private struct State {
+        var limit: Int
+        /// Keyed by `client(of:)`.
+        var failures: [IPAddress: [Double]] = [:]
+
+        func recent(_ client: IPAddress, now: Double, window: Double) -> [Double] {
+            (failures[client] ?? []).filter { now - $0 < window }
+        }
+
+        mutating func append(_ client: IPAddress, now: Double, window: Double) {
+            var list = recent(client, now: now, window: window)
+            list.append(now)
+            failures[client] = list
+            if failures.count > 100_000 {
+                // Bound memory under a spray from many addresses.
+                failures = failures.filter { !$0.value.allSatisfy { now - $0 >= window } }
+            }
+        }
+    }
+
+    private let state: Mutex<State>
     /// Failures per client inside the window; a reload may change it.
     public var maxFailures: Int {
-        get { lock.sync { limit } }
-        set { lock.sync { limit = newValue } }
+        get { state.withLock { $0.limit } }
+        set { state.withLock { $0.limit = newValue } }
     }
     public let window: Double
-    private let lock = DispatchQueue(label: "relayd.auth-throttle")
-    /// Keyed by `client(of:)`.
-    private var failures: [IPAddress: [Double]] = [:]
 
     public init(maxFailures: Int = 10, windowSeconds: Double = 900) {
-        self.limit = maxFailures
+        self.state = Mutex(State(limit: maxFailures))
         self.window = windowSeconds
     }
 
@@ -35,19 +54,15 @@ public final class AuthThrottle: @unchecked Sendable {
         return address.isV4 ? address : address.masked(toPrefix: 64)
     }
 
-    private func recent(_ client: IPAddress, now: Double) -> [Double] {
-        (failures[client] ?? []).filter { now - $0 < window }
-    }
-
     /// Whether this address's client is over the limit right now.
     public func isBlocked(_ ip: IPAddress, now: Double) -> Bool {
-        lock.sync { recent(Self.client(of: ip), now: now).count >= limit }
+        state.withLock { $0.recent(Self.client(of: ip), now: now, window: window).count >= $0.limit }
     }
 
     /// Seconds to wait before answering this address's attempt: 0 with no
     /// recent failures, growing one second per failure, capped at 10.
     public func delay(for ip: IPAddress, now: Double) -> Double {
-        lock.sync { min(10, Double(recent(Self.client(of: ip), now: now).count)) }
+        state.withLock { min(10, Double($0.recent(Self.client(of: ip), now: now, window: window).count)) }
     }
 
     /// For an attempt about to be checked: how long to wait before
@@ -57,30 +72,19 @@ public final class AuthThrottle: @unchecked Sendable {
     /// before them, where checking first and recording after would let them
     /// all pass before the first failure landed.
     public func admit(_ ip: IPAddress, now: Double) -> (delay: Double, blocked: Bool) {
-        lock.sync {
+        state.withLock { s in
             let client = Self.client(of: ip)
-            let count = recent(client, now: now).count
-            append(client, now: now)
-            return (min(10, Double(count)), count >= limit)
+            let count = s.recent(client, now: now, window: window).count
+            s.append(client, now: now, window: window)
+            return (min(10, Double(count)), count >= s.limit)
         }
     }
 
     public func recordFailure(_ ip: IPAddress, now: Double) {
-        lock.sync { append(Self.client(of: ip), now: now) }
+        state.withLock { $0.append(Self.client(of: ip), now: now, window: window) }
     }
 
     public func recordSuccess(_ ip: IPAddress) {
-        lock.sync { _ = failures.removeValue(forKey: Self.client(of: ip)) }
-    }
-
-    /// On `lock`.
-    private func append(_ client: IPAddress, now: Double) {
-        var list = recent(client, now: now)
-        list.append(now)
-        failures[client] = list
-        if failures.count > 100_000 {
-            // Bound memory under a spray from many addresses.
-            failures = failures.filter { !$0.value.allSatisfy { now - $0 >= window } }
-        }
+        state.withLock { _ = $0.failures.removeValue(forKey: Self.client(of: ip)) }
     }
 }

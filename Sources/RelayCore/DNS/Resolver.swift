@@ -8,6 +8,13 @@
 // rcode and the AD bit for every answer — MX, A/AAAA and TLSA alike.
 // ARES_FLAG_NOCHECKRESP keeps SERVFAIL a SERVFAIL instead of c-ares
 // treating it as a dead server and answering "no such record".
+//
+// Confinement: the channel, the socket sources, the timer and the
+// deferred-close ledger are touched only on `queue`; query() hops onto it,
+// and the c-ares callbacks (socket state, socket closed) run inside calls
+// made there and check it in debug builds. Hence @unchecked Sendable, for
+// the resolver and for its DeferredClose (owned by cancel handlers that
+// run on the same queue).
 import RelayModel
 import CAres
 import Dispatch
@@ -199,6 +206,7 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
     // MARK: driving c-ares from Dispatch (all on `queue`)
 
     private func socketStateChanged(fd: Int32, readable: Bool, writable: Bool) {
+        dispatchPrecondition(condition: .onQueue(queue))
         let closer = self.closer
         if readable, readSources[fd] == nil {
             let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
@@ -223,6 +231,7 @@ public final class CAresResolver: DNSResolving, @unchecked Sendable {
     /// c-ares' close(2), deferred until no DispatchSource can still be
     /// registered for the descriptor.
     private func socketClosedByCAres(_ fd: Int32) {
+        dispatchPrecondition(condition: .onQueue(queue))
         if let s = readSources.removeValue(forKey: fd) { closer.cancel(s, fd: fd) }
         if let s = writeSources.removeValue(forKey: fd) { closer.cancel(s, fd: fd) }
         closer.closedByCAres(fd)

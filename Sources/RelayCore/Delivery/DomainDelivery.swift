@@ -95,8 +95,10 @@ public struct DeliveryEnvironment: Sendable {
     }
 }
 
-extension TLSContext: @unchecked Sendable {}
-
+/// Confinement: the machine and the completion are touched only on
+/// `env.queue`: every answer from the resolver, the connector or ClientRun
+/// comes back through `feed`, which hops onto it, and `perform` checks it
+/// in debug builds. Hence @unchecked Sendable.
 public final class DomainDelivery: @unchecked Sendable {
     typealias Hop = DeliveryAttempt.Hop
 
@@ -133,6 +135,7 @@ public final class DomainDelivery: @unchecked Sendable {
     }
 
     private func perform(_ action: DeliveryAttempt.Action) {
+        dispatchPrecondition(condition: .onQueue(env.queue))
         switch action {
         case .resolveMX(let name):
             env.mx.resolve(name) { [self] r in feed(.resolved(r)) }

@@ -9,6 +9,7 @@
 import RelayDNS
 import RelayModel
 import Dispatch
+import Synchronization
 
 public struct MXHost: Equatable, Sendable {
     public let name: String
@@ -23,7 +24,7 @@ public enum MXResolution: Equatable, Sendable {
     case failed(DeliveryFailure)
 }
 
-public final class MXResolver: @unchecked Sendable {
+public final class MXResolver: Sendable {
     let resolver: any DNSResolving
     let shuffle: @Sendable ([MXHost]) -> [MXHost]
 
@@ -81,17 +82,16 @@ public final class MXResolver: @unchecked Sendable {
     func resolveAddresses(_ targets: [(Int, String)], implicit: Bool, domain: String,
                           completion: @escaping @Sendable (MXResolution) -> Void) {
         let group = DispatchGroup()
-        let lock = DispatchQueue(label: "relayd.mx")
-        final class Collected: @unchecked Sendable {
+        struct Collected {
             var found: [String: [IPAddress]] = [:]
             var transientErrors: [String] = []
         }
-        let c = Collected()
+        let collected = Mutex(Collected())
         for (_, name) in targets {
             for type in [DNSType.a, .aaaa] {
                 group.enter()
                 resolver.query(name, type) { result in
-                    lock.sync {
+                    collected.withLock { c in
                         switch result {
                         case .success(let r) where r.rcode == .noError || r.rcode == .nxDomain:
                             let owners = Self.chain(name, r.answers)
@@ -112,7 +112,8 @@ public final class MXResolver: @unchecked Sendable {
                 }
             }
         }
-        group.notify(queue: lock) { [self] in
+        group.notify(queue: .global()) { [self] in
+            let c = collected.withLock { $0 }
             var hosts: [MXHost] = []
             // Group by preference, shuffle inside each group (RFC 5321 §5.1).
             let prefs = Set(targets.map(\.0)).sorted()

@@ -7,12 +7,18 @@
 // every recipient has a final outcome (at-least-once delivery).
 //
 // All bookkeeping runs on one serial queue; deliveries run concurrently on
-// their own queues, bounded globally and per domain. Bodies held in memory
+// their own queues, bounded globally and per domain.
+//
+// Confinement: every mutable property is touched only on `queue`. Public
+// entry points hop onto it; the timer, the reports and the DispatchGroup's
+// notify run on it; pump, begin and finish check it in debug builds. Hence
+// @unchecked Sendable. Bodies held in memory
 // are bounded by `[queue] memory_budget` (BodyCache); the rest are read
 // from the spool as they are sent.
 import RelayQueue
 import RelaySMTP
 import Dispatch
+import Synchronization
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -179,6 +185,7 @@ public final class QueueRunner: @unchecked Sendable {
     }
 
     private func pump() {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard !stopped else { return }
         let limit = environment.config.outbound.maxConcurrentDeliveries
         // Fresh mail first: a backlog in deferred/ never delays it. Mail for
@@ -259,6 +266,7 @@ public final class QueueRunner: @unchecked Sendable {
     /// counts as handled.
     @discardableResult
     private func begin(_ id: String, from folder: Spool.Folder) -> Bool {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard !inFlight.contains(id) else { return true }
         let message: SpooledMessage
         // A kept body is used only while its file is where it should be
@@ -317,8 +325,7 @@ public final class QueueRunner: @unchecked Sendable {
         }
 
         let group = DispatchGroup()
-        final class Reports: @unchecked Sendable { var list: [DomainDeliveryReport] = [] }
-        let reports = Reports()
+        let reports = Mutex<[DomainDeliveryReport]>([])
         let env = environment
         for (domain, indexes) in byDomain {
             group.enter()
@@ -326,13 +333,13 @@ public final class QueueRunner: @unchecked Sendable {
             let attemptEnv = env.with(queue: attemptQueue, now: now)
             deliver(attemptEnv, message, domain, indexes.sorted()) { report in
                 self.queue.async {
-                    reports.list.append(report)
+                    reports.withLock { $0.append(report) }
                     group.leave()
                 }
             }
         }
         group.notify(queue: queue) { [self] in
-            let lifetimeVerdicts = apply(reports.list, to: &state, message: message)
+            let lifetimeVerdicts = apply(reports.withLock { $0 }, to: &state, message: message)
             finish(message, state: state, domains: Array(byDomain.keys), lifetimeVerdicts: lifetimeVerdicts)
         }
         return true
@@ -392,6 +399,7 @@ public final class QueueRunner: @unchecked Sendable {
     /// line said `bounced` exactly then, so that verdict is final here; the
     /// clock decides only for a recipient no attempt judged.
     private func finish(_ message: SpooledMessage, state inState: DeliveryState, domains: [String], lifetimeVerdicts: [Int: Bool] = [:]) {
+        dispatchPrecondition(condition: .onQueue(queue))
         var state = inState
         defer {
             cache.release(message.id)

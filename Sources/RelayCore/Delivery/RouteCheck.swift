@@ -16,15 +16,15 @@ import RelayDNS
 import RelayIO
 import RelayModel
 import Dispatch
+import Synchronization
 
-public final class RouteCheck: @unchecked Sendable {
+public final class RouteCheck: Sendable {
     let config: Config
     let listeners: [HostPort]
     let mx: MXResolver
     let localAddresses: @Sendable () -> [IPAddress]
-    /// Guards `found`; the resolver answers on its own queues.
-    private let lock = DispatchQueue(label: "relayd.routecheck")
-    private var found: [Int: String] = [:]
+    /// Warnings by slot; the resolver answers on its own queues.
+    private let found = Mutex<[Int: String]>([:])
 
     public init(config: Config, resolver: any DNSResolving,
                 localAddresses: @escaping @Sendable () -> [IPAddress] = { LocalAddresses.current() }) {
@@ -67,12 +67,12 @@ public final class RouteCheck: @unchecked Sendable {
                 group.leave()
             }
         }
-        group.notify(queue: lock) { [self] in
-            completion(found.sorted { $0.key < $1.key }.map(\.value))
+        group.notify(queue: .global()) { [self] in
+            completion(found.withLock { $0 }.sorted { $0.key < $1.key }.map(\.value))
         }
     }
 
-    private func report(_ slot: Int, _ text: String) { lock.sync { found[slot] = text } }
+    private func report(_ slot: Int, _ text: String) { found.withLock { $0[slot] = text } }
 
     private func check(_ relay: Config.UpstreamRelay, _ addresses: [IPAddress], slot: Int) {
         for ip in addresses {

@@ -13,6 +13,7 @@
 // than the ones sent.
 import RelayModel
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -65,14 +66,15 @@ public enum MessageBody: Sendable {
 /// One queue file held open by descriptor; the path may be renamed (moved
 /// between spool folders) while it is read. Immutable after init, and
 /// pread(2) keeps no file offset, so concurrent deliveries of the same
-/// message (one per domain) may read it at once.
-public final class QueueFileReader: @unchecked Sendable {
+/// message (one per domain) may read it at once. The one thing that
+/// changes — a failed check, found by whichever reader hit it first — is
+/// behind a Mutex.
+public final class QueueFileReader: Sendable {
     public let header: QueueFileHeader
     private let fd: Int32
     /// FNV-1a state after the header bytes (those that were parsed).
     let headerChecksum: UInt64
-    private let lock = DispatchQueue(label: "relayd.queuefile")
-    private var failure: QueueFileError?
+    private let failure = Mutex<QueueFileError?>(nil)
 
     /// Takes `fd` (closed by deinit) and parses the header; `prefix`, the
     /// file's first bytes already read by the caller, saves reading them
@@ -111,10 +113,10 @@ public final class QueueFileReader: @unchecked Sendable {
 
     /// The first check that failed while reading, if any; the queue runner
     /// moves such a file to corrupt/ once its deliveries end.
-    public var failedCheck: QueueFileError? { lock.sync { failure } }
+    public var failedCheck: QueueFileError? { failure.withLock { $0 } }
 
     func recordFailure(_ e: QueueFileError) {
-        lock.sync { if failure == nil { failure = e } }
+        failure.withLock { if $0 == nil { $0 = e } }
     }
 
     /// Reads exactly `count` bytes at `offset`, or fewer only at end of file.

@@ -10,7 +10,7 @@ import RelayTLS
 import Foundation
 import Logging
 
-public final class InboundSettings: @unchecked Sendable {
+public final class InboundSettings: Sendable {
     public let config: Config
     public let tlsContext: TLSContext
     public let users: UsersFile?

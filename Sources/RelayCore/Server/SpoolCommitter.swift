@@ -7,18 +7,17 @@
 import RelayQueue
 import RelaySMTP
 import Dispatch
-import Foundation
 import Logging
+import Synchronization
 
-final class SpoolCommitter: @unchecked Sendable {
+final class SpoolCommitter: Sendable {
     typealias Completion = @Sendable (StoreResult) -> Void
 
     let spool: Spool
     let logger: Logger
     private let queue = DispatchQueue(label: "relayd.spool")
-    private let lock = NSLock()
-    private var pending: [(QueuedMessage, Completion)] = []
-    private var draining = false
+    /// Stores waiting for the next batch, and whether a drain is running.
+    private let waiting = Mutex<(pending: [(QueuedMessage, Completion)], draining: Bool)>(([], false))
 
     init(spool: Spool, logger: Logger) {
         self.spool = spool
@@ -26,25 +25,22 @@ final class SpoolCommitter: @unchecked Sendable {
     }
 
     func submit(_ message: QueuedMessage, completion: @escaping Completion) {
-        lock.lock()
-        pending.append((message, completion))
-        let start = !draining
-        draining = true
-        lock.unlock()
+        let start = waiting.withLock { w in
+            w.pending.append((message, completion))
+            defer { w.draining = true }
+            return !w.draining
+        }
         if start { queue.async { self.drain() } }
     }
 
     private func drain() {
         while true {
-            lock.lock()
-            let batch = pending
-            pending = []
-            if batch.isEmpty {
-                draining = false
-                lock.unlock()
-                return
+            let batch = waiting.withLock { w in
+                defer { w.pending = [] }
+                if w.pending.isEmpty { w.draining = false }
+                return w.pending
             }
-            lock.unlock()
+            if batch.isEmpty { return }
             let results = spool.store(batch: batch.map(\.0))
             for ((message, completion), result) in zip(batch, results) {
                 switch result {

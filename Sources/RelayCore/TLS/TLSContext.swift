@@ -52,7 +52,12 @@ public struct TLSSetupError: Error, Equatable, CustomStringConvertible {
     public var description: String { message }
 }
 
-public final class TLSContext {
+/// Unchecked Sendable, because the compiler cannot see into the SSL_CTX:
+/// it is configured completely in init and never changed afterwards, and
+/// OpenSSL documents a configured SSL_CTX as safe to share between threads
+/// that each make their own SSL from it (its session cache locks itself).
+/// Every connection on every queue uses one context; that is the point.
+public final class TLSContext: @unchecked Sendable {
     /// The SSL_CTX*. Never escapes this module; freed once in deinit.
     let pointer: OpaquePointer
     public let configuration: TLSContextConfiguration
