@@ -62,27 +62,28 @@ let package = Package(
         role("RelaySMTP", "SMTP", ["RelayModel"]),
         role("RelayPolicy", "Policy", ["RelayModel", "RelaySMTP"]),
         role("RelayLog", "Log", [logging]),
+        role("RelaySync", "Sync", []),
 
         // One system library each.
         role("RelayTLS", "TLS", ["RelayModel", "COpenSSL"]),
         role("RelayDNS", "DNS", ["RelayModel", "CAres"]),
-        role("RelayAuth", "Auth", ["RelayModel", "CCrypt"]),
+        role("RelayAuth", "Auth", ["RelayModel", "RelaySync", "CCrypt"]),
 
         // Files, sockets and the configuration.
-        role("RelayQueue", "Queue", ["RelayModel", "RelaySMTP"]),
-        role("RelayIO", "IO", ["RelayModel", "RelayTLS"]),
+        role("RelayQueue", "Queue", ["RelayModel", "RelaySMTP", "RelaySync"]),
+        role("RelayIO", "IO", ["RelayModel", "RelaySync", "RelayTLS"]),
         role("RelayConfig", "Config", ["RelayModel", "RelayPolicy", "RelayTLS", "RelayAuth", logging,
                                        .product(name: "TOMLKit", package: "TOMLKit")]),
 
         // Outbound, then the server on top.
         role("RelayDelivery", "Delivery", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS",
-                                           "RelayIO", "RelayQueue", "RelayConfig", logging]),
+                                           "RelayIO", "RelayQueue", "RelayConfig", "RelaySync", logging]),
         role("RelayCore", "Server", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                                     "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", logging]),
+                                     "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", "RelaySync", logging]),
 
         .executableTarget(
             name: "relayd",
-            dependencies: ["RelayCore", .product(name: "ArgumentParser", package: "swift-argument-parser"), logging],
+            dependencies: ["RelayCore", "RelaySync", .product(name: "ArgumentParser", package: "swift-argument-parser"), logging],
             swiftSettings: settings
         ),
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Dispatch
 import RelayCore
-import Synchronization
+import RelaySync
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,7 +37,7 @@ extension CheckConfig {
         do { resolver = try CAresResolver(servers: config.dns.servers, timeoutMilliseconds: 1500, tries: 1) } catch {
             return ["relay domains and relays not checked: \(error)"]
         }
-        let found = Mutex<[String]>([])
+        let found = Locked<[String]>([])
         let done = DispatchSemaphore(value: 0)
         let check = RouteCheck(config: config, resolver: resolver)
         check.run { warnings in

@@ -10,7 +10,7 @@
 // address would give each such client 2^64 fresh starts. An IPv4-mapped
 // IPv6 address (a dual-stack socket) counts as the IPv4 address it is.
 import RelayModel
-import Synchronization
+import RelaySync
 
 public final class AuthThrottle: Sendable {
     /// The limit and the failure record, shared by every session's password
@@ -35,7 +35,7 @@ public final class AuthThrottle: Sendable {
         }
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// Failures per client inside the window; a reload may change it.
     public var maxFailures: Int {
         get { state.withLock { $0.limit } }
@@ -44,7 +44,7 @@ public final class AuthThrottle: Sendable {
     public let window: Double
 
     public init(maxFailures: Int = 10, windowSeconds: Double = 900) {
-        self.state = Mutex(State(limit: maxFailures))
+        self.state = Locked(State(limit: maxFailures))
         self.window = windowSeconds
     }
 

@@ -13,11 +13,11 @@ import RelayModel
 import RelaySMTP
 import RelayTLS
 //
-// The table of idle connections is behind a Mutex: deliveries on many
+// The table of idle connections is behind a lock: deliveries on many
 // queues take and offer connections. Each kept connection itself is
 // touched only on its own queue (its IdleWatcher is its delegate there).
 import Dispatch
-import Synchronization
+import RelaySync
 
 public final class ConnectionPool: Sendable {
     public struct Key: Hashable, Sendable {
@@ -64,7 +64,7 @@ public final class ConnectionPool: Sendable {
 
     public let idleSeconds: Int
     public let maxUses: Int
-    private let idle = Mutex<[Key: [Entry]]>([:])
+    private let idle = Locked<[Key: [Entry]]>([:])
 
     public init(idleSeconds: Int = 5, maxUses: Int = 100) {
         self.idleSeconds = idleSeconds

@@ -9,7 +9,7 @@
 import RelayDNS
 import RelayModel
 import Dispatch
-import Synchronization
+import RelaySync
 
 public struct MXHost: Equatable, Sendable {
     public let name: String
@@ -86,7 +86,7 @@ public final class MXResolver: Sendable {
             var found: [String: [IPAddress]] = [:]
             var transientErrors: [String] = []
         }
-        let collected = Mutex(Collected())
+        let collected = Locked(Collected())
         for (_, name) in targets {
             for type in [DNSType.a, .aaaa] {
                 group.enter()

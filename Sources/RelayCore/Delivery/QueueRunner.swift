@@ -18,7 +18,7 @@
 import RelayQueue
 import RelaySMTP
 import Dispatch
-import Synchronization
+import RelaySync
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -325,7 +325,7 @@ public final class QueueRunner: @unchecked Sendable {
         }
 
         let group = DispatchGroup()
-        let reports = Mutex<[DomainDeliveryReport]>([])
+        let reports = Locked<[DomainDeliveryReport]>([])
         let env = environment
         for (domain, indexes) in byDomain {
             group.enter()

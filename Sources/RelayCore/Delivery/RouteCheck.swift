@@ -16,7 +16,7 @@ import RelayDNS
 import RelayIO
 import RelayModel
 import Dispatch
-import Synchronization
+import RelaySync
 
 public final class RouteCheck: Sendable {
     let config: Config
@@ -24,7 +24,7 @@ public final class RouteCheck: Sendable {
     let mx: MXResolver
     let localAddresses: @Sendable () -> [IPAddress]
     /// Warnings by slot; the resolver answers on its own queues.
-    private let found = Mutex<[Int: String]>([:])
+    private let found = Locked<[Int: String]>([:])
 
     public init(config: Config, resolver: any DNSResolving,
                 localAddresses: @escaping @Sendable () -> [IPAddress] = { LocalAddresses.current() }) {

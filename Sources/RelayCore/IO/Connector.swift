@@ -3,14 +3,14 @@
 // address. Hands back a ready fd or the error that names the cause.
 //
 // The attempt's state (finished, result) is shared by the write source,
-// the timer and the cancel handler, all on `queue`; it sits in a Mutex so
+// the timer and the cancel handler, all on `queue`; it sits in a lock so
 // the compiler can check that, at the cost of an uncontended lock per
 // connect. Dispatch is imported @preconcurrency: Linux's libdispatch
 // overlay does not yet mark DispatchSource Sendable (Darwin's does), and
 // the handlers here capture the sources they cancel.
 import RelayModel
 @preconcurrency import Dispatch
-import Synchronization
+import RelaySync
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -47,7 +47,7 @@ public enum Connector {
         let source = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
         let timer = DispatchSource.makeTimerSource(queue: queue)
         struct State { var finished = false; var result: Result<Int32, SystemError> }
-        let state = Mutex(State(result: .failure(SystemError("connect \(ip):\(port)", ETIMEDOUT))))
+        let state = Locked(State(result: .failure(SystemError("connect \(ip):\(port)", ETIMEDOUT))))
         let finish: @Sendable (Result<Int32, SystemError>) -> Void = { r in
             let first = state.withLock { s in
                 guard !s.finished else { return false }

@@ -13,7 +13,7 @@
 // than the ones sent.
 import RelayModel
 import Dispatch
-import Synchronization
+import RelaySync
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -68,13 +68,13 @@ public enum MessageBody: Sendable {
 /// pread(2) keeps no file offset, so concurrent deliveries of the same
 /// message (one per domain) may read it at once. The one thing that
 /// changes — a failed check, found by whichever reader hit it first — is
-/// behind a Mutex.
+/// behind a lock.
 public final class QueueFileReader: Sendable {
     public let header: QueueFileHeader
     private let fd: Int32
     /// FNV-1a state after the header bytes (those that were parsed).
     let headerChecksum: UInt64
-    private let failure = Mutex<QueueFileError?>(nil)
+    private let failure = Locked<QueueFileError?>(nil)
 
     /// Takes `fd` (closed by deinit) and parses the header; `prefix`, the
     /// file's first bytes already read by the caller, saves reading them

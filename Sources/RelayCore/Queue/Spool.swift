@@ -16,7 +16,7 @@ import RelayModel
 #if canImport(Glibc)
 import Glibc
 import Dispatch
-import Synchronization
+import RelaySync
 #endif
 
 public final class Spool: Sendable {
@@ -39,16 +39,16 @@ public final class Spool: Sendable {
     /// Refuse new mail (452 4.3.1) when less than this many bytes are
     /// free. A reload may change it, from another queue than the writers'.
     public var reserveBytes: UInt64 {
-        get { reserve.load(ordering: .relaxed) }
-        set { reserve.store(newValue, ordering: .relaxed) }
+        get { reserve.withLock { $0 } }
+        set { reserve.withLock { $0 = newValue } }
     }
-    private let reserve: Atomic<UInt64>
+    private let reserve: Locked<UInt64>
     /// Tests and the durability benchmark may turn fsync off; production never does.
     public let fsyncEnabled: Bool
 
     public init(root: String, reserveBytes: UInt64 = 100 * 1024 * 1024, fsyncEnabled: Bool = true) throws {
         self.root = root
-        self.reserve = Atomic(reserveBytes)
+        self.reserve = Locked(reserveBytes)
         self.fsyncEnabled = fsyncEnabled
         try Self.makeDirectory(root)
         for f in Folder.allCases { try Self.makeDirectory(path(f)) }

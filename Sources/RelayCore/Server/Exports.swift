@@ -12,3 +12,4 @@
 @_exported import RelayQueue
 @_exported import RelaySMTP
 @_exported import RelayTLS
+@_exported import RelaySync

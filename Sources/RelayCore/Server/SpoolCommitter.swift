@@ -8,7 +8,7 @@ import RelayQueue
 import RelaySMTP
 import Dispatch
 import Logging
-import Synchronization
+import RelaySync
 
 final class SpoolCommitter: Sendable {
     typealias Completion = @Sendable (StoreResult) -> Void
@@ -17,7 +17,7 @@ final class SpoolCommitter: Sendable {
     let logger: Logger
     private let queue = DispatchQueue(label: "relayd.spool")
     /// Stores waiting for the next batch, and whether a drain is running.
-    private let waiting = Mutex<(pending: [(QueuedMessage, Completion)], draining: Bool)>(([], false))
+    private let waiting = Locked<(pending: [(QueuedMessage, Completion)], draining: Bool)>(([], false))
 
     init(spool: Spool, logger: Logger) {
         self.spool = spool
