@@ -1,5 +1,5 @@
 import Foundation
-import XCTest
+import Testing
 @testable import RelayCore
 
 /// Builds DNS answers for tests.
@@ -27,31 +27,31 @@ enum DNSBuilder {
     }
 }
 
-final class DNSMessageTests: XCTestCase {
-    func testQueryHasADAndNoCD() {
+@Suite struct DNSMessageTests {
+    @Test func queryHasADAndNoCD() {
         let q = DNSMessage.query(name: "Example.COM.", type: .mx, id: 0x1234)!
-        XCTAssertEqual(q[0...1], [0x12, 0x34])
-        XCTAssertEqual(q[2], 0x01, "RD")
-        XCTAssertEqual(q[3] & 0x20, 0x20, "AD set")
-        XCTAssertEqual(q[3] & 0x10, 0, "CD never set")
-        XCTAssertNil(DNSMessage.query(name: String(repeating: "a", count: 64) + ".test", type: .a, id: 1))
-        XCTAssertNil(DNSMessage.query(name: "a..b", type: .a, id: 1))
+        #expect(q[0...1] == [0x12, 0x34])
+        #expect(q[2] == 0x01, "RD")
+        #expect(q[3] & 0x20 == 0x20, "AD set")
+        #expect(q[3] & 0x10 == 0, "CD never set")
+        #expect(DNSMessage.query(name: String(repeating: "a", count: 64) + ".test", type: .a, id: 1) == nil)
+        #expect(DNSMessage.query(name: "a..b", type: .a, id: 1) == nil)
     }
 
-    func testParsesMXWithCompressionAndAD() throws {
+    @Test func parsesMXWithCompressionAndAD() throws {
         let q = DNSMessage.query(name: "example.test", type: .mx, id: 7)!
         // Owner is a pointer to the question name at offset 12.
         let owner: [UInt8] = [0xc0, 12]
         let mx = DNSBuilder.rr(owner, type: 15, rdata: [0, 10] + [2] + Array("mx".utf8) + [0xc0, 12])
         let resp = DNSBuilder.response(to: q, ad: true, answers: [mx])
         let parsed = try DNSMessage.parse(resp)
-        XCTAssertEqual(parsed.rcode, .noError)
-        XCTAssertTrue(parsed.authenticated)
-        XCTAssertEqual(parsed.questionName, "example.test")
-        XCTAssertEqual(parsed.answers.first?.data, .mx(preference: 10, exchange: "mx.example.test"))
+        #expect(parsed.rcode == .noError)
+        #expect(parsed.authenticated)
+        #expect(parsed.questionName == "example.test")
+        #expect(parsed.answers.first?.data == .mx(preference: 10, exchange: "mx.example.test"))
     }
 
-    func testParsesAAAAATXTTLSAAndRcodes() throws {
+    @Test func parsesAAAAATXTTLSAAndRcodes() throws {
         let q = DNSMessage.query(name: "x.test", type: .a, id: 9)!
         let n = DNSBuilder.name("x.test")
         let answers = [
@@ -62,19 +62,19 @@ final class DNSMessageTests: XCTestCase {
             DNSBuilder.rr(n, type: 99, rdata: [1, 2, 3]),
         ]
         let r = try DNSMessage.parse(DNSBuilder.response(to: q, answers: answers))
-        XCTAssertEqual(r.answers.map(\.data), [.a(IPAddress("192.0.2.1")!), .aaaa(IPAddress("2001:db8::1")!),
-                                               .txt([Array("v=1".utf8), []]),
-                                               .tlsa(usage: 3, selector: 1, matchingType: 1, data: [0xaa, 0xbb]),
-                                               .other(type: 99)])
-        XCTAssertEqual(try DNSMessage.parse(DNSBuilder.response(to: q, rcode: 2, answers: [])).rcode, .servFail)
-        XCTAssertEqual(try DNSMessage.parse(DNSBuilder.response(to: q, rcode: 3, answers: [])).rcode, .nxDomain)
+        #expect(r.answers.map(\.data) == [.a(IPAddress("192.0.2.1")!), .aaaa(IPAddress("2001:db8::1")!),
+                                          .txt([Array("v=1".utf8), []]),
+                                          .tlsa(usage: 3, selector: 1, matchingType: 1, data: [0xaa, 0xbb]),
+                                          .other(type: 99)])
+        #expect(try DNSMessage.parse(DNSBuilder.response(to: q, rcode: 2, answers: [])).rcode == .servFail)
+        #expect(try DNSMessage.parse(DNSBuilder.response(to: q, rcode: 3, answers: [])).rcode == .nxDomain)
     }
 
-    func testHostileAnswersAreErrorsNotPartialResults() {
+    @Test func hostileAnswersAreErrorsNotPartialResults() {
         let q = DNSMessage.query(name: "x.test", type: .mx, id: 9)!
         let n = DNSBuilder.name("x.test")
         let good = DNSBuilder.response(to: q, answers: [DNSBuilder.rr(n, type: 15, rdata: [0, 5, 0])])
-        XCTAssertNoThrow(try DNSMessage.parse(good))
+        #expect(throws: Never.self) { try DNSMessage.parse(good) }
         var cases: [String: [UInt8]] = [:]
         // Pointer to itself, pointer forward, pointer loop between two names.
         cases["self-pointer"] = DNSBuilder.response(to: q, answers: [DNSBuilder.rr([0xc0, UInt8(q.count - 11)], type: 1, rdata: [1, 2, 3, 4])])
@@ -105,10 +105,10 @@ final class DNSMessageTests: XCTestCase {
         long += chain + [0, 0, 1, 0, 1]
         cases["name over 255"] = long
         for (label, bytes) in cases {
-            XCTAssertThrowsError(try DNSMessage.parse(bytes), label)
+            #expect(throws: (any Error).self, "\(label)") { try DNSMessage.parse(bytes) }
         }
         for cut in 0..<good.count {
-            XCTAssertThrowsError(try DNSMessage.parse(Array(good[0..<cut])), "truncated at \(cut)")
+            #expect(throws: (any Error).self, "truncated at \(cut)") { try DNSMessage.parse(Array(good[0..<cut])) }
         }
     }
 }
@@ -167,49 +167,56 @@ final class FakeDNSServer: @unchecked Sendable {
     }
 }
 
-final class ResolverTests: XCTestCase {
+/// The real c-ares resolver against FakeDNSServer. Each query waits for
+/// its answer on a semaphore, but no longer than 10 s: a resolver that
+/// never calls back fails the test instead of hanging the run.
+@Suite struct ResolverTests {
     func resolve(_ server: FakeDNSServer, _ name: String, _ type: DNSType, timeoutMs: Int = 300) throws -> Result<DNSResponse, DNSError> {
         let resolver = try CAresResolver(servers: [HostPort("127.0.0.1:\(server.port)", defaultPort: 53)!],
                                          timeoutMilliseconds: timeoutMs, tries: 1)
-        let done = expectation(description: "answer")
+        let done = DispatchSemaphore(value: 0)
         let box = ResultBox()
-        resolver.query(name, type) { result in box.value = result; done.fulfill() }
-        wait(for: [done], timeout: 10)
-        return box.value!
+        resolver.query(name, type) { result in box.value = result; done.signal() }
+        let answered = withExtendedLifetime(resolver) { done.wait(timeout: .now() + 10) }
+        try #require(answered == .success, "no answer from the resolver within 10 s")
+        return try #require(box.value)
     }
 
     final class ResultBox: @unchecked Sendable { var value: Result<DNSResponse, DNSError>? }
 
-    func testMXAnswerWithADThroughCAres() throws {
+    @Test func mxAnswerWithADThroughCAres() throws {
         let server = FakeDNSServer { q in
             DNSBuilder.response(to: q, ad: true, answers: [DNSBuilder.rr([0xc0, 12], type: 15,
                                                                          rdata: [0, 10, 2] + Array("mx".utf8) + [0xc0, 12])])
         }
         defer { server.stop() }
         let response = try resolve(server, "Example.Test", .mx).get()
-        XCTAssertTrue(response.authenticated)
-        XCTAssertEqual(response.answers.first?.data, .mx(preference: 10, exchange: "mx.example.test"))
+        #expect(response.authenticated)
+        #expect(response.answers.first?.data == .mx(preference: 10, exchange: "mx.example.test"))
     }
 
-    func testServfailStaysServfail() throws {
+    @Test func servfailStaysServfail() throws {
         let server = FakeDNSServer { q in DNSBuilder.response(to: q, rcode: 2, answers: []) }
         defer { server.stop() }
-        XCTAssertEqual(try resolve(server, "broken.test", .mx).get().rcode, .servFail)
+        #expect(try resolve(server, "broken.test", .mx).get().rcode == .servFail)
     }
 
-    func testSilentServerTimesOut() throws {
+    @Test func silentServerTimesOut() throws {
         let server = FakeDNSServer { _ in nil }
         defer { server.stop() }
-        XCTAssertEqual(try resolve(server, "slow.test", .a, timeoutMs: 200), .failure(.timeout))
+        #expect(try resolve(server, "slow.test", .a, timeoutMs: 200) == .failure(.timeout))
     }
 
-    func testGarbageAnswerIsMalformedNotEmpty() throws {
+    @Test func garbageAnswerIsMalformedNotEmpty() throws {
         let server = FakeDNSServer { q in
             var r = DNSBuilder.response(to: q, answers: [DNSBuilder.rr([0xc0, 12], type: 1, rdata: [1, 2, 3, 4])])
             r[7] = 9  // lie about the answer count
             return r
         }
         defer { server.stop() }
-        guard case .failure(.malformed) = try resolve(server, "liar.test", .a) else { return XCTFail("accepted") }
+        guard case .failure(.malformed) = try resolve(server, "liar.test", .a) else {
+            Issue.record("accepted")
+            return
+        }
     }
 }

@@ -1,10 +1,10 @@
-import XCTest
+import Testing
 @testable import RelayCore
 
 /// The TLS engine over memory buffers: full handshakes with no socket.
-final class TLSEngineTests: XCTestCase {
+@Suite struct TLSEngineTests {
 
-    func testHandshakeNegotiatesTLS13AndCarriesDataBothWays() throws {
+    @Test func handshakeNegotiatesTLS13AndCarriesDataBothWays() throws {
         let server = try TLSConnection(context: makeServerContext())
         let client = try TLSConnection(context: makeClientContext(),
                                        options: .init(serverName: "mx.relayd.test",
@@ -12,31 +12,31 @@ final class TLSEngineTests: XCTestCase {
                                                       requireVerification: true))
         let pump = TLSPump(client: client, server: server)
         let outcome = pump.handshake()
-        XCTAssertEqual(outcome.client, .complete)
-        XCTAssertEqual(outcome.server, .complete)
+        #expect(outcome.client == .complete)
+        #expect(outcome.server == .complete)
 
-        let info = try XCTUnwrap(client.sessionInfo)
-        XCTAssertEqual(info.protocolVersion, "TLSv1.3")
-        XCTAssertGreaterThanOrEqual(info.cipherBits, 128)
-        XCTAssertTrue(info.cipher.hasPrefix("TLS_"), info.cipher)
-        XCTAssertEqual(info.verification, .trusted)
-        XCTAssertGreaterThanOrEqual(info.peerChainLength, 1)
+        let info = try #require(client.sessionInfo)
+        #expect(info.protocolVersion == "TLSv1.3")
+        #expect(info.cipherBits >= 128)
+        #expect(info.cipher.hasPrefix("TLS_"), "\(info.cipher)")
+        #expect(info.verification == .trusted)
+        #expect(info.peerChainLength >= 1)
         let chain = client.peerCertificates()
-        XCTAssertEqual(chain.count, info.peerChainLength)
-        XCTAssertEqual(chain.first?.subject, "CN=mx.relayd.test")
-        XCTAssertTrue(chain.first?.issuer.contains("relayd test CA") ?? false)
-        XCTAssertFalse(chain.first?.der.isEmpty ?? true)
-        XCTAssertEqual(server.sessionInfo?.protocolVersion, "TLSv1.3")
-        XCTAssertEqual(server.sessionInfo?.verification, .noPeerCertificate)
+        #expect(chain.count == info.peerChainLength)
+        #expect(chain.first?.subject == "CN=mx.relayd.test")
+        #expect(chain.first?.issuer.contains("relayd test CA") == true)
+        #expect(chain.first?.der.isEmpty == false)
+        #expect(server.sessionInfo?.protocolVersion == "TLSv1.3")
+        #expect(server.sessionInfo?.verification == .noPeerCertificate)
 
-        XCTAssertEqual(try pump.send("EHLO client.test\r\n", from: client, to: server), "EHLO client.test\r\n")
-        XCTAssertEqual(try pump.send("250 mx.relayd.test\r\n", from: server, to: client), "250 mx.relayd.test\r\n")
+        #expect(try pump.send("EHLO client.test\r\n", from: client, to: server) == "EHLO client.test\r\n")
+        #expect(try pump.send("250 mx.relayd.test\r\n", from: server, to: client) == "250 mx.relayd.test\r\n")
         // A large body crosses in several records and arrives intact.
         let big = String(repeating: "0123456789abcdef", count: 8192)
-        XCTAssertEqual(try pump.send(big, from: client, to: server), big)
+        #expect(try pump.send(big, from: client, to: server) == big)
     }
 
-    func testClientLimitedToTLS11IsRefusedWithProtocolReason() throws {
+    @Test func clientLimitedToTLS11IsRefusedWithProtocolReason() throws {
         let server = try TLSConnection(context: makeServerContext())
         // An old peer: TLS 1.1 at most, OpenSSL's security level 0 so it
         // actually sends a 1.1 ClientHello instead of refusing locally.
@@ -45,46 +45,56 @@ final class TLSEngineTests: XCTestCase {
         let client = try TLSConnection(context: old)
         let outcome = TLSPump(client: client, server: server).handshake()
         guard case .failed(let failure) = outcome.server else {
-            return XCTFail("server accepted a TLS 1.1 client: \(outcome.server)")
+            Issue.record("server accepted a TLS 1.1 client: \(outcome.server)")
+            return
         }
-        XCTAssertEqual(failure.kind, .protocolBelowFloor, failure.detail)
-        XCTAssertTrue(failure.detail.contains("protocol"), failure.detail)
-        if case .complete = outcome.client { XCTFail("client completed a refused handshake") }
+        #expect(failure.kind == .protocolBelowFloor, "\(failure.detail)")
+        #expect(failure.detail.contains("protocol"), "\(failure.detail)")
+        if case .complete = outcome.client { Issue.record("client completed a refused handshake") }
     }
 
-    func testServerFloorTLS13RefusesTLS12Client() throws {
+    @Test func serverFloorTLS13RefusesTLS12Client() throws {
         let server = try TLSConnection(context: makeServerContext(floor: .tls1_3))
         let client = try TLSConnection(context: makeClientContext(ceiling: .tls1_2))
         let outcome = TLSPump(client: client, server: server).handshake()
-        guard case .failed(let failure) = outcome.server else { return XCTFail("\(outcome.server)") }
-        XCTAssertEqual(failure.kind, .protocolBelowFloor)
+        guard case .failed(let failure) = outcome.server else {
+            Issue.record("\(outcome.server)")
+            return
+        }
+        #expect(failure.kind == .protocolBelowFloor)
     }
 
-    func testVerifyingClientRejectsSelfSignedServer() throws {
+    @Test func verifyingClientRejectsSelfSignedServer() throws {
         let server = try TLSConnection(context: makeServerContext(cert: "selfsigned.pem", key: "selfsigned.key"))
         let client = try TLSConnection(context: makeClientContext(),
                                        options: .init(serverName: "mx.relayd.test",
                                                       expectedHostname: "mx.relayd.test",
                                                       requireVerification: true))
         let outcome = TLSPump(client: client, server: server).handshake()
-        guard case .failed(let failure) = outcome.client else { return XCTFail("\(outcome.client)") }
-        XCTAssertEqual(failure.kind, .certificateUntrusted)
-        XCTAssertTrue(failure.detail.contains("self-signed"), failure.detail)
-        XCTAssertNil(client.sessionInfo)
+        guard case .failed(let failure) = outcome.client else {
+            Issue.record("\(outcome.client)")
+            return
+        }
+        #expect(failure.kind == .certificateUntrusted)
+        #expect(failure.detail.contains("self-signed"), "\(failure.detail)")
+        #expect(client.sessionInfo == nil)
     }
 
-    func testVerifyingClientRejectsWrongHostname() throws {
+    @Test func verifyingClientRejectsWrongHostname() throws {
         let server = try TLSConnection(context: makeServerContext())
         let client = try TLSConnection(context: makeClientContext(),
                                        options: .init(serverName: "mail.other.test",
                                                       expectedHostname: "mail.other.test",
                                                       requireVerification: true))
         let outcome = TLSPump(client: client, server: server).handshake()
-        guard case .failed(let failure) = outcome.client else { return XCTFail("\(outcome.client)") }
-        XCTAssertEqual(failure.kind, .hostnameMismatch, failure.detail)
+        guard case .failed(let failure) = outcome.client else {
+            Issue.record("\(outcome.client)")
+            return
+        }
+        #expect(failure.kind == .hostnameMismatch, "\(failure.detail)")
     }
 
-    func testNonVerifyingClientCompletesButRecordsWhyUntrusted() throws {
+    @Test func nonVerifyingClientCompletesButRecordsWhyUntrusted() throws {
         // Opportunistic and forced levels: encryption without authentication,
         // but the log line must still say what verification would have found.
         let server = try TLSConnection(context: makeServerContext(cert: "selfsigned.pem", key: "selfsigned.key"))
@@ -93,14 +103,15 @@ final class TLSEngineTests: XCTestCase {
                                                       expectedHostname: "mx.relayd.test",
                                                       requireVerification: false))
         let outcome = TLSPump(client: client, server: server).handshake()
-        XCTAssertEqual(outcome.client, .complete)
+        #expect(outcome.client == .complete)
         guard case .failed(let why) = client.sessionInfo?.verification else {
-            return XCTFail("verification not recorded: \(String(describing: client.sessionInfo))")
+            Issue.record("verification not recorded: \(String(describing: client.sessionInfo))")
+            return
         }
-        XCTAssertEqual(why.kind, .certificateUntrusted)
+        #expect(why.kind == .certificateUntrusted)
     }
 
-    func testByteAtATimeDeliveryStillCompletes() throws {
+    @Test func byteAtATimeDeliveryStillCompletes() throws {
         let server = try TLSConnection(context: makeServerContext())
         let client = try TLSConnection(context: makeClientContext(),
                                        options: .init(expectedHostname: "localhost", requireVerification: true))
@@ -114,70 +125,79 @@ final class TLSEngineTests: XCTestCase {
             for b in toClient { client.receiveFromNetwork([b]); c = client.handshake() }
             if toServer.isEmpty && toClient.isEmpty { break }
         }
-        XCTAssertEqual(c, .complete)
-        XCTAssertEqual(s, .complete)
+        #expect(c == .complete)
+        #expect(s == .complete)
     }
 
-    func testGarbageFromPeerFailsHandshakeCleanly() throws {
+    @Test func garbageFromPeerFailsHandshakeCleanly() throws {
         let server = try TLSConnection(context: makeServerContext())
         server.receiveFromNetwork(Array("EHLO plaintext.example\r\n".utf8))
-        guard case .failed(let failure) = server.handshake() else { return XCTFail("garbage accepted") }
-        XCTAssertEqual(failure.kind, .protocolError)
+        guard case .failed(let failure) = server.handshake() else {
+            Issue.record("garbage accepted")
+            return
+        }
+        #expect(failure.kind == .protocolError)
         // Once failed, stays failed.
-        guard case .failed = server.handshake() else { return XCTFail("failure forgotten") }
+        guard case .failed = server.handshake() else {
+            Issue.record("failure forgotten")
+            return
+        }
     }
 
-    func testCloseNotifyIsReportedAsClosed() throws {
+    @Test func closeNotifyIsReportedAsClosed() throws {
         let server = try TLSConnection(context: makeServerContext())
         let client = try TLSConnection(context: makeClientContext())
         _ = TLSPump(client: client, server: server).handshake()
         try client.writePlaintext(Array("QUIT\r\n".utf8))
         client.close()
         server.receiveFromNetwork(client.takeNetworkBytes())
-        XCTAssertEqual(server.readPlaintext(), .closed(Array("QUIT\r\n".utf8)))
+        #expect(server.readPlaintext() == .closed(Array("QUIT\r\n".utf8)))
     }
 
-    func testWeakOrLegacyCipherListsAreRefusedAtSetup() {
+    @Test func weakOrLegacyCipherListsAreRefusedAtSetup() {
         // RC4 and 3DES only: after the mandatory exclusions nothing is left.
-        XCTAssertThrowsError(try makeClientContext(cipherList: "RC4:3DES"))
-        XCTAssertThrowsError(try makeClientContext(cipherList: "eNULL"))
-        XCTAssertTrue(TLSCipherPolicy(cipherList: "ALL").effectiveCipherList(for: .client).hasSuffix(TLSCipherPolicy.mandatoryExclusions))
+        #expect(throws: (any Error).self) { try makeClientContext(cipherList: "RC4:3DES") }
+        #expect(throws: (any Error).self) { try makeClientContext(cipherList: "eNULL") }
+        #expect(TLSCipherPolicy(cipherList: "ALL").effectiveCipherList(for: .client).hasSuffix(TLSCipherPolicy.mandatoryExclusions))
     }
 
-    func testMissingCertificateFileIsASetupError() {
-        XCTAssertThrowsError(try TLSContext(TLSContextConfiguration(
-            role: .server, certificateChainFile: "/nonexistent/cert.pem", privateKeyFile: "/nonexistent/key.pem"))) { error in
-            XCTAssertTrue("\(error)".contains("/nonexistent/cert.pem"), "\(error)")
+    @Test func missingCertificateFileIsASetupError() {
+        let error = #expect(throws: (any Error).self) {
+            try TLSContext(TLSContextConfiguration(
+                role: .server, certificateChainFile: "/nonexistent/cert.pem", privateKeyFile: "/nonexistent/key.pem"))
         }
+        #expect(error.map { "\($0)".contains("/nonexistent/cert.pem") } == true, "\(String(describing: error))")
     }
 
-    func testLibraryIsOpenSSL3() {
-        XCTAssertEqual(TLSLibrary.runtimeMajor, 3)
-        XCTAssertTrue(TLSLibrary.runtimeVersion.hasPrefix("OpenSSL 3."), TLSLibrary.runtimeVersion)
+    @Test func libraryIsOpenSSL3() {
+        #expect(TLSLibrary.runtimeMajor == 3)
+        #expect(TLSLibrary.runtimeVersion.hasPrefix("OpenSSL 3."), "\(TLSLibrary.runtimeVersion)")
     }
 
-    func testProtocolVersionSpellings() {
-        XCTAssertEqual(TLSProtocolVersion(configName: "TLSv1.2"), .tls1_2)
-        XCTAssertEqual(TLSProtocolVersion(configName: "tls1.3"), .tls1_3)
-        XCTAssertEqual(TLSProtocolVersion(configName: "1.0"), .tls1_0)
-        XCTAssertNil(TLSProtocolVersion(configName: "SSLv3"))
-        XCTAssertNil(TLSProtocolVersion(configName: "TLSv0.9"))
+    @Test func protocolVersionSpellings() {
+        #expect(TLSProtocolVersion(configName: "TLSv1.2") == .tls1_2)
+        #expect(TLSProtocolVersion(configName: "tls1.3") == .tls1_3)
+        #expect(TLSProtocolVersion(configName: "1.0") == .tls1_0)
+        #expect(TLSProtocolVersion(configName: "SSLv3") == nil)
+        #expect(TLSProtocolVersion(configName: "TLSv0.9") == nil)
     }
 }
 
-final class TLSAddressVerificationTests: XCTestCase {
-    func testRelayByAddressIsVerifiedAgainstIPSubjectAltName() throws {
-        for (address, ok) in [("127.0.0.1", true), ("127.0.0.2", false)] {
-            let server = try TLSConnection(context: makeServerContext())
-            let client = try TLSConnection(context: makeClientContext(),
-                                           options: .init(serverName: address, expectedHostname: address, requireVerification: true))
-            let outcome = TLSPump(client: client, server: server).handshake()
-            if ok {
-                XCTAssertEqual(outcome.client, .complete, address)
-            } else {
-                guard case .failed(let f) = outcome.client else { XCTFail(address); continue }
-                XCTAssertEqual(f.kind, .hostnameMismatch, "\(f)")
+@Suite struct TLSAddressVerificationTests {
+    @Test(arguments: [("127.0.0.1", true), ("127.0.0.2", false)])
+    func relayByAddressIsVerifiedAgainstIPSubjectAltName(_ address: String, _ ok: Bool) throws {
+        let server = try TLSConnection(context: makeServerContext())
+        let client = try TLSConnection(context: makeClientContext(),
+                                       options: .init(serverName: address, expectedHostname: address, requireVerification: true))
+        let outcome = TLSPump(client: client, server: server).handshake()
+        if ok {
+            #expect(outcome.client == .complete, "\(address)")
+        } else {
+            guard case .failed(let f) = outcome.client else {
+                Issue.record("\(address)")
+                return
             }
+            #expect(f.kind == .hostnameMismatch, "\(f)")
         }
     }
 }
