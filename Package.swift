@@ -36,7 +36,7 @@ func role(_ name: String, _ folder: String, _ dependencies: [Target.Dependency])
 
 /// The unit tests of one role, under Tests/<name>.
 func tests(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
-    .testTarget(name: name, dependencies: dependencies + ["RelayTestSupport"], swiftSettings: settings)
+    .testTarget(name: name, dependencies: dependencies + ["RelayTestSupport", logging], swiftSettings: settings)
 }
 
 let package = Package(
@@ -87,7 +87,24 @@ let package = Package(
             swiftSettings: settings
         ),
 
-        .testTarget(name: "RelayCoreTests", dependencies: ["RelayCore", logging],
-                    exclude: ["Fixtures"], swiftSettings: settings),
+        // Tests: one target per role, named after it, and shared helpers.
+        .target(name: "RelayTestSupport",
+                dependencies: ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS", "RelayAuth",
+                               "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", logging],
+                path: "Tests/RelayTestSupport", exclude: ["Fixtures"], swiftSettings: settings),
+        tests("RelaySMTPTests", ["RelayModel", "RelaySMTP"]),
+        tests("RelayTLSTests", ["RelayModel", "RelayTLS"]),
+        tests("RelayDNSTests", ["RelayModel", "RelayDNS"]),
+        tests("RelayAuthTests", ["RelayModel", "RelayAuth"]),
+        tests("RelayQueueTests", ["RelayModel", "RelaySMTP", "RelayLog", "RelayAuth", "RelayQueue", "RelayCore"]),
+        tests("RelayIOTests", ["RelayModel", "RelayTLS", "RelayIO"]),
+        tests("RelayConfigTests", ["RelayModel", "RelayPolicy", "RelayTLS", "RelayAuth", "RelayDNS", "RelayConfig",
+                        "RelayDelivery"]),
+        tests("RelayPolicyTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS", "RelayQueue",
+                        "RelayConfig", "RelayDelivery"]),
+        tests("RelayDeliveryTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
+                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery"]),
+        tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
+                        "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore"]),
     ]
 )

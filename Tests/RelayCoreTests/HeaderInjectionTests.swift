@@ -1,5 +1,17 @@
 import Testing
+@testable import RelayModel
+@testable import RelaySMTP
+@testable import RelayPolicy
+@testable import RelayLog
+@testable import RelayTLS
+@testable import RelayDNS
+@testable import RelayAuth
+@testable import RelayIO
+@testable import RelayQueue
+@testable import RelayConfig
+@testable import RelayDelivery
 @testable import RelayCore
+import RelayTestSupport
 
 /// Issue 18, item 4: no value from a peer may end a header line relayd
 /// writes and start one of its own — not in a DSN, not in Received. The

@@ -3,7 +3,19 @@
 // deadlines that cut off clients trickling a command a byte at a time. Each
 // case runs with the input in one segment and one byte at a time.
 import Testing
+@testable import RelayModel
+@testable import RelaySMTP
+@testable import RelayPolicy
+@testable import RelayLog
+@testable import RelayTLS
+@testable import RelayDNS
+@testable import RelayAuth
+@testable import RelayIO
+@testable import RelayQueue
+@testable import RelayConfig
+@testable import RelayDelivery
 @testable import RelayCore
+import RelayTestSupport
 
 private let mx = ServerSessionConfiguration(hostname: "relay.test", relayDomains: ["example.org"])
 private let submission = ServerSessionConfiguration(hostname: "relay.test", requireTLS: true, requireAuth: true,

@@ -4,7 +4,19 @@
 import Foundation
 import Logging
 import Testing
+@testable import RelayModel
+@testable import RelaySMTP
+@testable import RelayPolicy
+@testable import RelayLog
+@testable import RelayTLS
+@testable import RelayDNS
+@testable import RelayAuth
+@testable import RelayIO
+@testable import RelayQueue
+@testable import RelayConfig
+@testable import RelayDelivery
 @testable import RelayCore
+import RelayTestSupport
 
 // MARK: counting Received fields
 
@@ -180,55 +192,3 @@ struct HopLimitCase: CustomTestStringConvertible, Sendable {
 }
 
 // MARK: helpers shared with LoopBackTests
-
-/// A config with one listener at `bind` and the given [outbound] lines.
-func loopConfig(bind: String, outbound: String, relayDomains: [String] = [], limits: String = "") throws -> Config {
-    let text = """
-    [server]
-    hostname = "relay.loop.test"
-    spool_dir = "spool"
-
-    [[listener]]
-    address = "\(bind)"
-    kind = "smtp"
-
-    [tls]
-    certificate = "\(Fixtures.path("mx.pem"))"
-    key = "\(Fixtures.path("mx.key"))"
-
-    [relay]
-    domains = [\(relayDomains.map { "\"\($0)\"" }.joined(separator: ", "))]
-
-    [limits]
-    \(limits)
-
-    [outbound]
-    connect_timeout = "2s"
-    connection_reuse = "0s"
-    \(outbound)
-    """
-    return try ConfigLoader.parse(text, file: NSTemporaryDirectory() + "relayd-loop.conf")
-}
-
-/// Log lines, as relayd writes them, kept for the test to read.
-final class LogLines: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
-    var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
-    lazy var logger = Logger(label: "test") { [self] label in
-        LogfmtHandler(label: label, level: .debug, timestamps: false) { [self] line in
-            lock.lock(); lines.append(line); lock.unlock()
-        }
-    }
-    func count(_ fragment: String) -> Int { all.filter { $0.contains(fragment) }.count }
-}
-
-/// A port nothing listens on (bound once, then closed).
-func unusedPort() -> UInt16 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var storage = sockaddr_storage()
-    let len = Socket.fill(&storage, IPAddress("127.0.0.1")!, 0)
-    _ = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    return Socket.localPort(fd)!
-}
