@@ -9,10 +9,21 @@ seconds="${1:-60}"
 only="${2:-}"
 out=.build-fuzz
 mkdir -p "$out"
-core="Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift"
+# The fuzzed code is pure (Model, SMTP, the DNS message parser): it is
+# compiled straight into one module with the fuzz entry point, so the
+# imports of its SwiftPM targets (RelayModel, RelaySMTP) are dropped from
+# copies of the files.
+src="$out/src"
+rm -rf "$src"
+mkdir -p "$src/core" "$src/dns"
+for f in Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift; do
+  sed '/^import Relay/d' "$f" > "$src/core/$(basename "$f")"
+done
+sed '/^import Relay/d' Sources/RelayCore/DNS/DNSMessage.swift > "$src/dns/DNSMessage.swift"
+core="$src/core/*.swift"
 build() {
   # shellcheck disable=SC2086
-  swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name RelayFuzz $core "$@"
+  swiftc -O -sanitize=fuzzer,address -parse-as-library -package-name relayd -module-name RelayFuzz $core "$@"
 }
 run() {
   name=$1; corpus=$2; shift 2
@@ -26,6 +37,6 @@ if [ -z "$only" ] || [ "$only" = server-session ]; then
   run server-session fuzz/corpus
 fi
 if [ -z "$only" ] || [ "$only" = remote ]; then
-  build Sources/RelayCore/DNS/DNSMessage.swift fuzz/FuzzDNSMessage.swift -o "$out/fuzz-remote"
+  build "$src/dns/DNSMessage.swift" fuzz/FuzzDNSMessage.swift -o "$out/fuzz-remote"
   run remote fuzz/corpus-remote
 fi

@@ -264,6 +264,11 @@ public struct ServerSession: Sendable {
                 break loop
             case .data:
                 guard !input.isEmpty, var reader = dataReader else { break loop }
+                // Taken out, so the local copy is the only owner of the body
+                // buffer and appending to it never copies what came before
+                // (with the stored copy still alive, each read copied the
+                // whole body: quadratic in the message size).
+                dataReader = nil
                 let (consumed, outcome) = reader.consume(input[...])
                 input.removeFirst(consumed)
                 dataReader = reader
