@@ -171,6 +171,14 @@ class MemorySampler:
         return self.timeline[::step]
 
 
+def port_open(ip, port):
+    try:
+        with socket.create_connection((ip, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_port(ip, port, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -499,6 +507,13 @@ def main():
         sys.exit(f"unknown suite(s) {', '.join(sorted(set(suites) - known))}; known: {', '.join(sorted(known))}")
     if not RELAYD.exists():
         sys.exit(f"{RELAYD} is missing: swift build -c release (make bench does)")
+    # The sinks bind with SO_REUSEPORT, so a second bench run (make e2e's
+    # bench smoke test uses these addresses too) would not fail to bind:
+    # it would silently share the sinks' connections and counts with this
+    # one. Refuse to start beside one; serialise with flock(1) if both may run.
+    busy = [ip for ip in (RELAYD_IP, SINK_IP, POSTFIX_IP, TLS_SINK_IP) if port_open(ip, 25)]
+    if busy:
+        sys.exit(f"something already listens on {', '.join(ip + ':25' for ip in busy)}: another bench run?")
     work = Path(tempfile.mkdtemp(prefix="relayd-bench-"))
     os.chmod(work, 0o755)
     cert, key = make_cert(work)
