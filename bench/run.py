@@ -418,24 +418,43 @@ def idle_cost(server, n, starttls, seconds=120):
     return result
 
 
+def settled_totals(sink, timeout=10):
+    """The sink's (messages, bytes) once they stop moving. Its processes
+    write their counts every 100 ms, so a reading taken right after a load
+    can miss that load's last messages and make the next run's delta too big."""
+    last, deadline = sink.totals(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = sink.totals()
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def big_run(server, sink, sessions, size, seconds):
     """`sessions` concurrent STARTTLS sessions, one message of `size` bytes
     each (with dot lines), through `server` to `sink`. Memory is sampled
     from the first connection until the sink has every accepted message
     (bounded by `seconds` in all), and one second more."""
+    msgs0, bytes0 = settled_totals(sink)
     start = time.monotonic()
     cpu0 = cpu_seconds(server.root)
-    msgs0, bytes0 = sink.totals()
     with MemorySampler(server.root) as mem:
         r = load(server.target, sessions, 1, True, seconds, size=size, extra=("--dot-lines",))
         r["accepted_s"] = round(time.monotonic() - start, 2)
         deadline = start + seconds
-        while sink.totals()[0] - msgs0 < r["sent"] and time.monotonic() < deadline:
+
+        def delivered():
+            # Bytes too: a relay adds a Received field, never takes bytes away.
+            msgs, size_out = sink.totals()
+            return msgs - msgs0 >= r["sent"] and size_out - bytes0 >= r["bytes"]
+        while not delivered() and time.monotonic() < deadline:
             time.sleep(0.1)
-        msgs, size_out = sink.totals()
-        r["delivered"], r["bytes_out"] = msgs - msgs0, size_out - bytes0
         r["delivered_s"] = round(time.monotonic() - start, 2)
         time.sleep(1.0)
+    msgs, size_out = settled_totals(sink)
+    r["delivered"], r["bytes_out"] = msgs - msgs0, size_out - bytes0
     r["rss_end_kib"] = mem.timeline[-1][1]
     r.update(peak_rss_kib=mem.peak_rss, peak_pss_kib=mem.peak_pss, vmhwm_kib=mem.hwm, processes=mem.processes,
              cpu_s=round(cpu_seconds(server.root) - cpu0, 2), timeline_rss_kib=mem.coarse_timeline())
