@@ -88,6 +88,8 @@ fuzz: deps
 
 ## relayd against a private Postfix on this machine, same run, interleaved
 ## rounds; prints the ratio table (bench/run.py --help for the knobs).
+## BENCH_ARGS='--suite bigmsg' runs the big-message memory bench instead
+## (20 concurrent 30 MiB messages over TLS; not in the default set).
 BENCH_ARGS ?=
 bench-deps:
 	@scripts/ensure-packages.sh $(RUN_PKGS) postfix python3 openssl

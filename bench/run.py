@@ -9,7 +9,9 @@ per-round ratios. The generator's own ceiling (generator → sink, no relay)
 is measured too. Everything is on loopback, every load is bounded in count
 and time, and every process started here is stopped here.
 
-Suites: accept, e2e, idle, durability (see bench/README in RESULTS.md).
+Suites: accept, e2e, idle, durability (the default set), and bigmsg:
+peak memory with 20 concurrent 30 MiB messages, STARTTLS in and out, as a
+ratio to the same run with 4 KiB messages (see bench/RESULTS.md).
 """
 import argparse
 import asyncio
@@ -115,6 +117,68 @@ class Sampler:
         self.thread.join(timeout=2)
 
 
+def status_kib(pid, field):
+    """One "VmRSS:"/"VmHWM:" style field of /proc/PID/status, in KiB (0 if gone)."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(field):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+class MemorySampler:
+    """Memory of a process tree over time, every `interval` seconds in the
+    background: the sum of VmRSS and the sum of PSS over the tree (both
+    peaks kept, and a timeline of the RSS sum), and the root process's
+    own VmHWM, the kernel's exact peak RSS, which no sample can miss."""
+
+    def __init__(self, root, interval=0.1):
+        self.root, self.interval = root, interval
+        self.peak_rss = self.peak_pss = self.hwm = self.processes = 0
+        self.timeline = []
+
+    def sample(self):
+        pids = tree(self.root)
+        rss = sum(status_kib(p, "VmRSS:") for p in pids)
+        pss = rss_kib(self.root)
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+        self.processes = max(self.processes, len(pids))
+        self.hwm = max(self.hwm, status_kib(self.root, "VmHWM:"))
+        self.timeline.append((round(time.monotonic() - self.t0, 2), rss))
+        return rss
+
+    def __enter__(self):
+        import threading
+        self.stop, self.t0 = threading.Event(), time.monotonic()
+
+        def loop():
+            while not self.stop.is_set():
+                self.sample()
+                self.stop.wait(self.interval)
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.sample()
+
+    def coarse_timeline(self, points=200):
+        step = max(1, len(self.timeline) // points)
+        return self.timeline[::step]
+
+
+def port_open(ip, port):
+    try:
+        with socket.create_connection((ip, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_port(ip, port, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -202,7 +266,7 @@ level = "warning"
 class Postfix:
     name = "postfix"
 
-    def __init__(self, work, cert, key, relay_tls):
+    def __init__(self, work, cert, key, relay_tls, extra=""):
         self.dir = work / "postfix"
         postfix_instance.write(self.dir, POSTFIX_IP, "relay.bench.test", work, f"""relayhost = [{TLS_SINK_IP if relay_tls else SINK_IP}]:25
 smtp_tls_security_level = {"encrypt" if relay_tls else "none"}
@@ -212,7 +276,7 @@ smtpd_tls_key_file = {key}
 smtpd_tls_received_header = yes
 smtp_host_lookup = native
 disable_dns_lookups = yes
-""")
+""" + extra)
 
     def start(self):
         self.root = postfix_instance.start(self.dir)
@@ -245,9 +309,13 @@ class Sink:
         wait_port(ip, 25)
 
     def count(self):
+        return self.totals()[0]
+
+    def totals(self):
+        """(messages, DATA bytes) the sink has taken."""
         sys.path.insert(0, str(HERE))
         import sink
-        return sink.count(self.count_file, self.processes)
+        return sink.totals(self.count_file, self.processes)
 
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -256,15 +324,24 @@ class Sink:
 
 # --- load -----------------------------------------------------------------------
 
-def load(target, sessions, messages, starttls, seconds, size=4096):
+def load(target, sessions, messages, starttls, seconds, size=4096, extra=()):
     argv = [PY, str(HERE / "loadgen.py"), "--target", target, "--sessions", str(sessions), "--messages", str(messages),
-            "--size", str(size), "--max-seconds", str(seconds), "--processes", "2"]
+            "--size", str(size), "--max-seconds", str(seconds), "--processes", "2", *extra]
     if starttls:
         argv.append("--starttls")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, preexec_fn=raise_nofile)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # Its own process group, so that a generator past its bound is stopped
+    # with its worker processes, by its PID.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=seconds + 120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+        raise RuntimeError(f"the load generator outlived its bound of {seconds} s")
+    if proc.returncode != 0:
+        raise RuntimeError(stderr[-2000:])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def measure(server, sessions, messages, starttls, seconds, sink=None):
@@ -341,6 +418,53 @@ def idle_cost(server, n, starttls, seconds=120):
     return result
 
 
+def settled_totals(sink, timeout=10):
+    """The sink's (messages, bytes) once they stop moving. Its processes
+    write their counts every 100 ms, so a reading taken right after a load
+    can miss that load's last messages and make the next run's delta too big."""
+    last, deadline = sink.totals(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = sink.totals()
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def big_run(server, sink, sessions, size, seconds):
+    """`sessions` concurrent STARTTLS sessions, one message of `size` bytes
+    each (with dot lines), through `server` to `sink`. Memory is sampled
+    from the first connection until the sink has every accepted message
+    (bounded by `seconds` in all), and one second more."""
+    msgs0, bytes0 = settled_totals(sink)
+    start = time.monotonic()
+    cpu0 = cpu_seconds(server.root)
+    with MemorySampler(server.root) as mem:
+        r = load(server.target, sessions, 1, True, seconds, size=size, extra=("--dot-lines",))
+        r["accepted_s"] = round(time.monotonic() - start, 2)
+        deadline = start + seconds
+
+        def delivered():
+            # Bytes too: a relay adds a Received field, never takes bytes away.
+            msgs, size_out = sink.totals()
+            return msgs - msgs0 >= r["sent"] and size_out - bytes0 >= r["bytes"]
+        while not delivered() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        r["delivered_s"] = round(time.monotonic() - start, 2)
+        time.sleep(1.0)
+    msgs, size_out = settled_totals(sink)
+    r["delivered"], r["bytes_out"] = msgs - msgs0, size_out - bytes0
+    r["rss_end_kib"] = mem.timeline[-1][1]
+    r.update(peak_rss_kib=mem.peak_rss, peak_pss_kib=mem.peak_pss, vmhwm_kib=mem.hwm, processes=mem.processes,
+             cpu_s=round(cpu_seconds(server.root) - cpu0, 2), timeline_rss_kib=mem.coarse_timeline())
+    return r
+
+
+def mib(kib):
+    return round(kib / 1024, 1)
+
+
 # --- the suites -----------------------------------------------------------------
 
 def make_cert(work):
@@ -373,22 +497,42 @@ def med(rs, key):
 
 def main():
     global RELAYD
-    p = argparse.ArgumentParser()
-    p.add_argument("--suites", default="accept,e2e,idle,durability")
+    p = argparse.ArgumentParser(
+        description="relayd against a private Postfix on this machine, in the same run (bench/RESULTS.md).",
+        epilog="Suites: accept, e2e, idle, durability (the default set); bigmsg, run only when named "
+               "(--suites bigmsg): relayd's peak RSS with --big-sessions concurrent --big-mib MiB messages, STARTTLS in "
+               "and out to a TLS sink, divided by the same run with 4 KiB messages, and relayd's peak divided by "
+               "Postfix's on the same big load.")
+    p.add_argument("--suites", "--suite", default="accept,e2e,idle,durability",
+                   help="comma-separated: accept,e2e,idle,durability,bigmsg (default: all but bigmsg)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=8, help="bound of each load cell")
     p.add_argument("--idle", type=int, default=10000, help="idle sessions held by relayd")
     p.add_argument("--postfix-idle", type=int, default=100, help="idle sessions for Postfix (one process each)")
     p.add_argument("--json", default=str(HERE / "last-run.json"))
     p.add_argument("--relayd", default=None, help="the relayd binary (default: the release build)")
+    p.add_argument("--big-sessions", type=int, default=20, help="bigmsg: concurrent sessions, one message each")
+    p.add_argument("--big-mib", type=float, default=30, help="bigmsg: size of each big message in MiB")
+    p.add_argument("--big-seconds", type=float, default=420,
+                   help="bigmsg: bound of each run, from the first connection to the last delivery")
     args = p.parse_args()
     if args.relayd:
         RELAYD = Path(args.relayd)
     if os.geteuid() != 0:
         sys.exit("run as root: the servers listen on port 25 of 127.0.0.x")
     suites = args.suites.split(",")
+    known = {"accept", "e2e", "idle", "durability", "bigmsg"}
+    if not set(suites) <= known:
+        sys.exit(f"unknown suite(s) {', '.join(sorted(set(suites) - known))}; known: {', '.join(sorted(known))}")
     if not RELAYD.exists():
         sys.exit(f"{RELAYD} is missing: swift build -c release (make bench does)")
+    # The sinks bind with SO_REUSEPORT, so a second bench run (make e2e's
+    # bench smoke test uses these addresses too) would not fail to bind:
+    # it would silently share the sinks' connections and counts with this
+    # one. Refuse to start beside one; serialise with flock(1) if both may run.
+    busy = [ip for ip in (RELAYD_IP, SINK_IP, POSTFIX_IP, TLS_SINK_IP) if port_open(ip, 25)]
+    if busy:
+        sys.exit(f"something already listens on {', '.join(ip + ':25' for ip in busy)}: another bench run?")
     work = Path(tempfile.mkdtemp(prefix="relayd-bench-"))
     os.chmod(work, 0o755)
     cert, key = make_cert(work)
@@ -480,6 +624,61 @@ def main():
                  "fsync_on": med(ra, "msgs_per_s"), "fsync_off": med(rb, "msgs_per_s"), "ratio": ratio_cell(ra, rb, "msgs_per_s")}
             results["cells"].append(c)
             print(f"{'durability':10} fsync on {c['fsync_on']} msg/s, off {c['fsync_off']} msg/s, on/off {c['ratio']}", flush=True)
+        if "bigmsg" in suites:
+            big = int(args.big_mib * 1024 * 1024)
+            n = args.big_sessions
+            forced = f'smarthost = "tls-sink"\n[[outbound.relay]]\nname = "tls-sink"\naddress = "{TLS_SINK_IP}:25"\nlevel = "forced"\n'
+            runs = {}
+            # The generator and sink alone, for scale: how fast this machine
+            # moves the same bytes with no relay in between.
+            class Direct:
+                def __init__(self, ip, root): self.target, self.root = f"{ip}:25", root
+            runs["ceiling"] = big_run(Direct(TLS_SINK_IP, tls_sink.proc.pid), tls_sink, n, big, args.big_seconds)
+            # A fresh relayd for each size, so its VmHWM is that run's peak.
+            for label, size in (("relayd_big", big), ("relayd_small", 4096)):
+                relayd = Relayd(work, cert, key, forced).start()
+                started.append(relayd)
+                time.sleep(0.5)
+                runs[label] = big_run(relayd, tls_sink, n, size, args.big_seconds)
+                runs[label]["rss_idle_kib"] = status_kib(relayd.root, "VmRSS:")
+                relayd.stop()
+                started.remove(relayd)
+            for label, size in (("postfix_big", big), ("postfix_small", 4096)):
+                postfix = Postfix(work, cert, key, relay_tls=True,
+                                  extra=f"message_size_limit = {big * 2}\n").start()
+                started.append(postfix)
+                time.sleep(0.5)
+                runs[label] = big_run(postfix, tls_sink, n, size, args.big_seconds)
+                postfix.stop()
+                started.remove(postfix)
+            rb, rs, pb, ps = runs["relayd_big"], runs["relayd_small"], runs["postfix_big"], runs["postfix_small"]
+            c = {"suite": "bigmsg", "cell": f"{n} x {args.big_mib:g} MiB vs {n} x 4 KiB, STARTTLS in+out", "sessions": n,
+                 "big_bytes": big, **runs,
+                 "relayd_hwm_ratio": round(rb["vmhwm_kib"] / max(1, rs["vmhwm_kib"]), 2),
+                 "relayd_rss_ratio": round(rb["peak_rss_kib"] / max(1, rs["peak_rss_kib"]), 2),
+                 "relayd_over_postfix_pss": round(rb["peak_pss_kib"] / max(1, pb["peak_pss_kib"]), 2),
+                 "relayd_over_postfix_rss": round(rb["peak_rss_kib"] / max(1, pb["peak_rss_kib"]), 2)}
+            results["cells"].append(c)
+
+            def line(name, r, size_label):
+                # VmHWM is one process's own: the figure for relayd, not for
+                # Postfix's many processes (its master's says nothing).
+                hwm = f"VmHWM {mib(r['vmhwm_kib'])}, " if r["processes"] == 1 else ""
+                return (f"{'bigmsg':10} {name:7} {n} x {size_label:>9}: peak RSS {mib(r['peak_rss_kib']):>7} MiB"
+                        f" ({hwm}PSS {mib(r['peak_pss_kib'])}, {r['processes']} process(es)),"
+                        f" end {mib(r['rss_end_kib'])} MiB | accepted {r['sent']}/{n} in {r['accepted_s']} s,"
+                        f" delivered {r['delivered']} by {r['delivered_s']} s | {round(r['bytes'] / 1e6, 1)} MB in,"
+                        f" {round(r['bytes_out'] / 1e6, 1)} MB out | CPU {r['cpu_s']} s")
+            q = runs["ceiling"]
+            print(f"{'bigmsg':10} ceiling generator->TLS sink {n} x {args.big_mib:g} MiB: {round(q['bytes'] / 1e6, 1)} MB"
+                  f" in {q['accepted_s']} s", flush=True)
+            print(line("relayd", rb, f"{args.big_mib:g} MiB"), flush=True)
+            print(line("relayd", rs, "4 KiB"), flush=True)
+            print(line("postfix", pb, f"{args.big_mib:g} MiB"), flush=True)
+            print(line("postfix", ps, "4 KiB"), flush=True)
+            print(f"{'bigmsg':10} relayd peak RSS {args.big_mib:g} MiB / 4 KiB: {c['relayd_hwm_ratio']}x (VmHWM),"
+                  f" {c['relayd_rss_ratio']}x (sampled) | relayd / Postfix on {args.big_mib:g} MiB:"
+                  f" {c['relayd_over_postfix_pss']}x PSS, {c['relayd_over_postfix_rss']}x RSS", flush=True)
     finally:
         for s in reversed(started):
             try:
