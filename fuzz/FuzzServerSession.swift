@@ -50,6 +50,10 @@ struct Run {
                 queue += session.storeFinished(.queued(id: "Q"))
             }
         }
+        // Compiled into one module with the session, so its phase is visible.
+        if session.phase == .discardingRefusedData || session.bodyMayFollowRefusedDATA {
+            discardedAfterRefusedData = true
+        }
     }
 }
 
