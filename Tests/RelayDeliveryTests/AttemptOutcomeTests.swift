@@ -81,21 +81,12 @@ import RelayTestSupport
     /// seconds ago (the queue lifetime is 1 day); returns the report and the
     /// `delivery attempt` lines.
     func attempt(_ domain: String, age: Int, dns: FakeResolver) async throws -> (DomainDeliveryReport, [String]) {
-        let config = try ConfigLoader.parse("""
-            [server]
-            hostname = "relay.example.test"
-            spool_dir = "spool"
-            [[listener]]
-            address = "127.0.0.1:2525"
-            kind = "smtp"
-            [tls]
-            certificate = "\(Fixtures.path("mx.pem"))"
-            key = "\(Fixtures.path("mx.key"))"
+        let config = try testConfig("""
             [queue]
             max_lifetime = "1d"
             [outbound]
             default_level = "opportunistic"
-            """, file: "/nonexistent/relayd.conf")
+            """, spool: "spool")
         let lines = Lines()
         let logger = Logger(label: "test") { label in
             LogfmtHandler(label: label, level: .debug, timestamps: false, sink: { lines.append($0) })

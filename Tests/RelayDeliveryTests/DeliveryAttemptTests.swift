@@ -22,16 +22,7 @@ private let refused = ClientFailure.connectFailed("connection refused")
 
 private func config(_ outbound: String = "", domains: String = "", relays: String = "",
                     listener: String = "127.0.0.1:2525") throws -> Config {
-    try ConfigLoader.parse("""
-    [server]
-    hostname = "relay.example.test"
-    spool_dir = "/nonexistent/spool"
-    [[listener]]
-    address = "\(listener)"
-    kind = "smtp"
-    [tls]
-    certificate = "\(Fixtures.path("mx.pem"))"
-    key = "\(Fixtures.path("mx.key"))"
+    try testConfig("""
     [outbound]
     mx_port = 2500
     \(outbound)
@@ -43,7 +34,7 @@ private func config(_ outbound: String = "", domains: String = "", relays: Strin
     \(relays)
     [outbound.domains]
     \(domains)
-    """, file: "/nonexistent/relayd.conf")
+    """, listener: listener)
 }
 
 /// The machine for `domain` under `config`, with a loop check that knows

@@ -74,21 +74,12 @@ private let later = RecipientResult.failed(DeliveryFailure(.transient, status: "
     init() throws { t = try TemporarySpool() }
 
     func runner(_ queue: String = "", outbound: String = "") throws -> QueueRunner {
-        let config = try ConfigLoader.parse("""
-            [server]
-            hostname = "relay.example.test"
-            spool_dir = "\(t.dir)"
-            [[listener]]
-            address = "127.0.0.1:2525"
-            kind = "smtp"
-            [tls]
-            certificate = "\(Fixtures.path("mx.pem"))"
-            key = "\(Fixtures.path("mx.key"))"
+        let config = try testConfig("""
             [queue]
             \(queue)
             [outbound]
             \(outbound)
-            """, file: "/nonexistent/relayd.conf")
+            """, spool: t.dir)
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let env = try OutboundSettings.environment(config: config, resolver: FakeResolver(), logger: logger)
         let clock = clock, deliveries = deliveries

@@ -71,16 +71,7 @@ final class ScriptedSMTPListener: @unchecked Sendable {
 }
 
 private func runnerConfig(spool: String, port: UInt16, budget: Int) throws -> Config {
-    try ConfigLoader.parse("""
-    [server]
-    hostname = "relay.example.test"
-    spool_dir = "\(spool)"
-    [[listener]]
-    address = "127.0.0.1:2525"
-    kind = "smtp"
-    [tls]
-    certificate = "\(Fixtures.path("mx.pem"))"
-    key = "\(Fixtures.path("mx.key"))"
+    try testConfig("""
     [queue]
     memory_budget = \(budget)
     [outbound]
@@ -90,7 +81,7 @@ private func runnerConfig(spool: String, port: UInt16, budget: Int) throws -> Co
     name = "sink"
     address = "127.0.0.1:\(port)"
     level = "none"
-    """, file: "/nonexistent/relayd.conf")
+    """, spool: spool)
 }
 
 func waitUntil(_ seconds: Double, _ condition: () -> Bool) -> Bool {

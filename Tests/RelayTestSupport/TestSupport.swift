@@ -77,3 +77,21 @@ public func makeClientContext(ca: String? = "ca.pem", floor: TLSProtocolVersion 
                                            ciphers: TLSCipherPolicy(cipherList: cipherList),
                                            securityLevel: securityLevel))
 }
+
+/// A config for tests: hostname relay.example.test, one smtp listener, the
+/// fixture certificate, then `sections` (TOML, e.g. "[queue]\n…").
+public func testConfig(_ sections: String, spool: String = "/nonexistent/spool",
+                       listener: String = "127.0.0.1:2525") throws -> Config {
+    try ConfigLoader.parse("""
+        [server]
+        hostname = "relay.example.test"
+        spool_dir = "\(spool)"
+        [[listener]]
+        address = "\(listener)"
+        kind = "smtp"
+        [tls]
+        certificate = "\(Fixtures.path("mx.pem"))"
+        key = "\(Fixtures.path("mx.key"))"
+        \(sections)
+        """, file: "/nonexistent/relayd.conf")
+}
