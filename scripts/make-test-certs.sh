@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the fixed test PKI in Tests/RelayCoreTests/Fixtures:
+# Regenerates the fixed test PKI in Tests/RelayTestSupport/Fixtures:
 #   ca.pem            test root CA ("relayd test CA")
 #   mx.pem/mx.key     leaf for mx.relayd.test (+ localhost, 127.0.0.1), signed by the CA
 #   selfsigned.pem/.key  self-signed leaf for mx.relayd.test
@@ -9,7 +9,7 @@
 # Keys are P-256 (rsa.key aside) and certificates valid for 100 years, so the
 # fixtures never expire under the tests. Nothing here is secret: these keys exist only for tests.
 set -eu
-out="${1:-$(dirname "$0")/../Tests/RelayCoreTests/Fixtures}"
+out="${1:-$(dirname "$0")/../Tests/RelayTestSupport/Fixtures}"
 mkdir -p "$out"
 cd "$out"
 tmp=$(mktemp -d)

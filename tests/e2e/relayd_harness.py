@@ -12,7 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RELAYD = REPO / ".build" / "debug" / "relayd"
-FIXTURES = REPO / "Tests" / "RelayCoreTests" / "Fixtures"
+FIXTURES = REPO / "Tests" / "RelayTestSupport" / "Fixtures"
 PASSWORD = "s3cret-pass"
 USER = "alice@example.test"
 

@@ -21,8 +21,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = REPO / "Tests" / "RelayTestSupport" / "Fixtures"
-if not FIX.exists():
-    FIX = REPO / "Tests" / "RelayCoreTests" / "Fixtures"
 IP, SINK_IP = "127.0.0.61", "127.0.0.62"
 SUBMISSION, SMTP, SINK_PORT = 2587, 2525, 2500
 USER, PASSWORD = "tsan", "tsan-password-1"
