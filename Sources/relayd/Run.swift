@@ -70,6 +70,10 @@ final class Daemon: @unchecked Sendable {
     let inbound: InboundServer
     let resolver: CAresResolver
     let runner: QueueRunner
+    /// The MTA-STS cache: on disk under the spool, in memory for the
+    /// policy layer; kept across reloads.
+    let stsStore: FileSTSCacheStore
+    let stsPolicies: STSPolicies
     private var signalSources: [any DispatchSourceSignal] = []
     private let signalQueue = DispatchQueue(label: "relayd.signals")
     private var stopping = false
@@ -103,7 +107,14 @@ final class Daemon: @unchecked Sendable {
         logger.info("spool ready", metadata: ["path": "\(spool.root)", "messages": "\(report.intact)"])
         inbound = InboundServer(settings: try InboundSettings(config: config), spool: spool, logger: logger)
         resolver = try CAresResolver(servers: config.dns.servers)
-        runner = QueueRunner(spool: spool, environment: try OutboundSettings.environment(config: config, resolver: resolver, logger: logger),
+        stsStore = FileSTSCacheStore(spool: spool, now: { Int(time(nil)) }, onDamaged: { [logger] domain, aside in
+            logger.warning("MTA-STS cache record damaged; set aside, the policy will be fetched again",
+                           metadata: ["domain": "\(domain)", "file": "\(aside)"])
+        })
+        stsPolicies = STSPolicies(STSDiscovery.load(stsStore))
+        runner = QueueRunner(spool: spool,
+                             environment: try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
+                                                                           stsStore: stsStore, stsPolicies: stsPolicies),
                              logger: logger)
         let runner = self.runner
         inbound.onQueued = { message in runner.wake(queued: message.id, message: message) }
@@ -175,7 +186,8 @@ final class Daemon: @unchecked Sendable {
             // that fails part-way changes nothing.
             let config = try ConfigLoader.load(path: configPath)
             let inboundSettings = try InboundSettings(config: config)
-            let environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger)
+            let environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
+                                                               stsStore: stsStore, stsPolicies: stsPolicies)
             for key in config.changesNeedingRestart(from: started) {
                 logger.warning("needs a restart; keeping the running value", metadata: ["key": "\(key)"])
             }

@@ -84,15 +84,6 @@ private func runnerConfig(spool: String, port: UInt16, budget: Int) throws -> Co
     """, spool: spool)
 }
 
-func waitUntil(_ seconds: Double, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(20_000)
-    }
-    return condition()
-}
-
 struct BudgetCase: CustomTestStringConvertible, Sendable {
     let budget: Int
     let bodySize: Int

@@ -95,3 +95,13 @@ public func testConfig(_ sections: String, spool: String = "/nonexistent/spool",
         \(sections)
         """, file: "/nonexistent/relayd.conf")
 }
+
+/// Polls `condition` every 20 ms for up to `seconds`.
+public func waitUntil(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}

@@ -19,6 +19,7 @@ public struct Config: Sendable {
     public let dns: DNS
     public let limits: Limits
     public let log: Log
+    public var mtaSTS = MTASTS()
 
     public struct Server: Sendable {
         /// The name in the greeting, EHLO and Received headers.
@@ -130,6 +131,14 @@ public struct Config: Sendable {
         }
 
         public static let defaultMemoryBudget = 128 * 1024 * 1024
+    }
+
+    /// `[mta_sts]`: RFC 8461 policy discovery and enforcement for mail
+    /// delivered to MX hosts.
+    public struct MTASTS: Sendable {
+        public var enabled = true
+        /// The whole policy fetch (DNS, connect, TLS, response), seconds.
+        public var fetchTimeout = 60
     }
 
     public struct DNS: Sendable {

@@ -82,11 +82,14 @@ struct ConfigBuilder {
         let dns = buildDNS()
         let limits = buildLimits()
         let log = buildLog()
+        let mtaSTS = buildMTASTS()
         root.finish()
-        guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log
+        guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log, let mtaSTS
         else { return nil }
-        return Config(file: file, server: server, listeners: listeners, tls: tls, relay: relay,
-                      outbound: outbound, queue: queue, dns: dns, limits: limits, log: log)
+        var config = Config(file: file, server: server, listeners: listeners, tls: tls, relay: relay,
+                            outbound: outbound, queue: queue, dns: dns, limits: limits, log: log)
+        config.mtaSTS = mtaSTS
+        return config
     }
 
     // MARK: sections
@@ -313,6 +316,22 @@ struct ConfigBuilder {
             } else { ok = false }
         }
         return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime, minFreeSpace: minFree, memoryBudget: budget) : nil
+    }
+
+    func buildMTASTS() -> Config.MTASTS? {
+        var m = Config.MTASTS()
+        guard let s = section("mta_sts", required: false) else { return root.table.contains(key: "mta_sts") ? nil : m }
+        defer { s.finish() }
+        var ok = true
+        if s.table.contains(key: "enabled") {
+            if let b = s.bool("enabled") { m.enabled = b } else { ok = false }
+        }
+        if s.table.contains(key: "fetch_timeout") {
+            if let d = duration(s, "fetch_timeout") {
+                if d <= 300 { m.fetchTimeout = d } else { diagnostics.report(s.keyPath("fetch_timeout"), "at most 5m"); ok = false }
+            } else { ok = false }
+        }
+        return ok ? m : nil
     }
 
     func buildDNS() -> Config.DNS? {

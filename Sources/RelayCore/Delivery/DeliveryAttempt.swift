@@ -21,6 +21,7 @@ import RelayConfig
 import RelayModel
 import RelayPolicy
 import RelaySMTP
+import RelaySTS
 public struct DeliveryAttempt {
     /// One address to try, with the TLS it must get.
     public struct Hop: Sendable {
@@ -56,15 +57,22 @@ public struct DeliveryAttempt {
         public init(domain: String, decision: PolicyDecision, indexes: [Int], config: Config,
                     credentials: [String: Credentials]) {
             let outbound = config.outbound
-            let relayName = DNSName.lookupKeys(domain).lazy.compactMap { outbound.transport[$0] }.first ?? outbound.smarthost
             self.domain = domain
             self.decision = decision
             self.indexes = indexes
-            self.relay = relayName.flatMap { outbound.relays[$0] }
+            self.relay = Self.relay(for: domain, config: config)
             self.fallback = decision.fallback.flatMap { outbound.relays[$0] }
             self.credentials = credentials
             self.mxPort = outbound.mxPort
             self.maxAddresses = outbound.maxAddressesPerAttempt
+        }
+
+        /// The transport entry (most specific key first) or smarthost that
+        /// carries mail for `domain`; nil: its MX hosts.
+        public static func relay(for domain: String, config: Config) -> Config.UpstreamRelay? {
+            let outbound = config.outbound
+            let name = DNSName.lookupKeys(domain).lazy.compactMap { outbound.transport[$0] }.first ?? outbound.smarthost
+            return name.flatMap { outbound.relays[$0] }
         }
     }
 
@@ -94,6 +102,10 @@ public struct DeliveryAttempt {
         case handingToFallback(relay: String, reason: String)
         /// MX hosts at or below relayd's own preference are left out.
         case skippingLessPreferred(Hop, listener: HostPort)
+        /// MTA-STS: an MX host the domain's policy does not list. Under
+        /// enforce it is never contacted; under testing it is, and this
+        /// says what enforce would have done.
+        case notInSTSPolicy(host: String, STSDecision)
         /// Nothing is left once relayd itself is taken out: logged as such,
         /// then concluded without a `delivery attempt` line.
         case loopsBack(Hop, listener: HostPort, DeliveryFailure)
@@ -131,7 +143,17 @@ public struct DeliveryAttempt {
         case (.resolving(let leg), .resolved(.failed(let f))):
             return concludeAll(.failed(f), hop: nil, run: nil, detail: label(leg).map { "\($0): \(f)" } ?? f.description)
         case (.resolving(let leg), .resolved(.hosts(let hosts))):
-            if leg == .destination && plan.relay == nil { return tryAddresses(mxHops(hosts), leg: leg) }
+            if leg == .destination && plan.relay == nil {
+                var actions: [Action] = []
+                let hops = mxHops(hosts, &actions)
+                if hops.isEmpty, let sts = plan.decision.enforcedSTS {
+                    let f = DeliveryFailure(.transient, status: "4.7.5",
+                                            reason: "no MX host of \(plan.domain) is listed in its MTA-STS policy (id \(sts.id))",
+                                            cause: .tlsPolicy)
+                    return actions + concludeAll(.failed(f), hop: nil, run: nil, detail: f.description)
+                }
+                return actions + tryAddresses(hops, leg: leg)
+            }
             return tryAddresses(hosts.flatMap(\.addresses).map { relayHop(leg, $0) }, leg: leg)
         case (.trying(let leg, let hop, let rest), .ran(let result)):
             return ran(result, leg: leg, hop: hop, rest: rest)
@@ -205,9 +227,16 @@ public struct DeliveryAttempt {
         }
     }
 
-    /// Each MX host's addresses, IPv4 first, in the resolver's host order.
-    private func mxHops(_ hosts: [MXHost]) -> [Hop] {
-        hosts.flatMap { h in
+    /// Each MX host's addresses, IPv4 first, in the resolver's host order;
+    /// under an enforce MTA-STS policy only the hosts it lists (RFC 8461
+    /// §4.1: the others are skipped, each logged).
+    private mutating func mxHops(_ hosts: [MXHost], _ actions: inout [Action]) -> [Hop] {
+        var hosts = hosts
+        if let sts = plan.decision.enforcedSTS ?? plan.decision.testingSTS {
+            for h in hosts where !sts.policy.matches(mxHost: h.name) { actions.append(.notInSTSPolicy(host: h.name, sts)) }
+            if sts.policy.mode == .enforce { hosts = hosts.filter { sts.policy.matches(mxHost: $0.name) } }
+        }
+        return hosts.flatMap { h in
             h.addresses.sorted(by: { $0.isV4 && !$1.isV4 }).map { ip in
                 Hop(host: h.name, address: ip, port: plan.mxPort, implicitTLS: false, level: plan.decision.level,
                     requiresVerification: plan.decision.requiresVerification, credentials: nil, via: "mx",

@@ -17,8 +17,10 @@ import RelayDNS
 import RelayIO
 import RelayModel
 import RelayPolicy
+import RelayMTASTS
 import RelayQueue
 import RelaySMTP
+import RelaySTS
 import RelayTLS
 import Dispatch
 import Logging
@@ -62,6 +64,8 @@ public struct DeliveryEnvironment: Sendable {
     public let relayCredentials: [String: Credentials]
     /// Connections kept for the next message to the same hop (nil: none).
     public let pool: ConnectionPool?
+    /// MTA-STS discovery (nil: `[mta_sts] enabled = false`).
+    public let mtaSTS: STSDiscovery?
     public let logger: Logger
     public private(set) var queue: DispatchQueue
     /// Seconds since the epoch; the queue runner's clock, so both judge the
@@ -72,9 +76,11 @@ public struct DeliveryEnvironment: Sendable {
 
     public init(config: Config, engine: PolicyEngine, mx: MXResolver, dns: any DNSResolving,
                 tlsContext: TLSContext, relayCredentials: [String: Credentials] = [:], pool: ConnectionPool? = nil,
+                mtaSTS: STSDiscovery? = nil,
                 logger: Logger, queue: DispatchQueue, now: @escaping @Sendable () -> Int = { Int(time(nil)) }) {
         self.now = now
         self.pool = pool
+        self.mtaSTS = mtaSTS
         self.config = config
         self.engine = engine
         self.mx = mx
@@ -106,9 +112,10 @@ public final class DomainDelivery: @unchecked Sendable {
     let message: SpooledMessage
     let domain: String
     let indexes: [Int]
-    let decision: PolicyDecision
-    /// Touched only on env.queue.
-    private var machine: DeliveryAttempt
+    /// Decided when the attempt starts, after MTA-STS discovery. Touched
+    /// only on env.queue, like the machine.
+    private(set) var decision: PolicyDecision
+    private var machine: DeliveryAttempt?
     private var completion: ((DomainDeliveryReport) -> Void)?
 
     public init(env: DeliveryEnvironment, message: SpooledMessage, domain: String, recipientIndexes: [Int]) {
@@ -117,20 +124,35 @@ public final class DomainDelivery: @unchecked Sendable {
         self.domain = DNSName.normalize(domain)
         self.indexes = recipientIndexes
         self.decision = env.engine.decide(self.domain)
-        let plan = DeliveryAttempt.Plan(domain: self.domain, decision: decision, indexes: recipientIndexes,
-                                        config: env.config, credentials: env.relayCredentials)
-        machine = DeliveryAttempt(plan: plan, selfListener: Self.selfListener(listeners: env.config.listeners.map(\.address)))
     }
 
+    /// MTA-STS is discovered first, for mail that goes to the domain's MX
+    /// hosts (a smarthost or transport relay is not an MX: RFC 8461 §4
+    /// does not apply to it); then the policy is decided and the machine
+    /// started.
     public func run(completion: @escaping (DomainDeliveryReport) -> Void) {
         self.completion = completion
-        feed(.start)
+        if let sts = env.mtaSTS, DeliveryAttempt.Plan.relay(for: domain, config: env.config) == nil {
+            sts.prepare(domain) { [self] in env.queue.async { [self] in start() } }
+        } else {
+            env.queue.async { [self] in start() }
+        }
+    }
+
+    private func start() {
+        dispatchPrecondition(condition: .onQueue(env.queue))
+        decision = env.engine.decide(domain)
+        let plan = DeliveryAttempt.Plan(domain: domain, decision: decision, indexes: indexes,
+                                        config: env.config, credentials: env.relayCredentials)
+        machine = DeliveryAttempt(plan: plan, selfListener: Self.selfListener(listeners: env.config.listeners.map(\.address)))
+        for action in machine!.handle(.start) { perform(action) }
     }
 
     /// Hands the machine one event on env.queue and carries out its answer.
     private func feed(_ event: DeliveryAttempt.Event) {
         env.queue.async { [self] in
-            for action in machine.handle(event) { perform(action) }
+            guard machine != nil else { return }
+            for action in machine!.handle(event) { perform(action) }
         }
     }
 
@@ -148,6 +170,14 @@ public final class DomainDelivery: @unchecked Sendable {
         case .handingToFallback(let relay, let reason):
             env.logger.notice("TLS to destination unavailable; handing to fallback relay",
                               metadata: ["id": "\(message.id)", "domain": "\(domain)", "fallback": "\(relay)", "reason": "\(reason)"])
+        case .notInSTSPolicy(let host, let sts):
+            let fields: Logger.Metadata = ["id": "\(message.id)", "domain": "\(domain)", "mx": "\(host)",
+                                           "mta_sts_id": "\(sts.id)", "patterns": "\(sts.policy.mx.joined(separator: ","))"]
+            if sts.policy.mode == .enforce {
+                env.logger.info("MTA-STS: MX host not in the policy; not contacted", metadata: fields)
+            } else {
+                env.logger.info("MTA-STS testing: MX host not in the policy (enforce would not contact it)", metadata: fields)
+            }
         case .skippingLessPreferred(let hop, let listener):
             var fields = loopFields(hop, listener)
             fields["preference"] = "\(hop.preference)"
@@ -264,7 +294,28 @@ public final class DomainDelivery: @unchecked Sendable {
         // Only with TLS: "fs=no" must mean a TLS session without forward
         // secrecy, never a plaintext one (a grep for it must not find those).
         if let tls { m["fs"] = "\(tls.forwardSecret ? "yes" : "no")" }
+        if let sts = decision.enforcedSTS {
+            m["mta_sts"] = "enforce"
+            m["mta_sts_id"] = "\(sts.id)"
+        } else if let sts = decision.testingSTS {
+            m["mta_sts"] = "testing"
+            m["mta_sts_id"] = "\(sts.id)"
+            if let hop, hop.via == "mx", let would = Self.enforceWouldFail(sts.policy, host: hop.host, tls: tls) {
+                m["mta_sts_would_fail"] = "\(would)"
+            }
+        }
         return m
+    }
+
+    /// Testing mode (RFC 8461 §5): what enforce would have refused about
+    /// this attempt, in RFC 8460 result-type words so TLS-RPT can count it.
+    static func enforceWouldFail(_ policy: STSPolicy, host: String, tls: TLSSessionInfo?) -> String? {
+        if !policy.matches(mxHost: host) { return "validation-failure" }
+        guard let tls else { return "starttls-not-supported" }
+        if case .failed(let f) = tls.verification {
+            return f.kind == .hostnameMismatch ? "certificate-host-mismatch" : "certificate-not-trusted"
+        }
+        return nil
     }
 
     func log(_ outcome: AttemptOutcome, hop: Hop?, run: ClientRunResult?, detail: String) {

@@ -3,11 +3,16 @@
 // attempt at every level that uses TLS) and the policy engine.
 import RelayConfig
 import RelayDNS
+import RelayHTTPS
+import RelayMTASTS
 import RelayPolicy
 import RelaySMTP
 import RelayTLS
 import Dispatch
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public enum OutboundSettings {
     public static func clientTLSContext(_ config: Config) throws -> TLSContext {
@@ -15,8 +20,10 @@ public enum OutboundSettings {
                                                minimumVersion: config.tls.minimumVersion, ciphers: config.tls.ciphers))
     }
 
-    public static func engine(_ config: Config) -> PolicyEngine {
-        PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains)
+    /// The engine; with `mtaSTS`, its policies are the MTA-STS layer.
+    public static func engine(_ config: Config, mtaSTS: STSDiscovery? = nil) -> PolicyEngine {
+        let upgrades: [any PolicyUpgradeLayer] = mtaSTS.map { [MTASTSLayer(policies: $0.policies, now: { Int(time(nil)) })] } ?? []
+        return PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains, upgrades: upgrades)
     }
 
     /// Reads each relay's password file (one line; a trailing newline is
@@ -32,10 +39,20 @@ public enum OutboundSettings {
         return out
     }
 
-    public static func environment(config: Config, resolver: any DNSResolving, logger: Logger) throws -> DeliveryEnvironment {
-        DeliveryEnvironment(config: config, engine: engine(config), mx: MXResolver(resolver: resolver), dns: resolver,
-                            tlsContext: try clientTLSContext(config), relayCredentials: try relayCredentials(config),
-                            pool: config.outbound.connectionReuse > 0 ? ConnectionPool(idleSeconds: config.outbound.connectionReuse) : nil,
-                            logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
+    /// `stsPolicies`: the daemon's in-memory MTA-STS cache, kept across
+    /// reloads; discovery is built for it when `[mta_sts] enabled`.
+    public static func environment(config: Config, resolver: any DNSResolving, logger: Logger,
+                                   stsStore: (any STSCacheStore)? = nil, stsPolicies: STSPolicies? = nil) throws -> DeliveryEnvironment {
+        let tls = try clientTLSContext(config)
+        var discovery: STSDiscovery?
+        if config.mtaSTS.enabled, let stsStore, let stsPolicies {
+            let fetcher = HTTPSFetcher(resolver: resolver, tlsContext: tls, timeoutSeconds: config.mtaSTS.fetchTimeout)
+            discovery = STSDiscovery(resolver: resolver, fetcher: fetcher, store: stsStore, policies: stsPolicies,
+                                     logger: logger, now: { Int(time(nil)) })
+        }
+        return DeliveryEnvironment(config: config, engine: engine(config, mtaSTS: discovery), mx: MXResolver(resolver: resolver),
+                                   dns: resolver, tlsContext: tls, relayCredentials: try relayCredentials(config),
+                                   pool: config.outbound.connectionReuse > 0 ? ConnectionPool(idleSeconds: config.outbound.connectionReuse) : nil,
+                                   mtaSTS: discovery, logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
     }
 }

@@ -14,6 +14,7 @@
 // resolved; that is the seam for the upgrade layers still to come.
 import RelayModel
 import RelaySMTP
+import RelaySTS
 public enum PolicyLayer: String, CaseIterable, Sendable {
     case operatorEntry = "operator"
     case dane
@@ -28,12 +29,29 @@ public struct LayerVerdict: Equatable, Sendable {
     public let level: PolicyLevel?
     public let detail: String
     public let requiresVerification: Bool
+    /// MTA-STS: the policy the layer found (in any mode), with its id. An
+    /// enforce policy limits which MX hosts may be contacted; a testing one
+    /// says what to log.
+    public let mtaSTS: STSDecision?
 
-    public init(layer: PolicyLayer, level: PolicyLevel?, detail: String, requiresVerification: Bool? = nil) {
+    public init(layer: PolicyLayer, level: PolicyLevel?, detail: String, requiresVerification: Bool? = nil,
+                mtaSTS: STSDecision? = nil) {
         self.layer = layer
         self.level = level
         self.detail = detail
         self.requiresVerification = requiresVerification ?? (level == .verify)
+        self.mtaSTS = mtaSTS
+    }
+}
+
+/// What the MTA-STS layer found for a domain: the policy and the id it was
+/// fetched under.
+public struct STSDecision: Equatable, Sendable {
+    public let policy: STSPolicy
+    public let id: String
+    public init(policy: STSPolicy, id: String) {
+        self.policy = policy
+        self.id = id
     }
 }
 
@@ -51,6 +69,20 @@ public struct PolicyDecision: Equatable, Sendable, CustomStringConvertible {
     public let verdicts: [LayerVerdict]
 
     public var tlsRequirement: TLSRequirement { level.tlsRequirement }
+
+    /// The MTA-STS policy that decided (mode enforce): only MX hosts it
+    /// lists may be contacted. nil when another layer decided — the
+    /// operator's entry and DANE take precedence (SPEC), and a default
+    /// above what the policy asks leaves the policy nothing to raise.
+    public var enforcedSTS: STSDecision? { layer == .mtaSTS ? verdicts.first { $0.layer == .mtaSTS }?.mtaSTS : nil }
+
+    /// A testing-mode policy (RFC 8461 §5): delivery goes as the other
+    /// layers decide, and what would have failed under enforce is logged.
+    public var testingSTS: STSDecision? {
+        guard layer != .operatorEntry, let d = verdicts.first(where: { $0.layer == .mtaSTS })?.mtaSTS,
+              d.policy.mode == .testing else { return nil }
+        return d
+    }
 
     public var description: String {
         "\(domain): \(level.rawValue)\(requiresVerification ? "+verify" : "") by \(layer.rawValue) (\(reason))"

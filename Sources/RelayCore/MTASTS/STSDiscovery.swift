@@ -1,0 +1,213 @@
+// MTA-STS discovery and the policy layer (RFC 8461 §3–§5).
+//
+// Before a delivery attempt decides a domain's level, `prepare` makes sure
+// the in-memory view of the cache (STSPolicies) holds what the domain
+// publishes: the `_mta-sts.<domain>` TXT record through the c-ares
+// resolver (the exact name, no walk to a parent); when its id differs from
+// the cached one, or nothing unexpired is cached, the policy is fetched over
+// HTTPS (RelayHTTPS: SNI, the chain and the name mta-sts.<domain> verified,
+// status 200 and text/plain only, 64 KiB, one deadline), parsed
+// (RelaySTS: an invalid policy is no policy) and stored. The layer then
+// answers from memory, synchronously, as PolicyEngine asks.
+//
+// Failures never remove what is cached (RFC 8461 §5.1): no TXT record, a
+// TXT lookup that fails, a policy host that does not answer properly — an
+// unexpired cached policy still applies. With nothing cached, a failed
+// lookup or fetch means "no policy known", logged as such; it never defers
+// mail by itself. Concurrent prepares for one domain share one lookup.
+import Logging
+import RelayDNS
+import RelayHTTPS
+import RelayModel
+import RelayPolicy
+import RelaySTS
+import RelaySync
+
+/// The cache as delivery sees it: every record loaded at start, updated as
+/// discovery learns, read by the layer. Safe from any queue.
+public final class STSPolicies: Sendable {
+    private let table = Locked<[String: CachedSTSPolicy]>([:])
+
+    public init(_ records: [CachedSTSPolicy] = []) {
+        table.withLock { t in for r in records { t[r.domain] = r } }
+    }
+
+    /// The record for `domain`, expired or not (callers check).
+    public func record(_ domain: String) -> CachedSTSPolicy? { table.withLock { $0[domain] } }
+
+    public func set(_ record: CachedSTSPolicy) { table.withLock { $0[record.domain] = record } }
+
+    public func remove(_ domain: String) { table.withLock { _ = $0.removeValue(forKey: domain) } }
+
+    public var domains: [String] { table.withLock { $0.keys.sorted() } }
+}
+
+/// The MTA-STS upgrade layer: an unexpired enforce policy raises the domain
+/// to verify (chain and MX host name) and binds the MX hosts; testing and
+/// none raise nothing but are reported in the verdict.
+public struct MTASTSLayer: PolicyUpgradeLayer {
+    public let layer = PolicyLayer.mtaSTS
+    let policies: STSPolicies
+    let now: @Sendable () -> Int
+
+    public init(policies: STSPolicies, now: @escaping @Sendable () -> Int) {
+        self.policies = policies
+        self.now = now
+    }
+
+    public func verdict(for domain: String) -> LayerVerdict? {
+        guard let r = policies.record(domain), !r.isExpired(at: now()) else { return nil }
+        let decision = STSDecision(policy: r.policy, id: r.id)
+        let detail = "MTA-STS \(r.policy.mode.rawValue), policy id \(r.id)"
+        switch r.policy.mode {
+        case .enforce:
+            return LayerVerdict(layer: .mtaSTS, level: .verify, detail: detail, requiresVerification: true, mtaSTS: decision)
+        case .testing, .none:
+            return LayerVerdict(layer: .mtaSTS, level: nil, detail: detail, mtaSTS: decision)
+        }
+    }
+}
+
+/// Fetches the policy body for a domain; HTTPSFetcher in the daemon.
+public protocol STSPolicyFetching: Sendable {
+    func fetchPolicy(domain: String, completion: @escaping @Sendable (Result<[UInt8], HTTPSFetchFailure>) -> Void)
+}
+
+extension HTTPSFetcher: STSPolicyFetching {
+    public func fetchPolicy(domain: String, completion: @escaping @Sendable (Result<[UInt8], HTTPSFetchFailure>) -> Void) {
+        fetch(host: "mta-sts." + domain, path: "/.well-known/mta-sts.txt", completion: completion)
+    }
+}
+
+public final class STSDiscovery: Sendable {
+    let resolver: any DNSResolving
+    let fetcher: any STSPolicyFetching
+    let store: any STSCacheStore
+    public let policies: STSPolicies
+    let logger: Logger
+    let now: @Sendable () -> Int
+    /// Domains with a prepare under way, and who waits for it.
+    private let waiting = Locked<[String: [@Sendable () -> Void]]>([:])
+
+    public init(resolver: any DNSResolving, fetcher: any STSPolicyFetching, store: any STSCacheStore,
+                policies: STSPolicies, logger: Logger, now: @escaping @Sendable () -> Int) {
+        self.resolver = resolver
+        self.fetcher = fetcher
+        self.store = store
+        self.policies = policies
+        self.logger = logger
+        self.now = now
+    }
+
+    /// Loads every stored record into memory (at start).
+    public static func load(_ store: any STSCacheStore) -> [CachedSTSPolicy] {
+        ((try? store.list()) ?? []).compactMap { try? store.get($0) }
+    }
+
+    /// Brings the domain's policy up to date as far as DNS and the policy
+    /// host allow, then calls `done` (always, exactly once).
+    public func prepare(_ domain: String, done: @escaping @Sendable () -> Void) {
+        let first = waiting.withLock { w -> Bool in
+            if w[domain] != nil { w[domain]!.append(done); return false }
+            w[domain] = [done]
+            return true
+        }
+        guard first else { return }
+        resolver.query("_mta-sts." + domain, .txt) { [self] result in
+            lookedUp(domain, result)
+        }
+    }
+
+    private func finish(_ domain: String) {
+        let all = waiting.withLock { $0.removeValue(forKey: domain) ?? [] }
+        for d in all { d() }
+    }
+
+    private func lookedUp(_ domain: String, _ result: Result<DNSResponse, DNSError>) {
+        let cached = policies.record(domain)
+        let usable = cached.map { !$0.isExpired(at: now()) } ?? false
+        let records: [[[UInt8]]]
+        switch result {
+        case .failure(let e):
+            report(domain, "TXT lookup failed: \(e)", cached: usable ? cached : nil)
+            return finish(domain)
+        case .success(let r) where r.rcode != .noError && r.rcode != .nxDomain:
+            report(domain, "TXT lookup failed: \(r.rcode)", cached: usable ? cached : nil)
+            return finish(domain)
+        case .success(let r):
+            let owner = "_mta-sts." + domain
+            records = r.answers.compactMap { rec in
+                guard DNSName.normalize(rec.name) == owner, case .txt(let strings) = rec.data else { return nil }
+                return strings
+            }
+        }
+        switch STSRecord.select(records) {
+        case .failure(let why):
+            // No (single, valid) record: a cached policy stays (§5.1); with
+            // none, the domain has no policy, which is no failure.
+            if !records.isEmpty || cached != nil {
+                logger.debug("MTA-STS record not usable", metadata: ["domain": "\(domain)", "reason": "\(why)",
+                                                                   "cached": "\(usable)"])
+            }
+            return finish(domain)
+        case .success(let record):
+            if let cached, usable, cached.id == record.id { return finish(domain) }
+            fetch(domain, id: record.id, cached: usable ? cached : nil)
+        }
+    }
+
+    /// Fetches and stores the policy published under `id`.
+    func fetch(_ domain: String, id: String, cached: CachedSTSPolicy?) {
+        fetcher.fetchPolicy(domain: domain) { [self] result in
+            let t = now()
+            switch result {
+            case .failure(let f):
+                report(domain, "policy fetch failed: \(f)", cached: cached)
+                if var kept = cached {
+                    kept.lastAttempt = t
+                    kept.lastResult = "\(f)"
+                    keep(kept)
+                }
+            case .success(let body):
+                switch STSPolicy.parse(body) {
+                case .failure(let e):
+                    report(domain, "policy invalid: \(e)", cached: cached)
+                    if var kept = cached {
+                        kept.lastAttempt = t
+                        kept.lastResult = "invalid policy: \(e)"
+                        keep(kept)
+                    }
+                case .success(let policy):
+                    let record = CachedSTSPolicy(domain: domain, id: id, policy: policy, fetched: t)
+                    keep(record)
+                    logger.info("MTA-STS policy fetched", metadata: [
+                        "domain": "\(domain)", "id": "\(id)", "mode": "\(policy.mode.rawValue)",
+                        "max_age": "\(policy.maxAge)", "mx": "\(policy.mx.joined(separator: ","))"])
+                }
+            }
+            finish(domain)
+        }
+    }
+
+    private func keep(_ record: CachedSTSPolicy) {
+        policies.set(record)
+        do { try store.put(record) } catch {
+            // Memory still has it; the next start refetches.
+            logger.warning("cannot store MTA-STS policy", metadata: ["domain": "\(record.domain)", "error": "\(error)"])
+        }
+    }
+
+    /// A discovery problem: with a cached policy it is applied (and the
+    /// problem logged unless its mode is none); without, no policy is known.
+    private func report(_ domain: String, _ problem: String, cached: CachedSTSPolicy?) {
+        if let cached {
+            if cached.policy.mode != .none {
+                logger.warning("MTA-STS refresh failed; applying the cached policy", metadata: [
+                    "domain": "\(domain)", "problem": "\(problem)", "id": "\(cached.id)",
+                    "mode": "\(cached.policy.mode.rawValue)", "expires_in": "\(cached.expires - now())s"])
+            }
+        } else {
+            logger.info("MTA-STS: no policy known", metadata: ["domain": "\(domain)", "problem": "\(problem)"])
+        }
+    }
+}
