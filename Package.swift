@@ -72,6 +72,7 @@ let package = Package(
         // Files, sockets and the configuration.
         role("RelayQueue", "Queue", ["RelayModel", "RelaySMTP", "RelaySync"]),
         role("RelayIO", "IO", ["RelayModel", "RelaySync", "RelayTLS"]),
+        role("RelayHTTPS", "HTTPS", ["RelayModel", "RelayTLS", "RelayIO", "RelayDNS", "RelaySync"]),
         role("RelayConfig", "Config", ["RelayModel", "RelayPolicy", "RelayTLS", "RelayAuth", logging,
                                        .product(name: "TOMLKit", package: "TOMLKit")]),
 
@@ -98,6 +99,7 @@ let package = Package(
         tests("RelayAuthTests", ["RelayModel", "RelayAuth"]),
         tests("RelayQueueTests", ["RelayModel", "RelaySMTP", "RelayLog", "RelayAuth", "RelayQueue", "RelayCore"]),
         tests("RelayIOTests", ["RelayModel", "RelayTLS", "RelayIO"]),
+        tests("RelayHTTPSTests", ["RelayModel", "RelayTLS", "RelayDNS", "RelayIO", "RelayHTTPS"]),
         tests("RelayConfigTests", ["RelayModel", "RelayPolicy", "RelayTLS", "RelayAuth", "RelayDNS", "RelayConfig",
                         "RelayDelivery"]),
         tests("RelayPolicyTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS", "RelayQueue",
