@@ -81,7 +81,7 @@ e2e: test-deps dev-setup
 	$(SWIFT) build --product relayd
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/setup tests/bed tests/e2e
 
-## Fuzzes the SMTP server session, and the DNS/SMTP-reply/client parsers, each for FUZZ_SECONDS (default 60).
+## Fuzzes the SMTP server session, the DNS/SMTP-reply/client parsers and the MTA-STS parsers, each for FUZZ_SECONDS (default 60).
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	scripts/fuzz.sh $(FUZZ_SECONDS)

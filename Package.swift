@@ -63,6 +63,7 @@ let package = Package(
         role("RelayPolicy", "Policy", ["RelayModel", "RelaySMTP"]),
         role("RelayLog", "Log", [logging]),
         role("RelaySync", "Sync", []),
+        role("RelaySTS", "STS", ["RelayModel"]),
 
         // One system library each.
         role("RelayTLS", "TLS", ["RelayModel", "COpenSSL"]),
@@ -106,6 +107,7 @@ let package = Package(
                         "RelayConfig", "RelayDelivery"]),
         tests("RelayDeliveryTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                         "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery"]),
+        tests("RelaySTSTests", ["RelayModel", "RelaySTS"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                         "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore"]),
     ]

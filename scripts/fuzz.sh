@@ -2,6 +2,7 @@
 # Builds the libFuzzer targets and runs each for $1 seconds (default 60):
 #   server-session  SMTP commands, DATA and AUTH as a client sends them
 #   remote          DNS answers, SMTP replies and the client session
+#   sts             MTA-STS policy files and _mta-sts TXT records
 # Crashes land in .build-fuzz/<target>-crash-*.
 set -eu
 cd "$(dirname "$0")/.."
@@ -9,17 +10,20 @@ seconds="${1:-60}"
 only="${2:-}"
 out=.build-fuzz
 mkdir -p "$out"
-# The fuzzed code is pure (Model, SMTP, the DNS message parser): it is
-# compiled straight into one module with the fuzz entry point, so the
-# imports of its SwiftPM targets (RelayModel, RelaySMTP) are dropped from
-# copies of the files.
+# The fuzzed code is pure (Model, SMTP, the DNS message parser, the
+# MTA-STS parsers): it is compiled straight into one module with the fuzz
+# entry point, so the imports of its SwiftPM targets (RelayModel,
+# RelaySMTP, …) are dropped from copies of the files.
 src="$out/src"
 rm -rf "$src"
-mkdir -p "$src/core" "$src/dns"
+mkdir -p "$src/core" "$src/dns" "$src/sts"
 for f in Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift; do
   sed '/^import Relay/d' "$f" > "$src/core/$(basename "$f")"
 done
 sed '/^import Relay/d' Sources/RelayCore/DNS/DNSMessage.swift > "$src/dns/DNSMessage.swift"
+for f in Sources/RelayCore/STS/*.swift; do
+  sed '/^import Relay/d' "$f" > "$src/sts/$(basename "$f")"
+done
 core="$src/core/*.swift"
 build() {
   # shellcheck disable=SC2086
@@ -39,4 +43,8 @@ fi
 if [ -z "$only" ] || [ "$only" = remote ]; then
   build "$src/dns/DNSMessage.swift" fuzz/FuzzDNSMessage.swift -o "$out/fuzz-remote"
   run remote fuzz/corpus-remote
+fi
+if [ -z "$only" ] || [ "$only" = sts ]; then
+  build "$src"/sts/*.swift fuzz/FuzzSTS.swift -o "$out/fuzz-sts"
+  run sts fuzz/corpus-sts
 fi
