@@ -60,7 +60,7 @@ let package = Package(
         // Pure: values and protocol machines, no I/O.
         role("RelayModel", "Model", []),
         role("RelaySMTP", "SMTP", ["RelayModel"]),
-        role("RelayPolicy", "Policy", ["RelayModel", "RelaySMTP"]),
+        role("RelayPolicy", "Policy", ["RelayModel", "RelaySMTP", "RelaySTS"]),
         role("RelayLog", "Log", [logging]),
         role("RelaySync", "Sync", []),
         role("RelaySTS", "STS", ["RelayModel"]),
@@ -74,14 +74,18 @@ let package = Package(
         role("RelayQueue", "Queue", ["RelayModel", "RelaySMTP", "RelaySync"]),
         role("RelayIO", "IO", ["RelayModel", "RelaySync", "RelayTLS"]),
         role("RelayHTTPS", "HTTPS", ["RelayModel", "RelayTLS", "RelayIO", "RelayDNS", "RelaySync"]),
+        role("RelayMTASTS", "MTASTS", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
+                                       "RelaySync", logging]),
         role("RelayConfig", "Config", ["RelayModel", "RelayPolicy", "RelayTLS", "RelayAuth", logging,
                                        .product(name: "TOMLKit", package: "TOMLKit")]),
 
         // Outbound, then the server on top.
         role("RelayDelivery", "Delivery", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS",
-                                           "RelayIO", "RelayQueue", "RelayConfig", "RelaySync", logging]),
+                                           "RelayIO", "RelayQueue", "RelayConfig", "RelaySync", "RelaySTS",
+                                           "RelayHTTPS", "RelayMTASTS", logging]),
         role("RelayCore", "Server", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                                     "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", "RelaySync", logging]),
+                                     "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", "RelaySync",
+                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", logging]),
 
         .executableTarget(
             name: "relayd",
@@ -106,8 +110,10 @@ let package = Package(
         tests("RelayPolicyTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS", "RelayQueue",
                         "RelayConfig", "RelayDelivery"]),
         tests("RelayDeliveryTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery"]),
+                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS"]),
         tests("RelaySTSTests", ["RelayModel", "RelaySTS"]),
+        tests("RelayMTASTSTests", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
+                                   "RelaySync", "RelayMTASTS"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                         "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore"]),
     ]

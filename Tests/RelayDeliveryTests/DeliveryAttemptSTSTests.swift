@@ -55,7 +55,9 @@ private func words(_ actions: [DeliveryAttempt.Action]) -> [String] {
 private let refused = DeliveryAttempt.Event.ran(ClientRunResult(outcome: .failed(.connectFailed("refused")), tls: nil, tlsFailure: nil))
 
 @Suite struct DeliveryAttemptUnderMTASTS {
-    let hosts = [host("mx.far.test", 10, "127.0.0.11"), host("evil.far.test", 5, "127.0.0.66")]
+    /// In preference order, as MXResolver hands them over: the unlisted
+    /// host is the better-preferred one.
+    let hosts = [host("evil.far.test", 5, "127.0.0.66"), host("mx.far.test", 10, "127.0.0.11")]
 
     @Test func enforceContactsOnlyListedHostsWithVerification() throws {
         var m = try machine(mode: "enforce", mx: ["mx.far.test"])

@@ -72,6 +72,7 @@ private func spell(_ actions: [DeliveryAttempt.Action]) -> [String] {
         case .log(let outcome, let hop, _, _): return "log \(outcome.name) \(outcome.status ?? "") \(hop.address)"
         case .handingToFallback(let relay, _): return "fallback \(relay)"
         case .skippingLessPreferred(let hop, _): return "skip-from \(hop.address)"
+        case .notInSTSPolicy(let host, _): return "not-in-policy \(host)"
         case .loopsBack(_, _, let f): return "loops-back \(f.status)"
         case .conclude(let results, _, _, _, let logged):
             let each = results.keys.sorted().map { i -> String in

@@ -13,3 +13,6 @@
 @_exported import RelaySMTP
 @_exported import RelayTLS
 @_exported import RelaySync
+@_exported import RelayHTTPS
+@_exported import RelayMTASTS
+@_exported import RelaySTS
