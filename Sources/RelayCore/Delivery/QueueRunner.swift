@@ -243,7 +243,11 @@ public final class QueueRunner: @unchecked Sendable {
                 continue
             }
             let result: String
-            do { result = try admin.apply(request, inFlight: inFlight) } catch { result = "error: \(error)" }
+            if case .reloadSTS(let domain) = request {
+                result = environment.mtaSTS?.reload(domain) ?? "MTA-STS is disabled ([mta_sts] enabled = false)"
+            } else {
+                do { result = try admin.apply(request, inFlight: inFlight) } catch { result = "error: \(error)" }
+            }
             logger.info("queue request", metadata: ["request": "\(request)", "result": "\(result)"])
             admin.finishRequest(name, result: result)
             requestsApplied = true

@@ -104,9 +104,34 @@ public final class STSDiscovery: Sendable {
         ((try? store.list()) ?? []).compactMap { try? store.get($0) }
     }
 
+    /// Takes the stored record of `domain` (or its absence) into memory:
+    /// `relayd policy refresh|flush` changed it on disk.
+    public func reload(_ domain: String) -> String {
+        do {
+            if let r = try store.get(domain) {
+                policies.set(r)
+                return "reloaded the MTA-STS policy of \(domain) (id \(r.id), mode \(r.policy.mode.rawValue))"
+            }
+            policies.remove(domain)
+            return "no MTA-STS policy cached for \(domain) any more"
+        } catch {
+            return "error: \(error)"
+        }
+    }
+
     /// Brings the domain's policy up to date as far as DNS and the policy
     /// host allow, then calls `done` (always, exactly once).
     public func prepare(_ domain: String, done: @escaping @Sendable () -> Void) {
+        discover(domain, force: false, done: done)
+    }
+
+    /// `relayd policy refresh`: as prepare, but the policy is fetched even
+    /// when the TXT id has not changed.
+    public func refresh(_ domain: String, done: @escaping @Sendable () -> Void) {
+        discover(domain, force: true, done: done)
+    }
+
+    private func discover(_ domain: String, force: Bool, done: @escaping @Sendable () -> Void) {
         let first = waiting.withLock { w -> Bool in
             if w[domain] != nil { w[domain]!.append(done); return false }
             w[domain] = [done]
@@ -114,7 +139,7 @@ public final class STSDiscovery: Sendable {
         }
         guard first else { return }
         resolver.query("_mta-sts." + domain, .txt) { [self] result in
-            lookedUp(domain, result)
+            lookedUp(domain, result, force: force)
         }
     }
 
@@ -123,7 +148,7 @@ public final class STSDiscovery: Sendable {
         for d in all { d() }
     }
 
-    private func lookedUp(_ domain: String, _ result: Result<DNSResponse, DNSError>) {
+    private func lookedUp(_ domain: String, _ result: Result<DNSResponse, DNSError>, force: Bool) {
         let cached = policies.record(domain)
         let usable = cached.map { !$0.isExpired(at: now()) } ?? false
         let records: [[[UInt8]]]
@@ -151,7 +176,7 @@ public final class STSDiscovery: Sendable {
             }
             return finish(domain)
         case .success(let record):
-            if let cached, usable, cached.id == record.id { return finish(domain) }
+            if !force, let cached, usable, cached.id == record.id { return finish(domain) }
             fetch(domain, id: record.id, cached: usable ? cached : nil)
         }
     }

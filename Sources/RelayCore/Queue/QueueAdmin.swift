@@ -21,6 +21,9 @@ public enum QueueRequest: Equatable, Sendable, CustomStringConvertible {
     case hold(String)
     case release(String)
     case delete(QueueTarget)
+    /// `relayd policy refresh|flush`: the MTA-STS cache record of a domain
+    /// changed on disk; the daemon takes it (or its absence) into memory.
+    case reloadSTS(String)
 
     public var description: String { encode() }
 
@@ -37,6 +40,7 @@ public enum QueueRequest: Equatable, Sendable, CustomStringConvertible {
         case .hold(let id): return "hold id \(id)"
         case .release(let id): return "release id \(id)"
         case .delete(let target): return "delete \(t(target))"
+        case .reloadSTS(let domain): return "reload-mta-sts domain \(domain)"
         }
     }
 
@@ -51,6 +55,7 @@ public enum QueueRequest: Equatable, Sendable, CustomStringConvertible {
         default: target = nil
         }
         guard let target else { return nil }
+        if w[0] == "reload-mta-sts", case .domain(let d) = target { return .reloadSTS(d) }
         switch (w[0], target) {
         case ("flush", _): return .flush(target)
         case ("delete", _): return .delete(target)
@@ -230,6 +235,9 @@ public struct QueueAdmin {
                 n += 1
             }
             return "deleted \(n) message\(n == 1 ? "" : "s")" + (busy > 0 ? "; \(busy) being delivered now, not deleted" : "")
+        case .reloadSTS:
+            // No daemon: the record on disk is what the next start loads.
+            return "no relayd running; the cache on disk is what it loads at start"
         }
     }
 }
