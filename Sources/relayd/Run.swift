@@ -75,6 +75,9 @@ final class Daemon: @unchecked Sendable {
     let stsStore: FileSTSCacheStore
     let stsPolicies: STSPolicies
     private var signalSources: [any DispatchSourceSignal] = []
+    /// Every ten minutes (plus jitter): cached MTA-STS policies that are a
+    /// day old or near expiry are fetched again.
+    private var stsRefreshTimer: (any DispatchSourceTimer)?
     private let signalQueue = DispatchQueue(label: "relayd.signals")
     private var stopping = false
     /// The config relayd started with: what sockets, spool, resolver and
@@ -129,6 +132,11 @@ final class Daemon: @unchecked Sendable {
             throw error
         }
         runner.start()
+        let timer = DispatchSource.makeTimerSource(queue: signalQueue)
+        timer.schedule(deadline: .now() + .seconds(60 + Int.random(in: 0...60)), repeating: .seconds(600), leeway: .seconds(30))
+        timer.setEventHandler { [runner] in runner.refreshMTASTS() }
+        timer.resume()
+        stsRefreshTimer = timer
         if !spoolLock.acceptRequests() {
             logger.warning("cannot mark the spool lock; `relayd queue` will not reach this daemon",
                            metadata: ["lock": "\(spoolLock.path)"])

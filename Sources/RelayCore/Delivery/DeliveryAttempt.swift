@@ -308,7 +308,7 @@ public struct DeliveryAttempt {
         case .completed(let replies): return concludeTransaction(replies, hop: hop, run: result)
         case .failed(let f): failure = f
         }
-        let f = Self.classify(failure, hop: hop)
+        let f = namingSTS(Self.classify(failure, hop: hop))
         switch afterFailure(failure, hop: hop, leg: leg) {
         case .retryInPlaintext:
             let plaintext = Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: false,
@@ -375,6 +375,15 @@ public struct DeliveryAttempt {
         var results: [Int: RecipientResult] = [:]
         for i in plan.indexes { results[i] = r }
         return [.conclude(results, hop, run, detail: detail, logged: logged)]
+    }
+
+    /// Under an enforce MTA-STS policy, a TLS failure says so: the DSN a
+    /// sender gets at the queue lifetime names MTA-STS and the check.
+    private func namingSTS(_ f: DeliveryFailure) -> DeliveryFailure {
+        guard f.tlsPolicy, let sts = plan.decision.enforcedSTS else { return f }
+        return DeliveryFailure(f.kind, status: f.status,
+                               reason: f.reason + " (required by the MTA-STS policy of \(plan.domain), id \(sts.id))",
+                               cause: f.cause, remoteReply: f.remoteReply)
     }
 
     /// The typed failure of one address, with the status the DSN and the

@@ -268,6 +268,9 @@ public final class DomainDelivery: @unchecked Sendable {
         let lifetimeExceeded = env.now() - message.arrival >= env.config.queue.maxLifetime
         let outcome = AttemptOutcome.concluding(indexes.compactMap { results[$0] }, lifetimeExceeded: lifetimeExceeded)
         if logged { log(outcome, hop: hop, run: run, detail: detail) }
+        if decision.enforcedSTS != nil, results.values.contains(where: { if case .failed(let f) = $0 { return !f.isPermanent }; return false }) {
+            env.mtaSTS?.recheckAfterFailure(domain)
+        }
         completion(DomainDeliveryReport(decision: decision, results: results, lifetimeExceeded: lifetimeExceeded))
     }
 

@@ -118,6 +118,12 @@ public final class QueueRunner: @unchecked Sendable {
     /// rounds reach it.
     func settle() { queue.sync {}; queue.sync {} }
 
+    /// Proactive MTA-STS refresh with the current environment (the daemon's
+    /// timer calls this).
+    public func refreshMTASTS() {
+        queue.async { [self] in environment.mtaSTS?.refreshStale() }
+    }
+
     /// Stops starting new deliveries (those running finish and are filed).
     public func stop() { queue.sync { stopped = true; timer?.cancel() } }
 

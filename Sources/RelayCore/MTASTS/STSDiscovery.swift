@@ -15,6 +15,7 @@
 // unexpired cached policy still applies. With nothing cached, a failed
 // lookup or fetch means "no policy known", logged as such; it never defers
 // mail by itself. Concurrent prepares for one domain share one lookup.
+import Dispatch
 import Logging
 import RelayDNS
 import RelayHTTPS
@@ -88,6 +89,11 @@ public final class STSDiscovery: Sendable {
     let now: @Sendable () -> Int
     /// Domains with a prepare under way, and who waits for it.
     private let waiting = Locked<[String: [@Sendable () -> Void]]>([:])
+    /// When each domain was last refetched because delivery failed under
+    /// its policy (see recheckAfterFailure).
+    private let lastRecheck = Locked<[String: Int]>([:])
+    /// At most one refetch after a failure per domain in this many seconds.
+    public static let recheckInterval = 300
 
     public init(resolver: any DNSResolving, fetcher: any STSPolicyFetching, store: any STSCacheStore,
                 policies: STSPolicies, logger: Logger, now: @escaping @Sendable () -> Int) {
@@ -102,6 +108,39 @@ public final class STSDiscovery: Sendable {
     /// Loads every stored record into memory (at start).
     public static func load(_ store: any STSCacheStore) -> [CachedSTSPolicy] {
         ((try? store.list()) ?? []).compactMap { try? store.get($0) }
+    }
+
+    /// Delivery under the domain's enforce policy failed: the policy may be
+    /// stale (the domain moved its MX and the id was not bumped, which
+    /// operators of other implementations had to fix by hand). Refetch it —
+    /// HTTPS is authenticated, so this cannot downgrade — at most once per
+    /// domain every `recheckInterval` seconds. The retry then uses what was
+    /// found.
+    public func recheckAfterFailure(_ domain: String) {
+        let t = now()
+        let due = lastRecheck.withLock { last -> Bool in
+            if let at = last[domain], t - at < Self.recheckInterval { return false }
+            last[domain] = t
+            return true
+        }
+        guard due else { return }
+        logger.info("MTA-STS: delivery failed under the policy; fetching it again", metadata: ["domain": "\(domain)"])
+        refresh(domain) {}
+    }
+
+    /// Proactive refresh (RFC 8461 §5.1 advises refreshing well before
+    /// expiry): every cached policy fetched more than `age` seconds ago, or
+    /// within a quarter of its max_age of expiring, is fetched again. The
+    /// daemon calls this from a timer; `jitter` spreads the work.
+    public func refreshStale(age: Int = 86_400, jitter: @escaping @Sendable (Int) -> Int = { Int.random(in: 0...max(1, $0)) }) {
+        let t = now()
+        for domain in policies.domains {
+            guard let r = policies.record(domain) else { continue }
+            let quarter = max(1, r.policy.maxAge / 4)
+            guard t - r.fetched >= age || r.expires - t <= quarter else { continue }
+            let delay = jitter(60)
+            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(delay)) { [self] in refresh(domain) {} }
+        }
     }
 
     /// Takes the stored record of `domain` (or its absence) into memory:
