@@ -208,4 +208,36 @@ let testingBody = "version: STSv1\nmode: testing\nmx: mx.example.test\nmax_age: 
         #expect(waitUntil(5) { done.withLock { $0 } == 3 })
         #expect(bed.layer.verdict(for: "example.test")?.level == .verify)
     }
+
+    @Test func aFailureUnderThePolicyRefetchesItAtMostOncePerInterval() async throws {
+        let bed = try DiscoveryBed()
+        bed.txt("example.test", ["v=STSv1; id=1"])
+        bed.host.serve("example.test", enforceBody)
+        await bed.prepare("example.test")
+        #expect(bed.host.fetches.count == 1)
+        // The domain moved its MX without bumping the id: the refetch finds it.
+        bed.host.serve("example.test", "version: STSv1\nmode: enforce\nmx: new-mx.example.test\nmax_age: 86400\n")
+        bed.discovery.recheckAfterFailure("example.test")
+        #expect(waitUntil(5) { bed.discovery.policies.record("example.test")?.policy.mx == ["new-mx.example.test"] })
+        bed.discovery.recheckAfterFailure("example.test")
+        #expect(bed.host.fetches.count == 2, "not again within the interval")
+        bed.clock.advance(STSDiscovery.recheckInterval)
+        bed.discovery.recheckAfterFailure("example.test")
+        #expect(waitUntil(5) { bed.host.fetches.count == 3 })
+    }
+
+    @Test func proactiveRefreshFetchesOldPoliciesOnly() async throws {
+        let bed = try DiscoveryBed()
+        bed.txt("old.test", ["v=STSv1; id=1"])
+        bed.host.serve("old.test", enforceBody)
+        await bed.prepare("old.test")
+        bed.clock.advance(3_600)
+        bed.txt("new.test", ["v=STSv1; id=1"])
+        bed.host.serve("new.test", enforceBody)
+        await bed.prepare("new.test")
+        #expect(bed.host.fetches == ["old.test", "new.test"])
+        bed.discovery.refreshStale(age: 3_600, jitter: { _ in 0 })
+        #expect(waitUntil(5) { bed.host.fetches.count == 3 })
+        #expect(bed.host.fetches.last == "old.test", "only the policy an hour old")
+    }
 }
