@@ -64,6 +64,25 @@ public struct DNSResponse: Equatable, Sendable {
     public let questionName: String
     public let questionType: UInt16
     public let answers: [DNSRecord]
+
+    /// The names an answer may legitimately use for `name`: the name and
+    /// the CNAME chain from it inside `answers` (a resolver may put the
+    /// alias and its target's records in one answer). Records owned by any
+    /// other name are not the answer to the question.
+    public static func owners(of name: String, in answers: [DNSRecord]) -> Set<String> {
+        var owners: Set<String> = [DNSName.normalize(name)]
+        var grew = true
+        while grew {
+            grew = false
+            for record in answers {
+                if case .cname(let target) = record.data, owners.contains(DNSName.normalize(record.name)),
+                   owners.insert(DNSName.normalize(target)).inserted {
+                    grew = true
+                }
+            }
+        }
+        return owners
+    }
 }
 
 public enum DNSParseError: Error, Equatable, Sendable {

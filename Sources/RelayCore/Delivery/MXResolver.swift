@@ -64,7 +64,7 @@ public final class MXResolver: Sendable {
                     return completion(.failed(DeliveryFailure(.permanent, status: "5.1.10",
                                                               reason: "\(d) does not accept mail (null MX, RFC 7505)")))
                 }
-                if mx.isEmpty, let alias = Self.chain(d, r.answers).subtracting([d]).first(where: { target in
+                if mx.isEmpty, let alias = DNSResponse.owners(of: d, in: r.answers).subtracting([d]).first(where: { target in
                     !r.answers.contains { $0.name == target && { if case .cname = $0.data { return true } else { return false } }($0) }
                 }) {
                     guard depth < 8 else {
@@ -94,7 +94,7 @@ public final class MXResolver: Sendable {
                     collected.withLock { c in
                         switch result {
                         case .success(let r) where r.rcode == .noError || r.rcode == .nxDomain:
-                            let owners = Self.chain(name, r.answers)
+                            let owners = DNSResponse.owners(of: name, in: r.answers)
                             for rec in r.answers where owners.contains(rec.name) {
                                 switch rec.data {
                                 case .a(let ip) where type == .a: c.found[name, default: []].append(ip)
@@ -133,17 +133,5 @@ public final class MXResolver: Sendable {
                                                reason: implicit ? "\(domain) has no MX and no address records"
                                                    : "no MX host of \(domain) has an address")))
         }
-    }
-
-    static func chain(_ name: String, _ answers: [DNSRecord]) -> Set<String> {
-        var owners: Set<String> = [DNSName.normalize(name)]
-        var grew = true
-        while grew {
-            grew = false
-            for rec in answers {
-                if case .cname(let t) = rec.data, owners.contains(rec.name), !owners.contains(t) { owners.insert(t); grew = true }
-            }
-        }
-        return owners
     }
 }

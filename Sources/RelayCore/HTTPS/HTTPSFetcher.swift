@@ -124,17 +124,7 @@ public struct HTTPSFetcher: Sendable {
 
     /// The addresses of `name` in one answer, following CNAMEs inside it.
     static func addresses(of name: String, in response: DNSResponse, type: DNSType) -> [IPAddress] {
-        var owners: Set<String> = [DNSName.normalize(name)]
-        var grew = true
-        while grew {
-            grew = false
-            for record in response.answers {
-                if case .cname(let target) = record.data, owners.contains(DNSName.normalize(record.name)),
-                   owners.insert(DNSName.normalize(target)).inserted {
-                    grew = true
-                }
-            }
-        }
+        let owners = DNSResponse.owners(of: name, in: response.answers)
         return response.answers.compactMap { record in
             guard owners.contains(DNSName.normalize(record.name)) else { return nil }
             switch record.data {
