@@ -139,6 +139,9 @@ public struct Config: Sendable {
         public var enabled = true
         /// The whole policy fetch (DNS, connect, TLS, response), seconds.
         public var fetchTimeout = 60
+        /// A cached policy this old (seconds) is fetched again proactively
+        /// (so is one within a quarter of its max_age of expiring).
+        public var refreshInterval = 86_400
     }
 
     public struct DNS: Sendable {

@@ -331,6 +331,13 @@ struct ConfigBuilder {
                 if d <= 300 { m.fetchTimeout = d } else { diagnostics.report(s.keyPath("fetch_timeout"), "at most 5m"); ok = false }
             } else { ok = false }
         }
+        if s.table.contains(key: "refresh_interval") {
+            if let d = duration(s, "refresh_interval") {
+                if d >= 3600 { m.refreshInterval = d } else {
+                    diagnostics.report(s.keyPath("refresh_interval"), "at least 1h"); ok = false
+                }
+            } else { ok = false }
+        }
         return ok ? m : nil
     }
 

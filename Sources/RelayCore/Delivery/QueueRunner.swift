@@ -121,7 +121,7 @@ public final class QueueRunner: @unchecked Sendable {
     /// Proactive MTA-STS refresh with the current environment (the daemon's
     /// timer calls this).
     public func refreshMTASTS() {
-        queue.async { [self] in environment.mtaSTS?.refreshStale() }
+        queue.async { [self] in environment.mtaSTS?.refreshStale(age: environment.config.mtaSTS.refreshInterval) }
     }
 
     /// Stops starting new deliveries (those running finish and are filed).
