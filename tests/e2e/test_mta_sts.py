@@ -134,11 +134,33 @@ def fetched(relayd, domain, since=0, **fields):
     return log_lines(relayd, "MTA-STS policy fetched", since, domain=domain, **fields)
 
 
+RECHECK = "MTA-STS: delivery failed under the policy; fetching it again"
+
+
+def fetched_ids(relayd, domain, since=0):
+    """The ids fetched, in order, a fetch repeating the one before folded
+    in: a failure under an enforce policy refetches it under the same id
+    (issue 11: the cure for a stale policy whose id was not bumped)."""
+    out = []
+    for f in fetched(relayd, domain, since):
+        if not out or out[-1] != f["id"]:
+            out.append(f["id"])
+    return out
+
+
+def rechecks(relayd, domain, since=0):
+    """Refetches after a failure: at most one per domain every few
+    minutes, so one in each of these short tests."""
+    return len(log_lines(relayd, RECHECK, since, domain=domain))
+
+
 def assert_enforced_deferral(lines, sts_id):
     for a in lines:
         assert a["mta_sts"] == "enforce" and a["mta_sts_id"] == sts_id, a
         assert a["layer"] == "mta-sts" and a["level"] == "verify", a
         assert re.fullmatch(r"4\.7\.\d+", a["status"]), a
+        # What the sender's DSN will carry names MTA-STS and the policy.
+        assert "MTA-STS policy" in a["detail"] and sts_id in a["detail"], a
 
 
 # --- enforce --------------------------------------------------------------------
@@ -269,7 +291,8 @@ def test_broken_policy_host_means_no_policy_or_the_cached_one(bed, relayd, varia
     tag = new_tag(f"{variant}-cached")
     qid = submit(relayd, f"user@{domain}", tag)
     assert_enforced_deferral(wait_deferred(relayd, qid), good_id)
-    assert [f["id"] for f in fetched(relayd, domain)] == [good_id]
+    assert fetched_ids(relayd, domain) == [good_id]
+    assert rechecks(relayd, domain) == 1
 
     # ...then the host breaks again and the id changes: the cached policy
     # still applies, for new mail and for the mail already waiting.
@@ -281,7 +304,8 @@ def test_broken_policy_host_means_no_policy_or_the_cached_one(bed, relayd, varia
     assert_enforced_deferral(wait_deferred(relayd, qid, since=mark), good_id)
     kept = log_lines(relayd, "MTA-STS refresh failed; applying the cached policy", since=mark, domain=domain)
     assert kept and all(k["id"] == good_id and problem in k["problem"] for k in kept), kept
-    assert [f["id"] for f in fetched(relayd, domain)] == [good_id]
+    assert fetched_ids(relayd, domain) == [good_id]
+    assert rechecks(relayd, domain) == 1
     assert not arrived(bed, POSTFIX, tag) and not arrived(bed, POSTFIX, tag2)
 
 
@@ -305,8 +329,8 @@ def test_an_id_change_refetches_and_the_new_policy_applies(bed, relayd):
     deferred = wait_deferred(relayd, qid)
     for a in deferred:
         assert (a["mta_sts"], a["mta_sts_id"], a["status"]) == ("enforce", "idchange2", "4.7.5"), a
-    assert [(f["id"], f["mode"], f["mx"]) for f in fetched(relayd, domain)] == [
-        ("idchange1", "testing", "mx.sts-idchange.test"), ("idchange2", "enforce", "mx9.sts-idchange.test")]
+    assert fetched_ids(relayd, domain) == ["idchange1", "idchange2"]
+    assert {(f["mode"], f["mx"]) for f in fetched(relayd, domain, id="idchange2")} == {("enforce", "mx9.sts-idchange.test")}
     assert log_lines(relayd, "MTA-STS: MX host not in the policy; not contacted", id=qid, mx="mx.sts-idchange.test")
     assert connects(bed, ip) == before, "an MX the policy does not list was contacted"
 
@@ -317,7 +341,8 @@ def test_an_id_change_refetches_and_the_new_policy_applies(bed, relayd):
     assert (line["mta_sts"], line["mta_sts_id"], line["verify"]) == ("enforce", "idchange3", "trusted"), line
     got = wait_arrived(bed, ip, tag)
     assert len(got) == 1 and got[0]["tls"], got
-    assert [f["id"] for f in fetched(relayd, domain)] == ["idchange1", "idchange2", "idchange3"]
+    assert fetched_ids(relayd, domain) == ["idchange1", "idchange2", "idchange3"]
+    assert len(fetched(relayd, domain, id="idchange1")) == 1, "refetched with the id unchanged and nothing failed"
 
 
 # --- restart -------------------------------------------------------------------------
@@ -329,7 +354,7 @@ def test_the_cache_survives_a_restart_and_applies_when_the_txt_record_vanishes(b
         tag1 = new_tag("restart-before")
         qid1 = submit(relayd, f"user@{domain}", tag1)
         assert_enforced_deferral(wait_deferred(relayd, qid1, times=1), "restart1")
-        assert [f["id"] for f in fetched(relayd, domain)] == ["restart1"]
+        assert fetched_ids(relayd, domain) == ["restart1"]
         relayd.stop()
         assert (relayd.spool / "mta-sts" / domain).is_file(), "no cache record under the spool"
 
@@ -342,7 +367,10 @@ def test_the_cache_survives_a_restart_and_applies_when_the_txt_record_vanishes(b
         qid2 = submit(relayd, f"user@{domain}", tag2)
         assert_enforced_deferral(wait_deferred(relayd, qid2, since=mark), "restart1")
         assert_enforced_deferral(wait_deferred(relayd, qid1, times=1, since=mark), "restart1")
+        # Nothing was fetched, not even by the refetch the failure asked
+        # for: with no TXT record that finds nothing, and keeps the cache.
         assert not fetched(relayd, domain, since=mark)
+        assert rechecks(relayd, domain, since=mark) == 1
         assert not log_lines(relayd, "MTA-STS: no policy known", since=mark, domain=domain)
         assert not arrived(bed, POSTFIX, tag1) and not arrived(bed, POSTFIX, tag2)
     finally:
