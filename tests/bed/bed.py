@@ -8,7 +8,12 @@ scenario table (scenarios.toml) and torn down by recorded PID.
   - receivers on port 25 of their own 127.0.0.x address: a real Postfix
     (its own config, queue and mailbox under the bed's temp folder), the
     small test receivers of receiver.py, and the STARTTLS-stripping proxy;
-  - nginx on 127.0.0.31:443 with a test-CA certificate for mta-sts.*.
+  - nginx on 127.0.0.31:443 with a test-CA certificate for mta-sts.*;
+    a row with `sts` publishes an MTA-STS policy (the _mta-sts TXT record
+    and its own policy file), and `sts_http` makes its policy host
+    misbehave (see scenarios.toml), one variant being a listener on
+    127.0.0.89:443 that accepts and never answers. set_sts() changes what
+    a domain publishes while the bed runs (unbound-control, nginx reload).
 
 Every process is started with its PID recorded in <workdir>/pids and
 stopped by it; stop() also runs at interpreter exit and on SIGINT/SIGTERM,
@@ -32,6 +37,9 @@ HERE = Path(__file__).resolve().parent
 DNS_IP = "127.0.0.153"
 SERVFAIL_IP = "127.0.0.154"
 NGINX_IP = "127.0.0.31"
+SILENT_IP = "127.0.0.89"   # the MTA-STS policy host that never answers
+STS_HTTP = ("good", "301", "html", "oversized", "silent", "badcert")
+STS_BODY_CAP = 64 * 1024   # RFC 8461 §3.3 lets a fetcher stop here
 PYTHON = "/usr/bin/python3"
 
 
@@ -93,6 +101,8 @@ class CA:
 
     def self_signed(self, name):
         cert, key = self.dir / f"self-{name}.pem", self.dir / f"self-{name}.key"
+        if cert.exists():
+            return cert, key
         self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30",
                   "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}", "-keyout", key, "-out", cert)
         return cert, key
@@ -107,6 +117,9 @@ class Bed:
         self.pids = []           # every PID we must stop, including daemonised ones
         self.postfix_dir = self.dir / "postfix"
         self.records = self.dir / "records"
+        # What each MTA-STS domain publishes now (set_sts changes it).
+        self.sts = {s["domain"]: {**s["sts"], "http": s.get("sts_http", "good"), "txt": True}
+                    for s in self.scenarios if s.get("sts")}
         self.started = False
         self.stopped = False
 
@@ -133,6 +146,7 @@ class Bed:
             self._start_postfix()
             self._start_receivers()
             self._start_nginx()
+            self._start_silent()
         except BaseException:
             self.stop()
             raise
@@ -213,8 +227,22 @@ class Bed:
                 lines.append(f'local-data: "{mx["name"]}. 300 IN A {mx["ip"]}"')
                 if mx.get("ipv6"):
                     lines.append(f'local-data: "{mx["name"]}. 300 IN AAAA {mx["ipv6"]}"')
-            lines.append(f'local-data: "mta-sts.{d}. 300 IN A {NGINX_IP}"')
+            if d in self.sts:
+                lines += [f"local-data: '{rr}'" for rr in self.sts_records(d)]
+            else:
+                lines.append(f'local-data: "mta-sts.{d}. 300 IN A {NGINX_IP}"')
         return lines
+
+    def sts_records(self, domain):
+        """The MTA-STS records of `domain` as it publishes now: the policy
+        host's address and, unless removed, the _mta-sts TXT record (TTL 1:
+        they change while the bed runs)."""
+        st = self.sts[domain]
+        ip = SILENT_IP if st["http"] == "silent" else NGINX_IP
+        rrs = [f"mta-sts.{domain}. 1 IN A {ip}"]
+        if st["txt"]:
+            rrs.append(f'_mta-sts.{domain}. 1 IN TXT "v=STSv1; id={st["id"]};"')
+        return rrs
 
     def _start_dns(self):
         d = self.dir / "unbound"
@@ -249,11 +277,22 @@ class Bed:
   serve-expired: no
   infra-host-ttl: 1
   {body}
+remote-control:
+  control-enable: yes
+  control-interface: "{d}/unbound.ctl"
+  control-use-cert: no
 {forward}""")
         check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError("unbound config: " + check.stdout + check.stderr)
         self._spawn("unbound", ["unbound", "-d", "-c", str(conf)], ready=lambda: self.dns_answers("valid.test", "MX"))
+        self.unbound_conf = conf
+
+    def unbound_control(self, *args, stdin=None):
+        r = subprocess.run(["unbound-control", "-c", str(self.unbound_conf), *args], input=stdin,
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode != 0 or r.stdout.strip() not in ("ok", ""):
+            raise RuntimeError(f"unbound-control {args}: {r.stdout}{r.stderr}")
 
     def dns_answers(self, name, rdtype):
         """Queries the bed's resolver; returns (rcode text, [rdata text])."""
@@ -335,7 +374,7 @@ smtputf8_enable = yes
                 elif which == "wrongname":
                     cert, key = self.ca.issue("mx.elsewhere.test")
                 else:
-                    cert, key = self.ca.issue(mx["name"], key_type=mx.get("key", "ec"))
+                    cert, key = self.ca.issue(mx.get("cert_name", mx["name"]), key_type=mx.get("key", "ec"))
                 argv += ["--cert", str(cert), "--key", str(key)]
                 if mx.get("ciphers"):
                     argv += ["--ciphers", mx["ciphers"]]
@@ -344,13 +383,45 @@ smtputf8_enable = yes
             self._spawn(f"receiver-{mx['ip']}", argv, ready=lambda ip=mx["ip"]: port_open(ip, 25))
 
     def _start_nginx(self):
-        d = self.dir / "nginx"
+        d = self.nginx_dir = self.dir / "nginx"
         (d / "www" / ".well-known").mkdir(parents=True)
         (d / "www" / ".well-known" / "mta-sts.txt").write_text("version: STSv1\nmode: testing\nmx: mx.valid.test\nmax_age: 86400\n")
+        for domain in self.sts:
+            self._write_policy_files(domain)
+        (d / "nginx.conf").write_text(self.nginx_conf())
+        self._spawn("nginx", ["nginx", "-c", str(d / "nginx.conf"), "-p", str(d), "-e", str(d / "error.log")],
+                    ready=lambda: port_open(NGINX_IP, 443))
+        self.nginx_pid = self.procs[-1][1].pid
+
+    def nginx_conf(self):
+        """One server for every scenario's mta-sts name (the one shared
+        policy file), and one per MTA-STS row with its own policy and its
+        misbehaviour."""
+        d = self.nginx_dir
         names = [f"mta-sts.{s['domain']}" for s in self.scenarios]
         cert, key = self.ca.issue("mta-sts.bed", sans=names)
-        conf = d / "nginx.conf"
-        conf.write_text(f"""daemon off;
+        servers = []
+        for domain, st in self.sts.items():
+            host = f"mta-sts.{domain}"
+            c, k = self.ca.self_signed(host) if st["http"] == "badcert" else (cert, key)
+            extra = ""
+            if st["http"] == "301":
+                # To where the very same policy is served: a fetcher that
+                # followed it would find a valid policy.
+                extra = f"location = /.well-known/mta-sts.txt {{ return 301 https://{host}/moved/mta-sts.txt; }}"
+            elif st["http"] == "html":
+                extra = "location = /.well-known/mta-sts.txt { types { } default_type text/html; }"
+            servers.append(f"""  server {{
+    listen {NGINX_IP}:443 ssl;
+    server_name {host};
+    ssl_certificate {c};
+    ssl_certificate_key {k};
+    root {d}/www/{host};
+    {extra}
+  }}
+""")
+        shared = [n for n in names if n.removeprefix("mta-sts.") not in self.sts]
+        return f"""daemon off;
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log;
@@ -365,15 +436,141 @@ http {{
   default_type text/plain;
   server {{
     listen {NGINX_IP}:443 ssl;
-    server_name {" ".join(names)};
+    server_name {" ".join(shared)};
     ssl_certificate {cert};
     ssl_certificate_key {key};
     root {d}/www;
   }}
-}}
-""")
-        self._spawn("nginx", ["nginx", "-c", str(conf), "-p", str(d), "-e", str(d / "error.log")],
-                    ready=lambda: port_open(NGINX_IP, 443))
+{"".join(servers)}}}
+"""
+
+    def sts_policy_text(self, domain):
+        st = self.sts[domain]
+        return (f"version: STSv1\nmode: {st['mode']}\n" + "".join(f"mx: {m}\n" for m in st["mx"])
+                + f"max_age: {st['max_age']}\n")
+
+    def _write_policy_files(self, domain):
+        """www/mta-sts.<domain>/.well-known/mta-sts.txt, and the same policy
+        at /moved/mta-sts.txt (where the 301 points). Oversized: the policy
+        then padding lines (unknown keys, which a parser ignores), so only
+        the size cap stands between a fetcher and a valid policy."""
+        root = self.nginx_dir / "www" / f"mta-sts.{domain}"
+        text = self.sts_policy_text(domain)
+        body = text
+        if self.sts[domain]["http"] == "oversized":
+            pad = "padding: " + "x" * 90 + "\n"
+            body += pad * (STS_BODY_CAP // len(pad) + 64)
+        for path, content in ((root / ".well-known" / "mta-sts.txt", body), (root / "moved" / "mta-sts.txt", text)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(content)
+            os.replace(tmp, path)
+
+    def _start_silent(self):
+        """The policy host that never answers: accepts on SILENT_IP:443 and
+        holds every connection without a byte (no TLS, no HTTP)."""
+        self._spawn("silent-443", [PYTHON, str(HERE / "silent_listener.py"), "--listen", f"{SILENT_IP}:443"],
+                    ready=lambda: port_open(SILENT_IP, 443))
+
+    # --- MTA-STS while the bed runs ------------------------------------------
+
+    def set_sts(self, domain, *, id=None, mode=None, mx=None, max_age=None, http=None, txt=None, timeout=15):
+        """Changes what `domain` publishes: the policy (id, mode, mx,
+        max_age), the policy host's behaviour (http: one of STS_HTTP) and
+        whether the TXT record exists (txt). The policy host changes first
+        and the TXT record last, so a new id is never seen before its
+        policy. Returns once the bed's DNS and policy host answer as asked
+        (bounded by `timeout`)."""
+        st = self.sts[domain]
+        new = dict(st)
+        for k, v in (("id", id), ("mode", mode), ("mx", mx), ("max_age", max_age), ("http", http), ("txt", txt)):
+            if v is not None:
+                new[k] = v
+        assert new["http"] in STS_HTTP, new["http"]
+        old_conf = self.nginx_conf()
+        old_records = self.sts_records(domain)
+        self.sts[domain] = new
+        self._write_policy_files(domain)
+        conf = self.nginx_conf()
+        if conf != old_conf:
+            (self.nginx_dir / "nginx.conf").write_text(conf)
+            self._reload_nginx(timeout)
+        if new["http"] != "silent":
+            wait_for(lambda: self.policy_host_state(domain) == self.expected_policy_host_state(domain), timeout,
+                     f"the policy host of {domain} to answer as {new['http']}")
+        records = self.sts_records(domain)
+        if records != old_records:
+            # The A record first (where the policy host is), the TXT record last.
+            for name in (f"mta-sts.{domain}.", f"_mta-sts.{domain}."):
+                self.unbound_control("local_data_remove", name)
+            for rr in records:
+                self.unbound_control("local_data", rr)
+        want_txt = [f'"v=STSv1; id={new["id"]};"'] if new["txt"] else []
+        wait_for(lambda: self.dns_answers(f"_mta-sts.{domain}", "TXT") is not None
+                 and self.dns_answers(f"_mta-sts.{domain}", "TXT")[1] == want_txt
+                 and self.dns_answers(f"mta-sts.{domain}", "A")[1] == [records[0].split()[-1]],
+                 timeout, f"the DNS of {domain} to publish {records}")
+
+    def _reload_nginx(self, timeout):
+        """A graceful reload by the master's PID, waited out: until every
+        worker that ran the old configuration has exited. Until then an old
+        worker may still accept a connection and answer the old way, even
+        after a new one has answered the new way."""
+        old = self.nginx_workers()
+        os.kill(self.nginx_pid, signal.SIGHUP)
+        wait_for(lambda: (lambda now: now and not now & old)(self.nginx_workers()), timeout,
+                 "nginx's old workers to exit after a reload")
+
+    def nginx_workers(self):
+        """PIDs of the live child processes of the nginx master."""
+        out = set()
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                state, ppid = (p / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            except (OSError, ValueError):
+                continue
+            if int(ppid) == self.nginx_pid and state != "Z":
+                out.add(int(p.name))
+        return out
+
+    def expected_policy_host_state(self, domain):
+        st = self.sts[domain]
+        text = self.sts_policy_text(domain)
+        return {"good": ("200", "text/plain", text), "301": ("301", None, None),
+                "html": ("200", "text/html", text), "oversized": ("200", "text/plain", "oversized"),
+                "badcert": ("tls", "certificate verify failed", None)}[st["http"]]
+
+    def policy_host_state(self, domain, ip=NGINX_IP, timeout=2, path="/.well-known/mta-sts.txt"):
+        """GET https://mta-sts.<domain><path> at `ip`,
+        the chain checked against the bed's CA: (status, media type, body)
+        with an oversized body as "oversized", or ("tls", reason, None), or
+        None when nothing answered in `timeout`."""
+        import ssl
+        host = f"mta-sts.{domain}"
+        ctx = ssl.create_default_context(cafile=str(self.ca.cert))
+        try:
+            with socket.create_connection((ip, 443), timeout=timeout) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host) as s:
+                    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+        except ssl.SSLCertVerificationError as e:
+            return ("tls", "certificate verify failed" if "certificate verify failed" in str(e) else str(e), None)
+        except (socket.timeout, TimeoutError):
+            return None
+        except OSError:
+            return None
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = lines[0].split()[1]
+        ctype = next((l.split(":", 1)[1].split(";")[0].strip() for l in lines[1:] if l.lower().startswith("content-type:")), None)
+        if status != "200":
+            return (status, None, None)
+        text = body.decode("utf-8", "replace")
+        return (status, ctype, "oversized" if len(body) > STS_BODY_CAP else text)
 
     # --- what the receivers saw ---------------------------------------------
 

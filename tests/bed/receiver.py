@@ -13,6 +13,8 @@ Every event is appended to --record as one JSON line:
   {"event": "mail", "tls": true, "version": "TLSv1.3", "cipher": "...", "from": ..., "to": [...], "data": ...}
   {"event": "session", "tls": false} at each EHLO, so a test can prove a
   client never sent MAIL without TLS.
+  {"event": "connect"} as each connection is accepted, before the greeting,
+  so a test can prove a client never connected at all.
 """
 import argparse
 import json
@@ -52,6 +54,7 @@ class Handler(socketserver.StreamRequestHandler):
 
     def handle(self):
         args = self.server.args
+        self.record(event="connect")
         if args.mode == "greet-421":
             self.send("421 4.3.2 try again later")
             return

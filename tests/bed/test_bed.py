@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 import bed as bedmod
-from bed import Bed, DNS_IP, NGINX_IP, load_scenarios, pid_alive, port_open
+from bed import Bed, DNS_IP, NGINX_IP, SILENT_IP, STS_BODY_CAP, STS_HTTP, load_scenarios, pid_alive, port_open
 
 SCENARIOS = load_scenarios()
 
@@ -45,7 +45,7 @@ def test_table_has_the_required_scenarios():
             "starttls-stripped", "backup-mx", "null-mx", "servfail"} <= names
     levels = {"none", "opportunistic", "forced", "verify", "tls-exclusive"}
     for s in SCENARIOS:
-        if s.get("role") != "sink":
+        if not s.get("role"):
             assert set(s["expect"]) == levels, s["name"]
 
 
@@ -173,3 +173,65 @@ def test_nginx_serves_https_with_the_test_ca(bed):
     assert b"version: STSv1" in body
 
 
+
+
+def test_mta_sts_rows_publish_their_record_and_policy(bed):
+    """Each row with `sts` has its TXT record and its own policy file, and
+    its policy host misbehaves as `sts_http` says; the other rows publish
+    no TXT record."""
+    rows = [s for s in SCENARIOS if s.get("sts")]
+    assert {s.get("sts_http", "good") for s in rows} == set(STS_HTTP)
+    for s in rows:
+        d, sts, http = s["domain"], s["sts"], s.get("sts_http", "good")
+        assert bed.dns_answers(f"_mta-sts.{d}", "TXT") == ("NOERROR", [f'"v=STSv1; id={sts["id"]};"']), d
+        policy = (f"version: STSv1\nmode: {sts['mode']}\n" + "".join(f"mx: {m}\n" for m in sts["mx"])
+                  + f"max_age: {sts['max_age']}\n")
+        if http == "silent":
+            assert bed.dns_answers(f"mta-sts.{d}", "A") == ("NOERROR", [SILENT_IP])
+            t = time.monotonic()
+            assert bed.policy_host_state(d, ip=SILENT_IP, timeout=1) is None, "the silent host answered"
+            assert time.monotonic() - t >= 0.9, "the silent host refused rather than held the connection"
+            continue
+        assert bed.dns_answers(f"mta-sts.{d}", "A") == ("NOERROR", [NGINX_IP]), d
+        state = bed.policy_host_state(d)
+        if http == "good":
+            assert state == ("200", "text/plain", policy), (d, state)
+        elif http == "301":
+            assert state[0] == "301", (d, state)
+            # Where it points, the very same policy is served.
+            assert bed.policy_host_state(d, path="/moved/mta-sts.txt") == ("200", "text/plain", policy)
+        elif http == "html":
+            assert state == ("200", "text/html", policy), (d, state)
+        elif http == "oversized":
+            assert state == ("200", "text/plain", "oversized"), (d, state)
+        elif http == "badcert":
+            assert state == ("tls", "certificate verify failed", None), (d, state)
+    oversized = next(s["domain"] for s in rows if s.get("sts_http") == "oversized")
+    body = (bed.nginx_dir / "www" / f"mta-sts.{oversized}" / ".well-known" / "mta-sts.txt").read_text()
+    assert len(body) > STS_BODY_CAP and body.startswith("version: STSv1\nmode: enforce\n")
+    for s in SCENARIOS:
+        if not s.get("sts") and s.get("dns") != "servfail":
+            assert bed.dns_answers(f"_mta-sts.{s['domain']}", "TXT")[1] == [], s["name"]
+
+
+def test_set_sts_changes_what_a_domain_publishes_while_the_bed_runs(bed):
+    d = next(s["domain"] for s in SCENARIOS if s.get("sts") and "sts_http" not in s)
+    original = dict(bed.sts[d])
+    try:
+        for http in STS_HTTP:
+            bed.set_sts(d, http=http, id=f"v{http}")
+            assert bed.dns_answers(f"_mta-sts.{d}", "TXT") == ("NOERROR", [f'"v=STSv1; id=v{http};"'])
+            want_ip = SILENT_IP if http == "silent" else NGINX_IP
+            assert bed.dns_answers(f"mta-sts.{d}", "A") == ("NOERROR", [want_ip])
+            if http != "silent":
+                assert bed.policy_host_state(d) == bed.expected_policy_host_state(d), http
+        bed.set_sts(d, http="good", mode="testing", mx=["a.example.test", "*.b.example.test"], max_age=600, id="newer")
+        assert bed.policy_host_state(d) == ("200", "text/plain",
+                                            "version: STSv1\nmode: testing\nmx: a.example.test\nmx: *.b.example.test\n"
+                                            "max_age: 600\n")
+        bed.set_sts(d, txt=False)
+        assert bed.dns_answers(f"_mta-sts.{d}", "TXT") == ("NXDOMAIN", [])
+        assert bed.policy_host_state(d)[0] == "200", "the policy stays where it was"
+    finally:
+        bed.set_sts(d, **original)
+    assert bed.dns_answers(f"_mta-sts.{d}", "TXT") == ("NOERROR", [f'"v=STSv1; id={original["id"]};"'])
