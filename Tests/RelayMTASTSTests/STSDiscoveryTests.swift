@@ -240,4 +240,24 @@ let testingBody = "version: STSv1\nmode: testing\nmx: mx.example.test\nmax_age: 
         #expect(waitUntil(5) { bed.host.fetches.count == 3 })
         #expect(bed.host.fetches.last == "old.test", "only the policy an hour old")
     }
+
+    @Test func aFailedFetchOfAnIdIsNotRetriedOnEveryDelivery() async throws {
+        let bed = try DiscoveryBed()
+        bed.txt("example.test", ["v=STSv1; id=1"])
+        bed.host.fail("example.test", .timeout)
+        await bed.prepare("example.test")
+        await bed.prepare("example.test")
+        #expect(bed.host.fetches.count == 1, "each try could hold a delivery for the whole fetch timeout")
+        bed.clock.advance(STSDiscovery.failedFetchBackoff)
+        bed.host.serve("example.test", enforceBody)
+        await bed.prepare("example.test")
+        #expect(bed.host.fetches.count == 2)
+        #expect(bed.layer.verdict(for: "example.test")?.level == .verify)
+        bed.txt("example.test", ["v=STSv1; id=2"])
+        bed.host.fail("example.test", .status(503))
+        await bed.prepare("example.test")
+        await bed.prepare("example.test")
+        #expect(bed.host.fetches.count == 3, "a new id is fetched once, then backs off")
+        #expect(bed.layer.verdict(for: "example.test")?.mtaSTS?.id == "1", "the cached policy applies meanwhile")
+    }
 }

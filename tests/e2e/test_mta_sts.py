@@ -14,7 +14,9 @@ publishes, never by touching its files.
 Each scenario is its own domain (tests/bed/scenarios.toml, role
 "mta-sts"), so one test's cached policy never meets another's mail.
 """
+import json
 import re
+import subprocess
 import smtplib
 import time
 import uuid
@@ -375,3 +377,50 @@ def test_the_cache_survives_a_restart_and_applies_when_the_txt_record_vanishes(b
         assert not arrived(bed, POSTFIX, tag1) and not arrived(bed, POSTFIX, tag2)
     finally:
         relayd.stop()
+
+
+# --- relayd policy, while the daemon runs ----------------------------------------
+
+def policy_cli(relayd, *args):
+    from relayd_harness import RELAYD
+    return subprocess.run([str(RELAYD), "policy", *args, "--config", str(relayd.config)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_policy_explain_refresh_and_flush_while_the_daemon_runs(bed, relayd):
+    """Runs after the enforce test (same domain): the policy is cached. The
+    CLI reads it, refetches it and forgets it without stopping the daemon,
+    and the daemon follows: after a flush its next delivery fetches the
+    policy again."""
+    d = "sts-enforce.test"
+    qid = submit(relayd, f"user@{d}", new_tag("cli"))
+    wait_delivered(relayd, qid)
+
+    r = policy_cli(relayd, "explain", d, "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["layer"] == "mta-sts" and j["level"] == "verify" and j["requires_verification"], j
+    assert j["mta_sts"]["id"] == "enforce1" and j["mta_sts"]["mode"] == "enforce" and not j["mta_sts"]["expired"], j
+    assert j["mta_sts"]["mx"] == ["mx.sts-enforce.test"], j
+    text = policy_cli(relayd, "explain", d).stdout
+    assert text.startswith(f"{d}: verify (verified) decided by mta-sts"), text
+    assert "  mx          mx.sts-enforce.test" in text and "last fetch" in text, text
+
+    r = policy_cli(relayd, "refresh", d)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{d}: fetched policy id enforce1" in r.stdout, r.stdout
+    assert f"reloaded the MTA-STS policy of {d} (id enforce1, mode enforce)" in r.stdout, r.stdout
+
+    since = len(relayd.log_text())
+    r = policy_cli(relayd, "flush", d)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{d}: cached MTA-STS policy removed" in r.stdout, r.stdout
+    assert f"no MTA-STS policy cached for {d} any more" in r.stdout, r.stdout
+    j = json.loads(policy_cli(relayd, "explain", d, "--json").stdout)
+    assert j["mta_sts"] is None and j["layer"] == "default", j
+
+    # The daemon forgot it too: its next delivery looks the policy up again.
+    qid = submit(relayd, f"user@{d}", new_tag("cli-after-flush"))
+    line = wait_delivered(relayd, qid, since=since)
+    assert line["mta_sts"] == "enforce" and line["verify"] == "trusted", line
+    assert [f["id"] for f in fetched(relayd, d, since=since)] == ["enforce1"]

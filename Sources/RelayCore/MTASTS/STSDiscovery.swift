@@ -94,6 +94,11 @@ public final class STSDiscovery: Sendable {
     private let lastRecheck = Locked<[String: Int]>([:])
     /// At most one refetch after a failure per domain in this many seconds.
     public static let recheckInterval = 300
+    /// A fetch of a policy id that failed is not tried again for this long:
+    /// each try can hold a delivery for the whole fetch timeout. Meanwhile
+    /// the cached policy applies (or, with none, no policy is known).
+    public static let failedFetchBackoff = 300
+    private let failedFetches = Locked<[String: (id: String, at: Int)]>([:])
 
     public init(resolver: any DNSResolving, fetcher: any STSPolicyFetching, store: any STSCacheStore,
                 policies: STSPolicies, logger: Logger, now: @escaping @Sendable () -> Int) {
@@ -216,6 +221,11 @@ public final class STSDiscovery: Sendable {
             return finish(domain)
         case .success(let record):
             if !force, let cached, usable, cached.id == record.id { return finish(domain) }
+            let t = now()
+            if !force, let failed = failedFetches.withLock({ $0[domain] }), failed.id == record.id,
+               t - failed.at < Self.failedFetchBackoff {
+                return finish(domain)
+            }
             fetch(domain, id: record.id, cached: usable ? cached : nil)
         }
     }
@@ -226,6 +236,7 @@ public final class STSDiscovery: Sendable {
             let t = now()
             switch result {
             case .failure(let f):
+                failedFetches.withLock { $0[domain] = (id, t) }
                 report(domain, "policy fetch failed: \(f)", cached: cached)
                 if var kept = cached {
                     kept.lastAttempt = t
@@ -235,6 +246,7 @@ public final class STSDiscovery: Sendable {
             case .success(let body):
                 switch STSPolicy.parse(body) {
                 case .failure(let e):
+                    failedFetches.withLock { $0[domain] = (id, t) }
                     report(domain, "policy invalid: \(e)", cached: cached)
                     if var kept = cached {
                         kept.lastAttempt = t
@@ -242,6 +254,7 @@ public final class STSDiscovery: Sendable {
                         keep(kept)
                     }
                 case .success(let policy):
+                    failedFetches.withLock { _ = $0.removeValue(forKey: domain) }
                     let record = CachedSTSPolicy(domain: domain, id: id, policy: policy, fetched: t)
                     keep(record)
                     logger.info("MTA-STS policy fetched", metadata: [
