@@ -236,23 +236,11 @@ public final class STSDiscovery: Sendable {
             let t = now()
             switch result {
             case .failure(let f):
-                failedFetches.withLock { $0[domain] = (id, t) }
-                report(domain, "policy fetch failed: \(f)", cached: cached)
-                if var kept = cached {
-                    kept.lastAttempt = t
-                    kept.lastResult = "\(f)"
-                    keep(kept)
-                }
+                failed(domain, id: id, at: t, problem: "policy fetch failed: \(f)", cached: cached)
             case .success(let body):
                 switch STSPolicy.parse(body) {
                 case .failure(let e):
-                    failedFetches.withLock { $0[domain] = (id, t) }
-                    report(domain, "policy invalid: \(e)", cached: cached)
-                    if var kept = cached {
-                        kept.lastAttempt = t
-                        kept.lastResult = "invalid policy: \(e)"
-                        keep(kept)
-                    }
+                    failed(domain, id: id, at: t, problem: "invalid policy: \(e)", cached: cached)
                 case .success(let policy):
                     failedFetches.withLock { _ = $0.removeValue(forKey: domain) }
                     let record = CachedSTSPolicy(domain: domain, id: id, policy: policy, fetched: t)
@@ -263,6 +251,18 @@ public final class STSDiscovery: Sendable {
                 }
             }
             finish(domain)
+        }
+    }
+
+    /// A fetch under `id` that gave no policy: not tried again for a while,
+    /// reported, and noted on the cached record (which stays).
+    private func failed(_ domain: String, id: String, at t: Int, problem: String, cached: CachedSTSPolicy?) {
+        failedFetches.withLock { $0[domain] = (id, t) }
+        report(domain, problem, cached: cached)
+        if var kept = cached {
+            kept.lastAttempt = t
+            kept.lastResult = problem
+            keep(kept)
         }
     }
 
