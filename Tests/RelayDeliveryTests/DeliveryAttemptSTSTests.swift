@@ -20,10 +20,11 @@ private func stsPolicy(_ mode: String, mx: [String]) -> STSPolicy {
     return p
 }
 
-private func machine(mode: String, mx: [String], operatorEntry: String? = nil) throws -> DeliveryAttempt {
+private func machine(mode: String, mx: [String], operatorEntry: String? = nil, defaultLevel: String = #""opportunistic""#) throws -> DeliveryAttempt {
     let config = try testConfig("""
         [outbound]
         mx_port = 2500
+        default_level = \(defaultLevel)
         [outbound.domains]
         \(operatorEntry.map { "\"far.test\" = \"\($0)\"" } ?? "")
         """)
@@ -110,3 +111,22 @@ private let refused = DeliveryAttempt.Event.ran(ClientRunResult(outcome: .failed
         #expect(DomainDelivery.enforceWouldFail(policy, host: "mx.far.test", tls: nil) == "starttls-not-supported")
     }
 }
+
+@Suite struct MTASTSUnderAStrongerDefault {
+    @Test func aTLSExclusiveDefaultKeepsThePolicysMXBindingAndVerification() throws {
+        // tls-exclusive at forced strength: stronger than the policy's
+        // verify, so the default decides; the policy still binds the MX
+        // hosts and still needs the chain and name verified.
+        var m = try machine(mode: "enforce", mx: ["mx.far.test"],
+                            defaultLevel: #"{ level = "tls-exclusive", strength = "forced" }"#)
+        #expect(m.plan.decision.layer == .defaultLevel)
+        #expect(m.plan.decision.enforcedSTS?.id == "sts1")
+        #expect(m.plan.decision.requiresVerification)
+        _ = m.handle(.start)
+        let first = m.handle(.resolved(.hosts([MXHost(name: "evil.far.test", preference: 5, addresses: [IPAddress("127.0.0.66")!], implicit: false),
+                                               MXHost(name: "mx.far.test", preference: 10, addresses: [IPAddress("127.0.0.11")!], implicit: false)])))
+        guard case .run(let hop, _) = first.last else { Issue.record("no run: \(first)"); return }
+        #expect(hop.host == "mx.far.test" && hop.level == .tlsExclusive && hop.requiresVerification)
+    }
+}
+

@@ -70,11 +70,17 @@ public struct PolicyDecision: Equatable, Sendable, CustomStringConvertible {
 
     public var tlsRequirement: TLSRequirement { level.tlsRequirement }
 
-    /// The MTA-STS policy that decided (mode enforce): only MX hosts it
-    /// lists may be contacted. nil when another layer decided — the
-    /// operator's entry and DANE take precedence (SPEC), and a default
-    /// above what the policy asks leaves the policy nothing to raise.
-    public var enforcedSTS: STSDecision? { layer == .mtaSTS ? verdicts.first { $0.layer == .mtaSTS }?.mtaSTS : nil }
+    /// An enforce MTA-STS policy that binds this delivery: only MX hosts it
+    /// lists may be contacted, with verified TLS. It binds whether it
+    /// decided the level or a stronger default did (a tls-exclusive default
+    /// must not lose the MX binding that stops a forged MX with its own
+    /// valid certificate); nil when the operator's entry or DANE decided,
+    /// as they take precedence (SPEC).
+    public var enforcedSTS: STSDecision? {
+        guard layer != .operatorEntry, !verdicts.contains(where: { $0.layer == .dane && $0.level != nil }),
+              let d = verdicts.first(where: { $0.layer == .mtaSTS })?.mtaSTS, d.policy.mode == .enforce else { return nil }
+        return d
+    }
 
     /// A testing-mode policy (RFC 8461 §5): delivery goes as the other
     /// layers decide, and what would have failed under enforce is logged.
@@ -150,7 +156,12 @@ public struct PolicyEngine: Sendable {
             return PolicyDecision(domain: d, level: level, requiresVerification: winner.requiresVerification || defaultVerify,
                                   layer: winner.layer, reason: winner.detail, fallback: nil, verdicts: verdicts)
         }
-        return PolicyDecision(domain: d, level: defaultLevel, requiresVerification: defaultPolicy.requiresVerification,
+        // A default at or above an enforce MTA-STS policy's level still
+        // owes the policy its verification (see enforcedSTS).
+        let stsEnforce = verdicts.contains { $0.layer == .mtaSTS && $0.mtaSTS?.policy.mode == .enforce }
+            && !verdicts.contains { $0.layer == .dane && $0.level != nil }
+        return PolicyDecision(domain: d, level: defaultLevel,
+                              requiresVerification: defaultPolicy.requiresVerification || stsEnforce,
                               layer: .defaultLevel, reason: "[outbound] default_level", fallback: defaultPolicy.fallback,
                               verdicts: verdicts)
     }
