@@ -219,6 +219,9 @@ let testingBody = "version: STSv1\nmode: testing\nmx: mx.example.test\nmax_age: 
         bed.host.serve("example.test", "version: STSv1\nmode: enforce\nmx: new-mx.example.test\nmax_age: 86400\n")
         bed.discovery.recheckAfterFailure("example.test")
         #expect(waitUntil(5) { bed.discovery.policies.record("example.test")?.policy.mx == ["new-mx.example.test"] })
+        // A prepare joins the refetch if it is still finishing and returns
+        // when it is done (without a fetch of its own: the id is cached).
+        await bed.prepare("example.test")
         bed.discovery.recheckAfterFailure("example.test")
         #expect(bed.host.fetches.count == 2, "not again within the interval")
         bed.clock.advance(STSDiscovery.recheckInterval)
