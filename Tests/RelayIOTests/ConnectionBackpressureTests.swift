@@ -145,6 +145,20 @@ private func on<T>(_ queue: DispatchQueue, _ body: () throws -> T) rethrows -> T
     }
 }
 
+@Suite struct ConnectionNeverStarted {
+    @Test("a connection aborted before start() still closes its descriptor")
+    func abortBeforeStart() throws {
+        let (mine, peer) = socketPair()
+        defer { close(peer) }
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        let queue = DispatchQueue(label: "test.never-started")
+        let connection = Connection(fd: mine, peer: IPAddress("127.0.0.1")!, queue: queue)
+        on(queue) { connection.abort(reason: "deadline passed before the run began") }
+        // The peer sees end of file once relayd's side is closed.
+        #expect(collect(peer, seconds: 5).eof)
+    }
+}
+
 /// Reads what arrives on a non-blocking fd within `seconds`, or until EOF.
 private func collect(_ fd: Int32, seconds: Double) -> (bytes: [UInt8], eof: Bool) {
     var out: [UInt8] = []

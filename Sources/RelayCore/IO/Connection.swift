@@ -102,6 +102,15 @@ public final class Connection: @unchecked Sendable {
 
     public func start() {
         dispatchPrecondition(condition: .onQueue(queue))
+        installHandlers()
+        started = true
+        updateReading()
+    }
+
+    /// The fd is closed by whichever source's cancel handler runs last.
+    /// Installed by start(), or by a teardown of a connection never
+    /// started, so its descriptor is closed all the same.
+    private func installHandlers() {
         let fd = self.fd
         let cancelled: () -> Void = { [self] in
             pendingCancels -= 1
@@ -111,8 +120,6 @@ public final class Connection: @unchecked Sendable {
         readSource.setCancelHandler(handler: cancelled)
         writeSource.setEventHandler { [weak self] in self?.writable() }
         writeSource.setCancelHandler(handler: cancelled)
-        started = true
-        updateReading()
     }
 
     private func updateReading() {
@@ -342,6 +349,7 @@ public final class Connection: @unchecked Sendable {
     private func teardown(reason: String) {
         guard !tornDown else { return }
         tornDown = true
+        if !started { installHandlers() }
         timer?.cancel()
         timer = nil
         readSource.cancel()
