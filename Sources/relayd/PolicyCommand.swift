@@ -52,12 +52,8 @@ struct PolicyCommand: ParsableCommand {
             let (config, _, store) = try PolicyCommand.load(options)
             let now = Int(Date().timeIntervalSince1970)
             let cached = try? store.get(d)
-            var upgrades: [any PolicyUpgradeLayer] = []
-            if config.mtaSTS.enabled {
-                upgrades.append(MTASTSLayer(policies: STSPolicies(cached.map { [$0] } ?? []), now: { now }))
-            }
-            let engine = PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains, upgrades: upgrades)
-            let decision = engine.decide(d)
+            let policies = config.mtaSTS.enabled ? STSPolicies(cached.map { [$0] } ?? []) : nil
+            let decision = OutboundSettings.engine(config, stsPolicies: policies, now: { now }).decide(d)
             let relay = DeliveryAttempt.Plan.relay(for: d, config: config)
             if json {
                 print(PolicyExplanation.json(decision, cached: cached, enabled: config.mtaSTS.enabled, relay: relay?.name, now: now))

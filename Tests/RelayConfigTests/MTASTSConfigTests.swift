@@ -6,14 +6,14 @@ import RelayTestSupport
 
 @Suite struct MTASTSConfig {
     @Test func defaults() throws {
-        let c = try testConfig("")
+        let c = try configForTests("")
         #expect(c.mtaSTS.enabled)
         #expect(c.mtaSTS.fetchTimeout == 60)
         #expect(c.mtaSTS.refreshInterval == 86_400)
     }
 
     @Test func values() throws {
-        let c = try testConfig("[mta_sts]\nenabled = false\nfetch_timeout = \"20s\"\nrefresh_interval = \"6h\"")
+        let c = try configForTests("[mta_sts]\nenabled = false\nfetch_timeout = \"20s\"\nrefresh_interval = \"6h\"")
         #expect(!c.mtaSTS.enabled)
         #expect(c.mtaSTS.fetchTimeout == 20)
         #expect(c.mtaSTS.refreshInterval == 6 * 3600)
@@ -28,7 +28,7 @@ import RelayTestSupport
     ])
     func badValuesNameTheirKey(_ line: String, _ key: String) {
         do {
-            _ = try testConfig("[mta_sts]\n\(line)")
+            _ = try configForTests("[mta_sts]\n\(line)")
             Issue.record("accepted: \(line)")
         } catch let e as ConfigErrors {
             #expect(e.errors.contains { $0.description.contains(key) }, "\(e)")

@@ -81,7 +81,7 @@ import RelayTestSupport
     /// seconds ago (the queue lifetime is 1 day); returns the report and the
     /// `delivery attempt` lines.
     func attempt(_ domain: String, age: Int, dns: FakeResolver) async throws -> (DomainDeliveryReport, [String]) {
-        let config = try testConfig("""
+        let config = try configForTests("""
             [queue]
             max_lifetime = "1d"
             [outbound]

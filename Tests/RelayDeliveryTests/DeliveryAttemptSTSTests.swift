@@ -21,7 +21,7 @@ private func stsPolicy(_ mode: String, mx: [String]) -> STSPolicy {
 }
 
 private func machine(mode: String, mx: [String], operatorEntry: String? = nil, defaultLevel: String = #""opportunistic""#) throws -> DeliveryAttempt {
-    let config = try testConfig("""
+    let config = try configForTests("""
         [outbound]
         mx_port = 2500
         default_level = \(defaultLevel)

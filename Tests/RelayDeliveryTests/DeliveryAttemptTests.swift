@@ -22,7 +22,7 @@ private let refused = ClientFailure.connectFailed("connection refused")
 
 private func config(_ outbound: String = "", domains: String = "", relays: String = "",
                     listener: String = "127.0.0.1:2525") throws -> Config {
-    try testConfig("""
+    try configForTests("""
     [outbound]
     mx_port = 2500
     \(outbound)

@@ -74,7 +74,7 @@ private let later = RecipientResult.failed(DeliveryFailure(.transient, status: "
     init() throws { t = try TemporarySpool() }
 
     func runner(_ queue: String = "", outbound: String = "") throws -> QueueRunner {
-        let config = try testConfig("""
+        let config = try configForTests("""
             [queue]
             \(queue)
             [outbound]

@@ -71,7 +71,7 @@ final class ScriptedSMTPListener: @unchecked Sendable {
 }
 
 private func runnerConfig(spool: String, port: UInt16, budget: Int) throws -> Config {
-    try testConfig("""
+    try configForTests("""
     [queue]
     memory_budget = \(budget)
     [outbound]

@@ -1,7 +1,6 @@
 // A DNS resolver answering from a table, for delivery and routing tests.
 import Foundation
 import Logging
-import Testing
 @testable import RelayModel
 @testable import RelaySMTP
 @testable import RelayPolicy

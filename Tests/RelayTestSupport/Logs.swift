@@ -1,7 +1,6 @@
 // Captured log lines and configs for the mail-loop tests.
 import Foundation
 import Logging
-import Testing
 @testable import RelayModel
 @testable import RelaySMTP
 @testable import RelayPolicy

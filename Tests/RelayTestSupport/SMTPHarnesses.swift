@@ -2,7 +2,6 @@
 // session machines, resolving every action at once.
 import Foundation
 import Logging
-import Testing
 @testable import RelayModel
 @testable import RelaySMTP
 @testable import RelayPolicy

@@ -1,7 +1,6 @@
 // Spools in temporary folders and deterministic message bodies.
 import Foundation
 import Logging
-import Testing
 @testable import RelayModel
 @testable import RelaySMTP
 @testable import RelayPolicy

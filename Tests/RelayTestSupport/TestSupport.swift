@@ -80,7 +80,7 @@ public func makeClientContext(ca: String? = "ca.pem", floor: TLSProtocolVersion 
 
 /// A config for tests: hostname relay.example.test, one smtp listener, the
 /// fixture certificate, then `sections` (TOML, e.g. "[queue]\n…").
-public func testConfig(_ sections: String, spool: String = "/nonexistent/spool",
+public func configForTests(_ sections: String, spool: String = "/nonexistent/spool",
                        listener: String = "127.0.0.1:2525") throws -> Config {
     try ConfigLoader.parse("""
         [server]

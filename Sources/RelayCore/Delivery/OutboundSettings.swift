@@ -20,9 +20,11 @@ public enum OutboundSettings {
                                                minimumVersion: config.tls.minimumVersion, ciphers: config.tls.ciphers))
     }
 
-    /// The engine; with `mtaSTS`, its policies are the MTA-STS layer.
-    public static func engine(_ config: Config, mtaSTS: STSDiscovery? = nil) -> PolicyEngine {
-        let upgrades: [any PolicyUpgradeLayer] = mtaSTS.map { [MTASTSLayer(policies: $0.policies, now: { Int(time(nil)) })] } ?? []
+    /// The engine; with `stsPolicies`, they are the MTA-STS layer (the
+    /// daemon's in-memory cache, or `relayd policy explain`'s record).
+    public static func engine(_ config: Config, stsPolicies: STSPolicies? = nil,
+                              now: @escaping @Sendable () -> Int = { Int(time(nil)) }) -> PolicyEngine {
+        let upgrades: [any PolicyUpgradeLayer] = stsPolicies.map { [MTASTSLayer(policies: $0, now: now)] } ?? []
         return PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains, upgrades: upgrades)
     }
 
@@ -50,7 +52,7 @@ public enum OutboundSettings {
             discovery = STSDiscovery(resolver: resolver, fetcher: fetcher, store: stsStore, policies: stsPolicies,
                                      logger: logger, now: { Int(time(nil)) })
         }
-        return DeliveryEnvironment(config: config, engine: engine(config, mtaSTS: discovery), mx: MXResolver(resolver: resolver),
+        return DeliveryEnvironment(config: config, engine: engine(config, stsPolicies: discovery?.policies), mx: MXResolver(resolver: resolver),
                                    dns: resolver, tlsContext: tls, relayCredentials: try relayCredentials(config),
                                    pool: config.outbound.connectionReuse > 0 ? ConnectionPool(idleSeconds: config.outbound.connectionReuse) : nil,
                                    mtaSTS: discovery, logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
