@@ -76,16 +76,17 @@ let package = Package(
         role("RelayHTTPS", "HTTPS", ["RelayModel", "RelayTLS", "RelayIO", "RelayDNS", "RelaySync"]),
         role("RelayMTASTS", "MTASTS", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
                                        "RelaySync", logging]),
+        role("RelayLearned", "Learned", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", logging]),
         role("RelayConfig", "Config", ["RelayModel", "RelayPolicy", "RelayTLS", "RelayAuth", logging,
                                        .product(name: "TOMLKit", package: "TOMLKit")]),
 
         // Outbound, then the server on top.
         role("RelayDelivery", "Delivery", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS",
                                            "RelayIO", "RelayQueue", "RelayConfig", "RelaySync", "RelaySTS",
-                                           "RelayHTTPS", "RelayMTASTS", logging]),
+                                           "RelayHTTPS", "RelayMTASTS", "RelayLearned", logging]),
         role("RelayCore", "Server", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                                      "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", "RelaySync",
-                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", logging]),
+                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", "RelayLearned", logging]),
 
         .executableTarget(
             name: "relayd",
@@ -114,6 +115,7 @@ let package = Package(
         tests("RelaySTSTests", ["RelayModel", "RelaySTS"]),
         tests("RelayMTASTSTests", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
                                    "RelaySync", "RelayMTASTS"]),
+        tests("RelayLearnedTests", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", "RelayLearned"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                         "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore"]),
     ]

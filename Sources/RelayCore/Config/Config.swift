@@ -20,6 +20,8 @@ public struct Config: Sendable {
     public let limits: Limits
     public let log: Log
     public var mtaSTS = MTASTS()
+    /// `[learned]`: learned TLS status and its daily probes.
+    public var learned = LearnedSettings()
 
     public struct Server: Sendable {
         /// The name in the greeting, EHLO and Received headers.

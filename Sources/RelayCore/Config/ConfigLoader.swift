@@ -83,12 +83,15 @@ struct ConfigBuilder {
         let limits = buildLimits()
         let log = buildLog()
         let mtaSTS = buildMTASTS()
+        let learned = buildLearned()
         root.finish()
-        guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log, let mtaSTS
+        guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log, let mtaSTS,
+              let learned
         else { return nil }
         var config = Config(file: file, server: server, listeners: listeners, tls: tls, relay: relay,
                             outbound: outbound, queue: queue, dns: dns, limits: limits, log: log)
         config.mtaSTS = mtaSTS
+        config.learned = learned
         return config
     }
 
@@ -339,6 +342,38 @@ struct ConfigBuilder {
             } else { ok = false }
         }
         return ok ? m : nil
+    }
+
+    func buildLearned() -> LearnedSettings? {
+        var l = LearnedSettings()
+        guard let s = section("learned", required: false) else { return root.table.contains(key: "learned") ? nil : l }
+        defer { s.finish() }
+        var ok = true
+        if s.table.contains(key: "enabled") {
+            if let b = s.bool("enabled") { l.enabled = b } else { ok = false }
+        }
+        /// A duration key with a floor, as "at least …" in the diagnostic.
+        func window(_ key: String, atLeast floor: Int, _ floorText: String, _ set: (Int) -> Void) {
+            guard s.table.contains(key: key) else { return }
+            guard let d = duration(s, key) else { ok = false; return }
+            if d >= floor { set(d) } else { diagnostics.report(s.keyPath(key), "at least \(floorText)"); ok = false }
+        }
+        window("relax_after", atLeast: 86_400, "1d") { l.relaxAfter = $0 }
+        window("expire_after", atLeast: 86_400, "1d") { l.expireAfter = $0 }
+        window("probe_interval", atLeast: 3600, "1h") { l.probeInterval = $0 }
+        window("probe_timeout", atLeast: 1, "1s") { l.probeTimeout = $0 }
+        if l.probeTimeout > 300 { diagnostics.report(s.keyPath("probe_timeout"), "at most 5m"); ok = false }
+        if s.table.contains(key: "probe_concurrency") {
+            if let n = s.int("probe_concurrency") {
+                if (1...64).contains(n) { l.probeConcurrency = n } else {
+                    diagnostics.report(s.keyPath("probe_concurrency"), "between 1 and 64"); ok = false
+                }
+            } else { ok = false }
+        }
+        if ok, l.expireAfter <= l.relaxAfter {
+            diagnostics.report(s.keyPath("expire_after"), "must be longer than relax_after"); ok = false
+        }
+        return ok ? l : nil
     }
 
     func buildDNS() -> Config.DNS? {

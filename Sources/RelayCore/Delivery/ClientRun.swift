@@ -25,6 +25,9 @@ public struct ClientRunResult: Sendable {
     /// transaction was abandoned before its end (no other address will do
     /// better).
     public var bodyFailure: String? = nil
+    /// SHA-256 of the leaf certificate's public key (SubjectPublicKeyInfo),
+    /// for learned TLS status; nil without TLS.
+    public var leafKey: String? = nil
 }
 
 final class ClientRun: ConnectionDelegate {

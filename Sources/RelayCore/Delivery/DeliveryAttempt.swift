@@ -308,7 +308,7 @@ public struct DeliveryAttempt {
         case .completed(let replies): return concludeTransaction(replies, hop: hop, run: result)
         case .failed(let f): failure = f
         }
-        let f = namingSTS(Self.classify(failure, hop: hop))
+        let f = namingPolicy(Self.classify(failure, hop: hop))
         switch afterFailure(failure, hop: hop, leg: leg) {
         case .retryInPlaintext:
             let plaintext = Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: false,
@@ -379,11 +379,19 @@ public struct DeliveryAttempt {
 
     /// Under an enforce MTA-STS policy, a TLS failure says so: the DSN a
     /// sender gets at the queue lifetime names MTA-STS and the check.
-    private func namingSTS(_ f: DeliveryFailure) -> DeliveryFailure {
-        guard f.tlsPolicy, let sts = plan.decision.enforcedSTS else { return f }
-        return DeliveryFailure(f.kind, status: f.status,
-                               reason: f.reason + " (required by the MTA-STS policy of \(plan.domain), id \(sts.id))",
-                               cause: f.cause, remoteReply: f.remoteReply)
+    /// So does a failure under learned TLS status: the sender and the
+    /// operator learn why a domain that used to take plaintext now waits.
+    private func namingPolicy(_ f: DeliveryFailure) -> DeliveryFailure {
+        guard f.tlsPolicy else { return f }
+        let why: String
+        if let sts = plan.decision.enforcedSTS {
+            why = "required by the MTA-STS policy of \(plan.domain), id \(sts.id)"
+        } else if plan.decision.layer == .learned {
+            why = "required by relayd's learned TLS status of \(plan.domain): \(plan.decision.reason)"
+        } else {
+            return f
+        }
+        return DeliveryFailure(f.kind, status: f.status, reason: f.reason + " (\(why))", cause: f.cause, remoteReply: f.remoteReply)
     }
 
     /// The typed failure of one address, with the status the DSN and the

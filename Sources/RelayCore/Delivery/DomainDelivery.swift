@@ -15,6 +15,7 @@
 import RelayConfig
 import RelayDNS
 import RelayIO
+import RelayLearned
 import RelayModel
 import RelayPolicy
 import RelayMTASTS
@@ -66,6 +67,9 @@ public struct DeliveryEnvironment: Sendable {
     public let pool: ConnectionPool?
     /// MTA-STS discovery (nil: `[mta_sts] enabled = false`).
     public let mtaSTS: STSDiscovery?
+    /// Learned TLS status, told what each MX session showed (nil:
+    /// `[learned] enabled = false`).
+    public let learned: LearnedStatus?
     public let logger: Logger
     public private(set) var queue: DispatchQueue
     /// Seconds since the epoch; the queue runner's clock, so both judge the
@@ -76,11 +80,12 @@ public struct DeliveryEnvironment: Sendable {
 
     public init(config: Config, engine: PolicyEngine, mx: MXResolver, dns: any DNSResolving,
                 tlsContext: TLSContext, relayCredentials: [String: Credentials] = [:], pool: ConnectionPool? = nil,
-                mtaSTS: STSDiscovery? = nil,
+                mtaSTS: STSDiscovery? = nil, learned: LearnedStatus? = nil,
                 logger: Logger, queue: DispatchQueue, now: @escaping @Sendable () -> Int = { Int(time(nil)) }) {
         self.now = now
         self.pool = pool
         self.mtaSTS = mtaSTS
+        self.learned = learned
         self.config = config
         self.engine = engine
         self.mx = mx
@@ -164,7 +169,10 @@ public final class DomainDelivery: @unchecked Sendable {
         case .resolveHost(let host):
             env.mx.resolveAddresses([(0, host)], implicit: true, domain: host) { [self] r in feed(.resolved(r)) }
         case .run(let hop, let tls):
-            attempt(hop, tls: tls) { [self] result in feed(.ran(result)) }
+            attempt(hop, tls: tls) { [self] result in
+                learn(hop, tls: tls, result)
+                feed(.ran(result))
+            }
         case .log(let outcome, let hop, let run, let detail):
             log(outcome, hop: hop, run: run, detail: detail)
         case .handingToFallback(let relay, let reason):

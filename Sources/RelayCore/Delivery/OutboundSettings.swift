@@ -4,6 +4,7 @@
 import RelayConfig
 import RelayDNS
 import RelayHTTPS
+import RelayLearned
 import RelayMTASTS
 import RelayPolicy
 import RelaySMTP
@@ -21,10 +22,12 @@ public enum OutboundSettings {
     }
 
     /// The engine; with `stsPolicies`, they are the MTA-STS layer (the
-    /// daemon's in-memory cache, or `relayd policy explain`'s record).
-    public static func engine(_ config: Config, stsPolicies: STSPolicies? = nil,
+    /// daemon's in-memory cache, or `relayd policy explain`'s record); with
+    /// `learned` (and `[learned] enabled`), the learned-status layer.
+    public static func engine(_ config: Config, stsPolicies: STSPolicies? = nil, learned: LearnedStatus? = nil,
                               now: @escaping @Sendable () -> Int = { Int(time(nil)) }) -> PolicyEngine {
-        let upgrades: [any PolicyUpgradeLayer] = stsPolicies.map { [MTASTSLayer(policies: $0, now: now)] } ?? []
+        var upgrades: [any PolicyUpgradeLayer] = stsPolicies.map { [MTASTSLayer(policies: $0, now: now)] } ?? []
+        if config.learned.enabled, let learned { upgrades.append(LearnedLayer(status: learned)) }
         return PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains, upgrades: upgrades)
     }
 
@@ -44,7 +47,8 @@ public enum OutboundSettings {
     /// `stsPolicies`: the daemon's in-memory MTA-STS cache, kept across
     /// reloads; discovery is built for it when `[mta_sts] enabled`.
     public static func environment(config: Config, resolver: any DNSResolving, logger: Logger,
-                                   stsStore: (any STSCacheStore)? = nil, stsPolicies: STSPolicies? = nil) throws -> DeliveryEnvironment {
+                                   stsStore: (any STSCacheStore)? = nil, stsPolicies: STSPolicies? = nil,
+                                   learned: LearnedStatus? = nil) throws -> DeliveryEnvironment {
         let tls = try clientTLSContext(config)
         var discovery: STSDiscovery?
         if config.mtaSTS.enabled, let stsStore, let stsPolicies {
@@ -52,9 +56,9 @@ public enum OutboundSettings {
             discovery = STSDiscovery(resolver: resolver, fetcher: fetcher, store: stsStore, policies: stsPolicies,
                                      logger: logger, now: { Int(time(nil)) })
         }
-        return DeliveryEnvironment(config: config, engine: engine(config, stsPolicies: discovery?.policies), mx: MXResolver(resolver: resolver),
+        return DeliveryEnvironment(config: config, engine: engine(config, stsPolicies: discovery?.policies, learned: learned), mx: MXResolver(resolver: resolver),
                                    dns: resolver, tlsContext: tls, relayCredentials: try relayCredentials(config),
                                    pool: config.outbound.connectionReuse > 0 ? ConnectionPool(idleSeconds: config.outbound.connectionReuse) : nil,
-                                   mtaSTS: discovery, logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
+                                   mtaSTS: discovery, learned: config.learned.enabled ? learned : nil, logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))
     }
 }

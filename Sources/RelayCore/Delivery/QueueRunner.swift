@@ -251,6 +251,8 @@ public final class QueueRunner: @unchecked Sendable {
             let result: String
             if case .reloadSTS(let domain) = request {
                 result = environment.mtaSTS?.reload(domain) ?? "MTA-STS is disabled ([mta_sts] enabled = false)"
+            } else if case .learned(let change) = request {
+                result = environment.learned?.apply(change) ?? "error: learned TLS status is disabled ([learned] enabled = false)"
             } else {
                 do { result = try admin.apply(request, inFlight: inFlight) } catch { result = "error: \(error)" }
             }

@@ -24,6 +24,10 @@ public enum QueueRequest: Equatable, Sendable, CustomStringConvertible {
     /// `relayd policy refresh|flush`: the MTA-STS cache record of a domain
     /// changed on disk; the daemon takes it (or its absence) into memory.
     case reloadSTS(String)
+    /// `relayd policy pin|unpin|forget`: an operator change to a domain's
+    /// learned TLS status, applied by the daemon (the records' one writer
+    /// while it runs).
+    case learned(LearnedChange)
 
     public var description: String { encode() }
 
@@ -41,12 +45,14 @@ public enum QueueRequest: Equatable, Sendable, CustomStringConvertible {
         case .release(let id): return "release id \(id)"
         case .delete(let target): return "delete \(t(target))"
         case .reloadSTS(let domain): return "reload-mta-sts domain \(domain)"
+        case .learned(let change): return "learned " + change.encode()
         }
     }
 
     static func decode(_ line: String) -> QueueRequest? {
         let w = line.split(separator: " ").map(String.init)
         guard w.count >= 2 else { return nil }
+        if w[0] == "learned" { return LearnedChange.decode(Array(w.dropFirst())).map { .learned($0) } }
         let target: QueueTarget?
         switch (w.count, w[1]) {
         case (3, "id") where QueueID.isValid(w[2]): target = .id(w[2])
@@ -62,6 +68,48 @@ public enum QueueRequest: Equatable, Sendable, CustomStringConvertible {
         case ("hold", .id(let id)): return .hold(id)
         case ("release", .id(let id)): return .release(id)
         default: return nil
+        }
+    }
+}
+
+/// An operator change to a domain's learned TLS status. The level is the
+/// config word (RelayLearned checks it); free text travels as xtext.
+public enum LearnedChange: Equatable, Sendable {
+    case pin(domain: String, level: String, until: Int?, reason: String, by: String)
+    case unpin(domain: String, by: String)
+    case forget(domain: String, by: String)
+
+    public var domain: String {
+        switch self {
+        case .pin(let d, _, _, _, _), .unpin(let d, _), .forget(let d, _): return d
+        }
+    }
+
+    static func text(_ s: String) -> String { s.isEmpty ? "+" : XText.encode(s) }
+    static func untext(_ s: String) -> String? { s == "+" ? "" : XText.decode(s) }
+
+    func encode() -> String {
+        switch self {
+        case .pin(let d, let level, let until, let reason, let by):
+            return "pin \(d) \(level) \(until.map(String.init) ?? "-") \(Self.text(by)) \(Self.text(reason))"
+        case .unpin(let d, let by): return "unpin \(d) \(Self.text(by))"
+        case .forget(let d, let by): return "forget \(d) \(Self.text(by))"
+        }
+    }
+
+    static func decode(_ w: [String]) -> LearnedChange? {
+        switch (w.first, w.count) {
+        case ("pin", 6):
+            guard let by = untext(w[4]), let reason = untext(w[5]) else { return nil }
+            let until: Int?
+            if w[3] == "-" { until = nil } else if let n = Int(w[3]), n >= 0 { until = n } else { return nil }
+            return .pin(domain: DNSName.normalize(w[1]), level: w[2], until: until, reason: reason, by: by)
+        case ("unpin", 3):
+            return untext(w[2]).map { .unpin(domain: DNSName.normalize(w[1]), by: $0) }
+        case ("forget", 3):
+            return untext(w[2]).map { .forget(domain: DNSName.normalize(w[1]), by: $0) }
+        default:
+            return nil
         }
     }
 }
@@ -121,13 +169,16 @@ public struct QueueAdmin {
     /// as holding the daemon's "takes requests" record (SpoolLock), never
     /// one read from a file: a crashed daemon's pid file may now name an
     /// unrelated process, which SIGUSR1 would kill.
-    public func submit(_ request: QueueRequest, timeoutSeconds: Double = 10) throws -> String {
+    /// `local`, when given, carries out the request instead of `apply`
+    /// while no daemon runs (and the spool lock is held).
+    public func submit(_ request: QueueRequest, timeoutSeconds: Double = 10,
+                       local: ((QueueRequest) throws -> String)? = nil) throws -> String {
         let deadline = Self.monotonicSeconds() + timeoutSeconds
         while true {
             switch try SpoolLock.probe(spoolRoot: spool.root) {
             case .acquired(let lock):
                 defer { lock.release() }
-                return try apply(request, inFlight: [])
+                return try local?(request) ?? apply(request, inFlight: [])
             case .daemon(let pid):
                 return try hand(request, to: pid, timeoutSeconds: timeoutSeconds)
             case .busy(let owner):
@@ -238,6 +289,10 @@ public struct QueueAdmin {
         case .reloadSTS:
             // No daemon: the record on disk is what the next start loads.
             return "no relayd running; the cache on disk is what it loads at start"
+        case .learned:
+            // Applied by the caller's `local` handler (RelayLearned), which
+            // this layer cannot reach.
+            return "error: no handler for learned-status changes without a running relayd"
         }
     }
 }

@@ -57,7 +57,7 @@ public final class Spool: Sendable {
     public func path(_ folder: Folder) -> String { root + "/" + folder.rawValue }
     public func path(_ folder: Folder, _ id: String) -> String { path(folder) + "/" + id }
 
-    static func makeDirectory(_ p: String) throws {
+    package static func makeDirectory(_ p: String) throws {
         if mkdir(p, 0o700) != 0 && errno != EEXIST { throw SystemError("mkdir \(p)") }
     }
 

@@ -15,4 +15,5 @@
 @_exported import RelaySync
 @_exported import RelayHTTPS
 @_exported import RelayMTASTS
+@_exported import RelayLearned
 @_exported import RelaySTS

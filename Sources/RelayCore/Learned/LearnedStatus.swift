@@ -1,0 +1,271 @@
+// The learned records as the daemon holds them: every record loaded at
+// start, updated as deliveries and probes report, read synchronously by
+// the policy layer (no I/O on the decision path), written through the
+// store.
+//
+// When a record is written: at once when something that decides mail
+// changes (a level first seen, a new UTC day of evidence, the learned
+// level, the start of a run of sessions below it, a probe, a pin, a
+// relaxation), so a crash never forgets that a domain does TLS; counters
+// and last-seen times alone are marked dirty and written by `flush`, which
+// the daemon calls every minute and at stop. A write that fails is logged
+// and retried at the next flush; the record in memory keeps deciding, so a
+// failing disk never turns a learned domain back into a plaintext one.
+//
+// Writes go through one lock that reads the current record at write time,
+// so two queues reporting on one domain can never leave the older copy on
+// disk.
+import Logging
+import RelayModel
+import RelayPolicy
+import RelayQueue
+import RelaySync
+
+public final class LearnedStatus: Sendable {
+    let store: any LearnedStore
+    public let settings: LearnedSettings
+    let logger: Logger
+    let now: @Sendable () -> Int
+    private let table = Locked<[String: LearnedRecord]>([:])
+    private let dirty = Locked<Set<String>>([])
+    private let writeLock = Locked<Void>(())
+    /// For the metrics to come (issue 15) and the tests: how often records
+    /// relaxed and expired, and how many sessions were deferred as
+    /// suspected downgrades.
+    public let counters = Locked<Counters>(Counters())
+
+    public struct Counters: Equatable, Sendable {
+        public var relaxed = 0
+        public var expired = 0
+        public var downgradesDeferred = 0
+        public var writeFailures = 0
+    }
+
+    public init(store: any LearnedStore, settings: LearnedSettings, logger: Logger, now: @escaping @Sendable () -> Int) {
+        self.store = store
+        self.settings = settings
+        self.logger = logger
+        self.now = now
+    }
+
+    /// Loads every stored record (at start). Unreadable ones were set aside
+    /// by the store, which reported them.
+    public func load() {
+        let names: [String]
+        do { names = try store.list() } catch {
+            logger.error("learned TLS status: cannot list records", metadata: ["error": "\(error)"])
+            return
+        }
+        var loaded: [String: LearnedRecord] = [:]
+        for d in names {
+            do { if let r = try store.get(d) { loaded[d] = r } } catch {
+                logger.error("learned TLS status: cannot read record", metadata: ["domain": "\(d)", "error": "\(error)"])
+            }
+        }
+        table.withLock { $0 = loaded }
+    }
+
+    public func record(_ domain: String) -> LearnedRecord? { table.withLock { $0[domain] } }
+
+    public var domains: [String] { table.withLock { $0.keys.sorted() } }
+
+    public var records: [LearnedRecord] { table.withLock { $0.values.sorted { $0.domain < $1.domain } } }
+
+    /// Takes the domain's record from the store into memory (after a
+    /// `relayd policy` change made without a daemon, or to resync).
+    public func reload(_ domain: String) -> String {
+        do {
+            let r = try store.get(domain)
+            table.withLock { $0[domain] = r }
+            return r == nil ? "\(domain): no learned record" : "\(domain): learned record reloaded"
+        } catch {
+            return "error: \(error)"
+        }
+    }
+
+    // MARK: observations
+
+    /// A delivery session to one of the domain's MX hosts used or tried TLS.
+    /// A domain with no record gets one only once TLS is seen (a plaintext
+    /// world costs no writes).
+    public func observeSession(domain: String, host: String, seen: TLSEvidence, reason: String, key: String?) {
+        let t = now()
+        let outcome: (changed: Bool, before: TLSEvidence?, after: TLSEvidence?)? = table.withLock { table in
+            if table[domain] == nil {
+                guard seen > .plaintext else { return nil }
+                table[domain] = LearnedRecord(domain: domain, created: t)
+            }
+            let before = table[domain]!.learned
+            let changed = table[domain]!.observeSession(host: host, seen: seen, reason: reason, key: key, at: t)
+            return (changed || before == nil, before, table[domain]!.learned)
+        }
+        guard let outcome else { return }
+        if outcome.before != outcome.after, let after = outcome.after {
+            logger.info("learned TLS status raised", metadata: [
+                "domain": "\(domain)", "mx": "\(host)", "from": "\(outcome.before.map(\.description) ?? "nothing")",
+                "to": "\(after)", "answers": "\(after.policyLevel?.rawValue ?? "-")"])
+        }
+        if outcome.changed { persist(domain) } else { dirty.withLock { _ = $0.insert(domain) } }
+    }
+
+    /// A session deferred because the learned level could not be had.
+    public func countDowngradeDeferred() { counters.withLock { $0.downgradesDeferred += 1 } }
+
+    /// A probe's findings for a known domain.
+    public func observeProbe(domain: String, probe: LearnedRecord.Probe, hosts: [(host: String, seen: TLSEvidence)],
+                             mx: [String], keys: [String]) {
+        let change: (TLSEvidence?, TLSEvidence?)? = table.withLock { table in
+            guard table[domain] != nil else { return nil }
+            let before = table[domain]!.lastProbe
+            table[domain]!.observeProbe(probe, hosts: hosts, mx: mx, keys: keys)
+            return (before.flatMap { $0.answered ? $0.seen : nil }, probe.answered ? probe.seen : nil)
+        }
+        guard let change else { return }
+        var fields: Logger.Metadata = ["domain": "\(domain)", "mx": "\(probe.host)", "seen": "\(probe.answered ? probe.seen.description : "no answer")",
+                                       "detail": "\(probe.detail)"]
+        if let before = change.0, let after = change.1, before != after {
+            fields["previous"] = "\(before)"
+            logger.notice("probe: TLS level changed", metadata: fields)
+        } else {
+            logger.info("probe", metadata: fields)
+        }
+        persist(domain)
+    }
+
+    /// The daily housekeeping: relaxes records whose probes have found less
+    /// than their level for the whole window, and removes expired ones.
+    /// `protected(domain)`: DANE or MTA-STS decides that domain (no relaxing).
+    public func sweep(protected: (String) -> Bool) {
+        let t = now()
+        for domain in domains {
+            let protectedNow = protected(domain)
+            let result: (LearnedRecord.Relaxation?, Bool, LearnedRecord?)? = table.withLock { table in
+                guard var r = table[domain] else { return nil }
+                if r.isExpired(at: t, settings: settings) {
+                    table[domain] = nil
+                    return (nil, true, r)
+                }
+                let relaxation = r.relaxIfDue(at: t, settings: settings, protected: protectedNow)
+                if relaxation != nil { table[domain] = r }
+                return (relaxation, false, r)
+            }
+            guard let (relaxation, expired, record) = result else { continue }
+            if expired {
+                counters.withLock { $0.expired += 1 }
+                logger.info("learned TLS record expired", metadata: [
+                    "domain": "\(domain)", "last_confirmed": "\(LearnedClock.utc(record!.lastConfirmed))"])
+                do { try store.delete(domain) } catch {
+                    logger.error("learned TLS status: cannot delete expired record", metadata: ["domain": "\(domain)", "error": "\(error)"])
+                }
+            } else if let relaxation {
+                counters.withLock { $0.relaxed += 1 }
+                logger.notice("learned TLS status relaxed", metadata: [
+                    "domain": "\(domain)", "from": "\(relaxation.from)", "to": "\(relaxation.to)",
+                    "probes": "\(relaxation.probes)", "below_since": "\(LearnedClock.utc(relaxation.since))"])
+                persist(domain)
+            }
+        }
+    }
+
+    // MARK: operator changes
+
+    /// Carries out `relayd policy pin|unpin|forget`; returns what to tell
+    /// the operator. Each change is logged and appended to the audit log.
+    public func apply(_ change: LearnedChange) -> String {
+        let t = now()
+        let domain = change.domain
+        guard LearnedRecordFormat.isDomain(domain) else { return "error: not a domain name: \(domain)" }
+        let result: String
+        switch change {
+        case .pin(_, let levelName, let until, let reason, let by):
+            guard let level = PolicyLevel(configName: levelName), LearnedRecord.Pin.levels.contains(level) else {
+                return "error: a pin's level is one of \(LearnedRecord.Pin.levels.map(\.rawValue).joined(separator: ", "))"
+            }
+            if let until, until <= t { return "error: --until \(LearnedClock.utc(until)) is already past" }
+            table.withLock { table in
+                var r = table[domain] ?? LearnedRecord(domain: domain, created: t)
+                r.pin = .init(level: level, until: until, reason: LearnedRecord.clip(reason), by: LearnedRecord.clip(by), at: t)
+                table[domain] = r
+            }
+            result = "\(domain): pinned to \(level.rawValue)" + (until.map { " until \(LearnedClock.utc($0))" } ?? " until unpinned")
+        case .unpin:
+            let had: Bool = table.withLock { table in
+                guard table[domain]?.pin != nil else { return false }
+                table[domain]!.pin = nil
+                if table[domain]!.evidence.isEmpty { table[domain] = nil }
+                return true
+            }
+            guard had else { return "\(domain): not pinned" }
+            result = "\(domain): unpinned; learned status decides again"
+        case .forget:
+            let kept: LearnedRecord.Pin?? = table.withLock { table in
+                guard let r = table[domain] else { return .none }
+                if let pin = r.activePin(at: t) {
+                    var fresh = LearnedRecord(domain: domain, created: t)
+                    fresh.pin = pin
+                    table[domain] = fresh
+                    return .some(pin)
+                }
+                table[domain] = nil
+                return .some(nil)
+            }
+            switch kept {
+            case .none: return "\(domain): no learned record"
+            case .some(.some(let pin)): result = "\(domain): learned evidence forgotten; the pin to \(pin.level.rawValue) stays (use `relayd policy unpin`)"
+            case .some(.none): result = "\(domain): learned record forgotten"
+            }
+        }
+        logger.notice("learned TLS status changed by operator", metadata: [
+            "domain": "\(domain)", "change": "\(change)", "result": "\(result)"])
+        persist(domain)
+        do {
+            try store.audit("\(LearnedClock.utc(t)) \(change) -> \(result)")
+        } catch {
+            logger.error("learned TLS status: cannot write the audit log", metadata: ["error": "\(error)"])
+            return result + " (warning: the audit log could not be written: \(error))"
+        }
+        return result
+    }
+
+    // MARK: persistence
+
+    /// Writes the domain's current record (or removes it when it is gone).
+    /// A failure is logged and left for the next flush.
+    func persist(_ domain: String) {
+        writeLock.withLock { _ in
+            let current = table.withLock { $0[domain] }
+            do {
+                if let current { try store.put(current) } else { try store.delete(domain) }
+                dirty.withLock { _ = $0.remove(domain) }
+            } catch {
+                dirty.withLock { _ = $0.insert(domain) }
+                counters.withLock { $0.writeFailures += 1 }
+                logger.error("learned TLS status: cannot write record; kept in memory, retried at the next flush",
+                             metadata: ["domain": "\(domain)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Writes every record changed since the last write.
+    public func flush() {
+        for d in dirty.withLock({ $0.sorted() }) { persist(d) }
+    }
+
+    public var hasUnwritten: Bool { dirty.withLock { !$0.isEmpty } }
+}
+
+/// The learned-status upgrade layer: an active pin, or the learned TLS
+/// (forced for "TLS at least", verify for verified on two days). Reads
+/// memory only.
+public struct LearnedLayer: PolicyUpgradeLayer {
+    public let layer = PolicyLayer.learned
+    let status: LearnedStatus
+
+    public init(status: LearnedStatus) { self.status = status }
+
+    public func verdict(for domain: String) -> LayerVerdict? {
+        guard let r = status.record(domain) else { return nil }
+        let (level, detail) = r.answer(at: status.now(), settings: status.settings)
+        return LayerVerdict(layer: .learned, level: level, detail: detail)
+    }
+}
