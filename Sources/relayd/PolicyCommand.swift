@@ -1,9 +1,13 @@
 // `relayd policy …`: what the policy engine decides for a domain and why,
-// and the operator's hands on the MTA-STS cache. Safe while the daemon
-// runs: explain only reads (cache records are replaced atomically);
-// refresh and flush change the record on disk the same way, then ask the
-// daemon (through the spool's request files, like `relayd queue`) to take
-// the record into memory.
+// and the operator's hands on the MTA-STS cache and on learned TLS status.
+// Safe while the daemon runs: explain and list only read (records are
+// replaced atomically; a learned record's counters may trail the daemon's
+// memory by up to a minute); refresh and flush change the MTA-STS record on
+// disk the same way, then ask the daemon (through the spool's request
+// files, like `relayd queue`) to take the record into memory. Learned
+// records have one writer while the daemon runs, the daemon: pin, unpin
+// and forget are handed to it as requests, and carried out here under the
+// spool lock only when no daemon runs.
 import ArgumentParser
 import Dispatch
 import Foundation
@@ -13,8 +17,8 @@ import RelayCore
 struct PolicyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
-        abstract: "Explain a domain's policy; refresh or flush its cached MTA-STS policy.",
-        subcommands: [Explain.self, Refresh.self, Flush.self])
+        abstract: "Explain a domain's policy; list, pin, unpin or forget learned TLS status; refresh or flush a cached MTA-STS policy.",
+        subcommands: [Explain.self, List.self, Pin.self, Unpin.self, Forget.self, Refresh.self, Flush.self])
 
     static func load(_ options: ConfigOption) throws -> (Config, Spool, FileSTSCacheStore) {
         do {
@@ -36,6 +40,154 @@ struct PolicyCommand: ParsableCommand {
         return d
     }
 
+    /// The learned records from the spool (read-only here): one domain's,
+    /// or all of them.
+    static func learnedStatus(_ config: Config, only domain: String? = nil) throws -> LearnedStatus {
+        let spool = try Spool(root: config.server.spoolDirectory)
+        let store = FileLearnedStore(spool: spool, now: { Int(Date().timeIntervalSince1970) }, onDamaged: { domain, aside in
+            printError("learned record of \(domain) was damaged; set aside as \(aside)")
+        })
+        let status = LearnedStatus(store: store, settings: config.learned, logger: Logger(label: "relayd") { _ in SwiftLogNoOpLogHandler() },
+                                   now: { Int(Date().timeIntervalSince1970) })
+        if let domain { _ = status.reload(domain) } else { status.load() }
+        return status
+    }
+
+    /// Who runs the command, for the audit log: the login name, and the
+    /// sudo user behind it when there is one.
+    static var operatorName: String {
+        let uid = getuid()
+        var name = "uid \(uid)"
+        if let pw = getpwuid(uid), let n = pw.pointee.pw_name { name = String(cString: n) }
+        if let sudo = ProcessInfo.processInfo.environment["SUDO_USER"], !sudo.isEmpty, sudo != name {
+            name += " (sudo by \(sudo))"
+        }
+        return name
+    }
+
+    /// Hands a learned-status change to the running daemon, or carries it
+    /// out here (under the spool lock) when none runs.
+    static func change(_ options: ConfigOption, _ change: LearnedChange, command: String) throws {
+        let (config, spool, _) = try load(options)
+        guard config.learned.enabled else {
+            printError("relayd policy \(command): learned TLS status is disabled ([learned] enabled = false)")
+            throw ExitCode(1)
+        }
+        do {
+            let result = try QueueAdmin(spool: spool).submit(.learned(change)) { request in
+                guard case .learned(let c) = request else { return "error: not a learned-status request" }
+                let store = FileLearnedStore(spool: spool, now: { Int(Date().timeIntervalSince1970) }, onDamaged: { domain, aside in
+                    printError("learned record of \(domain) was damaged; set aside as \(aside)")
+                })
+                let logger = Logger(label: "relayd") { label in LogfmtHandler(label: label, level: .notice) }
+                let status = LearnedStatus(store: store, settings: config.learned, logger: logger,
+                                           now: { Int(Date().timeIntervalSince1970) })
+                _ = status.reload(c.domain)
+                return status.apply(c)
+            }
+            print(result)
+            if result.hasPrefix("error:") { throw ExitCode(1) }
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            printError("relayd policy \(command): \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List learned TLS records (--learned) or cached MTA-STS policies (--mta-sts).")
+        @OptionGroup var options: ConfigOption
+        @Flag(help: "Learned TLS status records.") var learned = false
+        @Flag(name: .customLong("mta-sts"), help: "Cached MTA-STS policies.") var mtaSTS = false
+        @Flag(help: "JSON instead of text.") var json = false
+
+        func validate() throws {
+            guard learned != mtaSTS else { throw ValidationError("give one of --learned or --mta-sts") }
+        }
+
+        func run() throws {
+            let (config, _, store) = try PolicyCommand.load(options)
+            let now = Int(Date().timeIntervalSince1970)
+            if learned {
+                let records = try PolicyCommand.learnedStatus(config).records
+                if json {
+                    let all = records.map { LearnedExplanation.record($0, settings: config.learned, now: now) }
+                    let data = try JSONSerialization.data(withJSONObject: ["enabled": config.learned.enabled, "records": all] as [String: Any],
+                                                          options: [.sortedKeys])
+                    print(String(decoding: data, as: UTF8.self))
+                } else if records.isEmpty {
+                    print("no learned TLS records")
+                } else {
+                    print(LearnedExplanation.list(records, settings: config.learned, now: now))
+                }
+                return
+            }
+            let records = STSDiscovery.load(store)
+            if json {
+                let all = records.map { ["domain": $0.domain, "id": $0.id, "mode": $0.policy.mode.rawValue, "mx": $0.policy.mx,
+                                         "fetched": $0.fetched, "expires": $0.expires, "expired": $0.isExpired(at: now)] as [String: Any] }
+                let data = try JSONSerialization.data(withJSONObject: ["policies": all], options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else if records.isEmpty {
+                print("no cached MTA-STS policies")
+            } else {
+                for r in records {
+                    print("\(r.domain)  \(r.policy.mode.rawValue)  id \(r.id)  mx \(r.policy.mx.joined(separator: ","))"
+                          + "  \(r.isExpired(at: now) ? "expired" : "expires \(LearnedClock.utc(r.expires))")")
+                }
+            }
+        }
+    }
+
+    struct Pin: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fix a domain's learned TLS answer (opportunistic, forced or verify; none holds learning back).",
+            discussion: "The pin is the learned layer's answer: like learned status it only raises above default_level, and the operator's [outbound.domains] entry, DANE and MTA-STS come first. A pinned record never relaxes or expires.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "The recipient domain.") var domain: String
+        @Argument(help: "none, opportunistic, forced or verify.") var level: String
+        @Option(help: "Last moment of the pin: YYYY-MM-DD (its start, UTC) or YYYY-MM-DDTHH:MM:SSZ.") var until: String?
+        @Option(help: "Why (kept in the record and the audit log).") var reason: String = ""
+
+        func run() throws {
+            let d = try PolicyCommand.domainArgument(domain)
+            guard let lvl = PolicyLevel(configName: level), LearnedRecord.Pin.levels.contains(lvl) else {
+                throw ValidationError("a pin's level is one of \(LearnedRecord.Pin.levels.map(\.rawValue).joined(separator: ", "))")
+            }
+            var end: Int?
+            if let until {
+                guard let t = LearnedClock.parse(until) else { throw ValidationError("--until: '\(until)' is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ") }
+                end = t
+            }
+            try PolicyCommand.change(options, .pin(domain: d, level: lvl.rawValue, until: end, reason: reason, by: PolicyCommand.operatorName),
+                                     command: "pin")
+        }
+    }
+
+    struct Unpin: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a domain's pin; learned status decides again.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "The recipient domain.") var domain: String
+
+        func run() throws {
+            try PolicyCommand.change(options, .unpin(domain: try PolicyCommand.domainArgument(domain), by: PolicyCommand.operatorName),
+                                     command: "unpin")
+        }
+    }
+
+    struct Forget: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Reset a domain's learned TLS record (audited); an active pin stays.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "The recipient domain.") var domain: String
+
+        func run() throws {
+            try PolicyCommand.change(options, .forget(domain: try PolicyCommand.domainArgument(domain), by: PolicyCommand.operatorName),
+                                     command: "forget")
+        }
+    }
+
     /// Tells a running daemon to take the domain's record from disk.
     static func tellDaemon(_ spool: Spool, _ domain: String) throws -> String {
         try QueueAdmin(spool: spool).submit(.reloadSTS(domain))
@@ -53,12 +205,17 @@ struct PolicyCommand: ParsableCommand {
             let now = Int(Date().timeIntervalSince1970)
             let cached = try? store.get(d)
             let policies = config.mtaSTS.enabled ? STSPolicies(cached.map { [$0] } ?? []) : nil
-            let decision = OutboundSettings.engine(config, stsPolicies: policies, now: { now }).decide(d)
+            let learned = try PolicyCommand.learnedStatus(config, only: d)
+            let decision = OutboundSettings.engine(config, stsPolicies: policies, learned: learned, now: { now }).decide(d)
             let relay = DeliveryAttempt.Plan.relay(for: d, config: config)
+            let record = learned.record(d)
             if json {
-                print(PolicyExplanation.json(decision, cached: cached, enabled: config.mtaSTS.enabled, relay: relay?.name, now: now))
+                let extra = ["learned": LearnedExplanation.json(record, decision: decision, settings: config.learned, now: now)]
+                print(PolicyExplanation.json(decision, cached: cached, enabled: config.mtaSTS.enabled, relay: relay?.name, now: now,
+                                             extra: extra))
             } else {
                 print(PolicyExplanation.text(decision, cached: cached, enabled: config.mtaSTS.enabled, relay: relay?.name, now: now))
+                print(LearnedExplanation.text(record, decision: decision, settings: config.learned, now: now))
             }
         }
     }

@@ -74,6 +74,12 @@ final class Daemon: @unchecked Sendable {
     /// policy layer; kept across reloads.
     let stsStore: FileSTSCacheStore
     let stsPolicies: STSPolicies
+    /// Learned TLS status: on disk under the spool, in memory for the
+    /// policy layer; kept across reloads.
+    let learned: LearnedStatus
+    /// Every minute: learned records changed only in their counters are
+    /// written (decisive changes are written at once).
+    private var learnedFlushTimer: (any DispatchSourceTimer)?
     private var signalSources: [any DispatchSourceSignal] = []
     /// Every ten minutes (plus jitter): cached MTA-STS policies that are a
     /// day old or near expiry are fetched again.
@@ -115,9 +121,16 @@ final class Daemon: @unchecked Sendable {
                            metadata: ["domain": "\(domain)", "file": "\(aside)"])
         })
         stsPolicies = STSPolicies(STSDiscovery.load(stsStore))
+        let learnedStore = FileLearnedStore(spool: spool, now: { Int(time(nil)) }, onDamaged: { [logger] domain, aside in
+            logger.warning("learned TLS record damaged; set aside, the domain is learned again from its next TLS session",
+                           metadata: ["domain": "\(domain)", "file": "\(aside)"])
+        })
+        learned = LearnedStatus(store: learnedStore, settings: config.learned, logger: logger, now: { Int(time(nil)) })
+        learned.load()
         runner = QueueRunner(spool: spool,
                              environment: try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
-                                                                           stsStore: stsStore, stsPolicies: stsPolicies),
+                                                                           stsStore: stsStore, stsPolicies: stsPolicies,
+                                                                           learned: learned),
                              logger: logger)
         let runner = self.runner
         inbound.onQueued = { message in runner.wake(queued: message.id, message: message) }
@@ -137,6 +150,11 @@ final class Daemon: @unchecked Sendable {
         timer.setEventHandler { [runner] in runner.refreshMTASTS() }
         timer.resume()
         stsRefreshTimer = timer
+        let flush = DispatchSource.makeTimerSource(queue: signalQueue)
+        flush.schedule(deadline: .now() + .seconds(60), repeating: .seconds(60), leeway: .seconds(5))
+        flush.setEventHandler { [learned] in learned.flush() }
+        flush.resume()
+        learnedFlushTimer = flush
         if !spoolLock.acceptRequests() {
             logger.warning("cannot mark the spool lock; `relayd queue` will not reach this daemon",
                            metadata: ["lock": "\(spoolLock.path)"])
@@ -180,7 +198,8 @@ final class Daemon: @unchecked Sendable {
         spoolLock.withdrawRequests()
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
         runner.stop()
-        inbound.stop(grace: grace) { [logger, spool] in
+        inbound.stop(grace: grace) { [logger, spool, learned] in
+            learned.flush()
             unlink(spool.root + "/relayd.pid")
             logger.info("stopped")
             exit(0)
@@ -195,7 +214,8 @@ final class Daemon: @unchecked Sendable {
             let config = try ConfigLoader.load(path: configPath)
             let inboundSettings = try InboundSettings(config: config)
             let environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
-                                                               stsStore: stsStore, stsPolicies: stsPolicies)
+                                                               stsStore: stsStore, stsPolicies: stsPolicies,
+                                                               learned: learned)
             for key in config.changesNeedingRestart(from: started) {
                 logger.warning("needs a restart; keeping the running value", metadata: ["key": "\(key)"])
             }

@@ -200,6 +200,12 @@ public struct Config: Sendable {
         if listenerSet(self) != listenerSet(running) { keys.append("listener") }
         if dns.servers != running.dns.servers { keys.append("dns.servers") }
         if log.level != running.log.level { keys.append("log.level") }
+        // The windows are the records' (enabled is not: it is the engine's,
+        // rebuilt on reload).
+        var windows = learned, runningWindows = running.learned
+        windows.enabled = true
+        runningWindows.enabled = true
+        if windows != runningWindows { keys.append("learned") }
         return keys
     }
 }

@@ -43,7 +43,9 @@ public enum PolicyExplanation {
         return out.joined(separator: "\n")
     }
 
-    public static func json(_ d: PolicyDecision, cached: CachedSTSPolicy?, enabled: Bool, relay: String?, now: Int) -> String {
+    /// `extra`: further top-level keys (the learned record, from the layer above).
+    public static func json(_ d: PolicyDecision, cached: CachedSTSPolicy?, enabled: Bool, relay: String?, now: Int,
+                            extra: [String: Any] = [:]) -> String {
         var root: [String: Any] = [
             "domain": d.domain, "level": d.level.rawValue, "layer": d.layer.rawValue, "reason": d.reason,
             "requires_verification": d.requiresVerification, "mta_sts_enabled": enabled,
@@ -61,6 +63,7 @@ public enum PolicyExplanation {
         } else {
             root["mta_sts"] = NSNull()
         }
+        root.merge(extra) { current, _ in current }
         let data = (try? JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
