@@ -361,9 +361,13 @@ smtputf8_enable = yes
                 continue
             listen = f"{mx['ip']}:25"
             if kind == "strip":
-                self._spawn(f"strip-{mx['ip']}", [PYTHON, str(HERE / "strip_proxy.py"), "--listen", listen,
-                                                  "--upstream", f"{upstream}:25"],
-                            ready=lambda ip=mx["ip"]: port_open(ip, 25))
+                argv = [PYTHON, str(HERE / "strip_proxy.py"), "--listen", listen,
+                        "--upstream", f"{mx.get('upstream', upstream)}:25"]
+                if mx.get("switch"):
+                    argv += ["--switch", str(self.strip_switch(mx["ip"]))]
+                    if mx["switch"] == "on":
+                        self.strip_switch(mx["ip"]).touch()
+                self._spawn(f"strip-{mx['ip']}", argv, ready=lambda ip=mx["ip"]: port_open(ip, 25))
                 continue
             argv = [PYTHON, str(HERE / "receiver.py"), "--listen", listen, "--mode", kind, "--name", mx["name"],
                     "--record", str(self.record_file(mx["ip"]))]
@@ -573,6 +577,21 @@ http {{
         return (status, ctype, "oversized" if len(body) > STS_BODY_CAP else text)
 
     # --- what the receivers saw ---------------------------------------------
+
+    def strip_switch(self, ip):
+        return self.dir / f"strip-{ip}.on"
+
+    def set_strip(self, domain, on):
+        """Switches the STARTTLS-strip attack of the domain's switchable
+        strip proxies on or off (new connections only)."""
+        s = self.scenario(domain)
+        switched = [mx for mx in s["mx"] if mx["receiver"] == "strip" and mx.get("switch")]
+        assert switched, f"{domain} has no switchable strip proxy"
+        for mx in switched:
+            if on:
+                self.strip_switch(mx["ip"]).touch()
+            else:
+                self.strip_switch(mx["ip"]).unlink(missing_ok=True)
 
     def record_file(self, ip):
         return self.records / f"{ip}.jsonl"

@@ -1,8 +1,14 @@
 #!/usr/bin/python3
 """The STARTTLS downgrade attacker: a TCP proxy in front of a TLS-capable
 MX that deletes STARTTLS from the EHLO reply and answers a STARTTLS command
-itself with 454, so the client can never negotiate TLS through it."""
+itself with 454, so the client can never negotiate TLS through it.
+
+With --switch FILE the attack is switched on and off while the proxy runs:
+a connection accepted while FILE exists is stripped, any other is passed
+through untouched (bytes copied both ways), so a test can let a domain be
+seen with TLS first and then attack it."""
 import argparse
+import os
 import signal
 import socket
 import sys
@@ -63,10 +69,24 @@ def pump_client_to_server(client, server):
         close_both(client, server)
 
 
+def pump_raw(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        close_both(src, dst)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--listen", required=True)
     p.add_argument("--upstream", required=True)
+    p.add_argument("--switch", help="strip only while this file exists")
     args = p.parse_args()
     lh, lp = args.listen.rsplit(":", 1)
     uh, up = args.upstream.rsplit(":", 1)
@@ -83,6 +103,10 @@ def main():
             server.settimeout(None)
         except OSError:
             client.close()
+            continue
+        if args.switch and not os.path.exists(args.switch):
+            threading.Thread(target=pump_raw, args=(server, client), daemon=True).start()
+            threading.Thread(target=pump_raw, args=(client, server), daemon=True).start()
             continue
         threading.Thread(target=pump_server_to_client, args=(server, client), daemon=True).start()
         threading.Thread(target=pump_client_to_server, args=(client, server), daemon=True).start()

@@ -17,13 +17,14 @@ Each scenario is its own domain (tests/bed/scenarios.toml, role
 import json
 import re
 import subprocess
-import smtplib
 import time
 import uuid
 
 import pytest
 
 from bed import DNS_IP, Bed, wait_for
+from delivery_log import (arrived, attempts, concluded, log_lines, submit, wait_arrived, wait_deferred,
+                          wait_delivered)
 from relayd_harness import Relayd
 
 POSTFIX = "127.0.0.21"      # behind every strip receiver
@@ -56,75 +57,8 @@ def relayd(bed, tmp_path_factory):
 
 # --- sending and reading ------------------------------------------------------
 
-def submit(relayd, rcpt, tag):
-    """Hands one message for `rcpt` to relayd; returns its queue id."""
-    sender = "sts-e2e@sender.test"
-    with smtplib.SMTP("127.0.0.1", relayd.smtp_port, timeout=10) as s:
-        s.ehlo("client.test")
-        s.mail(sender)
-        s.rcpt(rcpt)
-        code, msg = s.data(f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: {tag}\r\n"
-                           f"Message-ID: <{tag}@client.test>\r\n\r\nbody of {tag}\r\n".encode())
-        assert code == 250, msg
-        return msg.decode().rsplit(" ", 1)[1]
-
-
 def new_tag(what):
     return f"sts-{what}-{uuid.uuid4().hex[:8]}"
-
-
-LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
-
-
-def parse(line):
-    return {k: (v[1:-1].replace('\\"', '"') if v.startswith('"') else v) for k, v in LOGFMT.findall(line)}
-
-
-def log_lines(relayd, msg, since=0, **fields):
-    """relayd's log lines with message `msg` (and the given field values),
-    from byte offset `since` of the log."""
-    out = []
-    for line in relayd.log_text()[since:].splitlines():
-        f = parse(line)
-        if f.get("msg") == msg and all(f.get(k) == v for k, v in fields.items()):
-            out.append(f)
-    return out
-
-
-def attempts(relayd, qid, since=0):
-    return log_lines(relayd, "delivery attempt", since, id=qid)
-
-
-def concluded(relayd, qid, outcome, since=0):
-    return [a for a in attempts(relayd, qid, since) if a.get("outcome") == outcome]
-
-
-def wait_deferred(relayd, qid, times=2, timeout=20, since=0):
-    """Waits until `qid` has been deferred `times` times (the retries come
-    every second): the second shows a retry is no more lenient."""
-    try:
-        wait_for(lambda: len(concluded(relayd, qid, "deferred", since)) >= times, timeout, f"{qid} deferred {times}x")
-    except TimeoutError:
-        raise AssertionError(f"{qid} not deferred {times}x: {attempts(relayd, qid, since)}\n{relayd.log_text()[-4000:]}")
-    return concluded(relayd, qid, "deferred", since)
-
-
-def wait_delivered(relayd, qid, timeout=20, since=0):
-    try:
-        wait_for(lambda: concluded(relayd, qid, "delivered", since), timeout, f"{qid} delivered")
-    except TimeoutError:
-        raise AssertionError(f"{qid} not delivered: {attempts(relayd, qid, since)}\n{relayd.log_text()[-4000:]}")
-    return concluded(relayd, qid, "delivered", since)[0]
-
-
-def arrived(bed, ip, tag):
-    return [m for m in bed.messages(ip) if f"Subject: {tag}" in m["data"]]
-
-
-def wait_arrived(bed, ip, tag, timeout=15):
-    """Postfix files a message in the mailbox a moment after its 250."""
-    wait_for(lambda: arrived(bed, ip, tag), timeout, f"{tag} at {ip}")
-    return arrived(bed, ip, tag)
 
 
 def connects(bed, ip):
@@ -417,7 +351,9 @@ def test_policy_explain_refresh_and_flush_while_the_daemon_runs(bed, relayd):
     assert f"{d}: cached MTA-STS policy removed" in r.stdout, r.stdout
     assert f"no MTA-STS policy cached for {d} any more" in r.stdout, r.stdout
     j = json.loads(policy_cli(relayd, "explain", d, "--json").stdout)
-    assert j["mta_sts"] is None and j["layer"] == "default", j
+    # With the policy gone, the next layer down answers: the TLS deliveries
+    # under it taught learned status that the domain does TLS.
+    assert j["mta_sts"] is None and j["layer"] == "learned" and j["level"] == "forced", j
 
     # The daemon forgot it too: its next delivery looks the policy up again.
     qid = submit(relayd, f"user@{d}", new_tag("cli-after-flush"))

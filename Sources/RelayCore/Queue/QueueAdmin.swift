@@ -74,7 +74,7 @@ public enum QueueRequest: Equatable, Sendable, CustomStringConvertible {
 
 /// An operator change to a domain's learned TLS status. The level is the
 /// config word (RelayLearned checks it); free text travels as xtext.
-public enum LearnedChange: Equatable, Sendable {
+public enum LearnedChange: Equatable, Sendable, CustomStringConvertible {
     case pin(domain: String, level: String, until: Int?, reason: String, by: String)
     case unpin(domain: String, by: String)
     case forget(domain: String, by: String)
@@ -84,6 +84,8 @@ public enum LearnedChange: Equatable, Sendable {
         case .pin(let d, _, _, _, _), .unpin(let d, _), .forget(let d, _): return d
         }
     }
+
+    public var description: String { encode() }
 
     static func text(_ s: String) -> String { s.isEmpty ? "+" : XText.encode(s) }
     static func untext(_ s: String) -> String? { s == "+" ? "" : XText.decode(s) }
