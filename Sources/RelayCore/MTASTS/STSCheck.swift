@@ -38,7 +38,9 @@ public enum STSCheck {
             }
             let record: STSRecord
             switch STSRecord.select(records) {
-            case .failure(let why): return completion(.noRecord("\(why)"))
+            case .failure(.noRecord): return completion(.noRecord("no v=STSv1 TXT record at \(owner)"))
+            case .failure(.multipleRecords): return completion(.noRecord("several v=STSv1 records at \(owner); none counts"))
+            case .failure(.invalid(let why)): return completion(.noRecord("invalid record at \(owner): \(why)"))
             case .success(let r): record = r
             }
             fetcher.fetchPolicy(domain: domain) { fetched in
