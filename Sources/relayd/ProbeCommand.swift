@@ -29,7 +29,7 @@ struct ProbeCommand: ParsableCommand {
     @OptionGroup var options: ConfigOption
     @Argument(help: "The recipient domain.") var domain: String
     @Flag(help: "JSON instead of text.") var json = false
-    @Option(help: "Probe this address instead of the MX hosts (the MX lookup is skipped).") var ip: String?
+    @Option(help: "Probe this address instead of the MX hosts (MX is looked up only to name it, and not at all with --mx-name).") var ip: String?
     @Option(name: .customLong("mx-name"), help: "With --ip: the MX name the certificate must carry (default: the first MX host, else the domain).")
     var mxName: String?
     @Option(help: "The SMTP port (default: [outbound] mx_port).") var port: UInt16?
