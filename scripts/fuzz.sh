@@ -3,6 +3,7 @@
 #   server-session  SMTP commands, DATA and AUTH as a client sends them
 #   remote          DNS answers, SMTP replies and the client session
 #   sts             MTA-STS policy files and _mta-sts TXT records
+#   probe-session   replies to relayd probe's dialogue (ProbeSession)
 # Crashes land in .build-fuzz/<target>-crash-*.
 set -eu
 cd "$(dirname "$0")/.."
@@ -47,4 +48,8 @@ fi
 if [ -z "$only" ] || [ "$only" = sts ]; then
   build "$src"/sts/*.swift fuzz/FuzzSTS.swift -o "$out/fuzz-sts"
   run sts fuzz/corpus-sts
+fi
+if [ -z "$only" ] || [ "$only" = probe-session ]; then
+  build fuzz/FuzzProbeSession.swift -o "$out/fuzz-probe-session"
+  run probe-session fuzz/corpus-probe
 fi

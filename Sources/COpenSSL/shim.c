@@ -1,5 +1,7 @@
 /* See include/COpenSSL.h: wrappers for OpenSSL macros only. */
 #include "COpenSSL.h"
+#include <string.h>
+#include <time.h>
 
 int relayd_tls1_version(void) { return TLS1_VERSION; }
 int relayd_tls1_1_version(void) { return TLS1_1_VERSION; }
@@ -82,3 +84,62 @@ int relayd_x509_der(X509 *cert, unsigned char **out) {
 }
 
 void relayd_openssl_free(void *ptr) { OPENSSL_free(ptr); }
+
+char *relayd_x509_dns_names(X509 *cert) {
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    if (names == NULL) return NULL;
+    size_t total = 0;
+    int count = sk_GENERAL_NAME_num(names);
+    for (int i = 0; i < count; i++) {
+        const GENERAL_NAME *n = sk_GENERAL_NAME_value(names, i);
+        if (n->type == GEN_DNS) total += (size_t)ASN1_STRING_length(n->d.dNSName) + 1;
+    }
+    /* Each name is followed by '\n'; the last one's becomes the NUL. A
+     * dNSName holding a NUL or newline is a forgery: left out. */
+    char *out = NULL;
+    if (total > 0 && (out = OPENSSL_malloc(total)) != NULL) {
+        size_t at = 0;
+        for (int i = 0; i < count; i++) {
+            const GENERAL_NAME *n = sk_GENERAL_NAME_value(names, i);
+            if (n->type != GEN_DNS) continue;
+            int len = ASN1_STRING_length(n->d.dNSName);
+            const unsigned char *d = ASN1_STRING_get0_data(n->d.dNSName);
+            if (len <= 0 || d == NULL) continue;
+            if (memchr(d, 0, (size_t)len) != NULL || memchr(d, '\n', (size_t)len) != NULL) continue;
+            memcpy(out + at, d, (size_t)len);
+            at += (size_t)len;
+            out[at++] = '\n';
+        }
+        if (at == 0) {
+            OPENSSL_free(out);
+            out = NULL;
+        } else {
+            out[at - 1] = '\0';
+        }
+    }
+    GENERAL_NAMES_free(names);
+    return out;
+}
+
+int relayd_x509_validity(const X509 *cert, int which, long long *out) {
+    const ASN1_TIME *t = which == 0 ? X509_get0_notBefore(cert) : X509_get0_notAfter(cert);
+    struct tm tm;
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+    *out = (long long)timegm(&tm);
+    return 1;
+}
+
+int relayd_x509_spki_sha256(X509 *cert, unsigned char *out) {
+    unsigned char *der = NULL;
+    int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    if (len <= 0) return 0;
+    unsigned int mdlen = 0;
+    int ok = EVP_Digest(der, (size_t)len, out, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32;
+    OPENSSL_free(der);
+    return ok;
+}
+
+int relayd_ssl_peer_spki_sha256(const SSL *ssl, unsigned char *out) {
+    X509 *leaf = SSL_get0_peer_certificate(ssl);
+    return leaf == NULL ? 0 : relayd_x509_spki_sha256(leaf, out);
+}

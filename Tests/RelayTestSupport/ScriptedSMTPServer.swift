@@ -27,6 +27,8 @@ public final class ScriptedSMTPServer: @unchecked Sendable {
         public var sawEndOfData = false
         public var usedTLS = false
         public var messages = 0
+        /// Every command line received, in order (DATA content excluded).
+        public var commands: [String] = []
     }
 
     private let fd: Int32
@@ -143,6 +145,7 @@ public final class ScriptedSMTPServer: @unchecked Sendable {
     private func run() {
         guard send("220 test.example ESMTP\r\n") else { return }
         while let l = line() {
+            update { $0.commands.append(l) }
             let verb = l.prefix(4).uppercased()
             switch verb {
             case "EHLO":

@@ -384,6 +384,8 @@ smtputf8_enable = yes
                     argv += ["--ciphers", mx["ciphers"]]
                 if mx.get("max_version"):
                     argv += ["--max-version", mx["max_version"]]
+                if mx.get("min_version"):
+                    argv += ["--min-version", mx["min_version"]]
             self._spawn(f"receiver-{mx['ip']}", argv, ready=lambda ip=mx["ip"]: port_open(ip, 25))
 
     def _start_nginx(self):

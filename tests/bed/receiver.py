@@ -5,7 +5,8 @@ process (so the bed can record and stop its PID).
 Modes:
   plain       no STARTTLS offered
   tls         STARTTLS offered with --cert/--key (and, to play a limited
-              peer, --ciphers for TLS <= 1.2 and --max-version)
+              peer, --ciphers for TLS <= 1.2, --max-version, and
+              --min-version for a peer that speaks only TLS 1.0/1.1)
   broken-tls  STARTTLS offered, 220 sent, then garbage instead of a handshake
   greet-421   answers every connection with 421 and closes
 
@@ -17,6 +18,7 @@ Every event is appended to --record as one JSON line:
   so a test can prove a client never connected at all.
 """
 import argparse
+import warnings
 import json
 import signal
 import socket
@@ -85,6 +87,10 @@ class Handler(socketserver.StreamRequestHandler):
                         ctx.set_ciphers(args.ciphers)
                     if args.max_version:
                         ctx.maximum_version = ssl.TLSVersion[args.max_version.replace(".", "_")]
+                    if args.min_version:
+                        # TLS 1.0/1.1 need OpenSSL's security level 0 as well.
+                        ctx.minimum_version = ssl.TLSVersion[args.min_version.replace(".", "_")]
+                        ctx.set_ciphers((args.ciphers or "DEFAULT") + ":@SECLEVEL=0")
                     self.tls = ctx.wrap_socket(self.request, server_side=True)
                     self.rfile = self.tls.makefile("rb")
                     self.wfile = self.tls.makefile("wb")
@@ -127,6 +133,8 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 def main():
+    # ssl.TLSVersion.TLSv1/TLSv1_1 are deprecated: the old-TLS peer means it.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     p = argparse.ArgumentParser()
     p.add_argument("--listen", required=True, help="IP:port")
     p.add_argument("--mode", choices=["plain", "tls", "broken-tls", "greet-421"], required=True)
@@ -134,7 +142,8 @@ def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--ciphers", help="OpenSSL cipher list for TLS <= 1.2")
-    p.add_argument("--max-version", choices=["TLSv1.2", "TLSv1.3"])
+    p.add_argument("--max-version", choices=["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"])
+    p.add_argument("--min-version", choices=["TLSv1", "TLSv1.1"], help="allow protocols below TLS 1.2")
     p.add_argument("--record", required=True)
     args = p.parse_args()
     host, port = args.listen.rsplit(":", 1)

@@ -17,6 +17,7 @@
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
+#include <openssl/evp.h>
 
 /* Protocol version numbers, exported as plain ints. */
 int relayd_tls1_version(void);
@@ -52,5 +53,22 @@ int relayd_x509_name_line(const X509_NAME *name, char *buf, int buflen);
  * relayd_openssl_free. Returns the length or -1. */
 int relayd_x509_der(X509 *cert, unsigned char **out);
 void relayd_openssl_free(void *ptr);
+
+/* The certificate's subjectAltName dNSName entries, joined by '\n', into a
+ * buffer the caller frees with relayd_openssl_free. NULL when there are
+ * none (or on allocation failure). */
+char *relayd_x509_dns_names(X509 *cert);
+
+/* A certificate validity bound as seconds since the epoch (UTC).
+ * which: 0 = notBefore, 1 = notAfter. Returns 1, or 0 if unreadable. */
+int relayd_x509_validity(const X509 *cert, int which, long long *out);
+
+/* SHA-256 of the DER SubjectPublicKeyInfo (DANE's SPKI/SHA2-256 form)
+ * into out[32]. Returns 1, or 0 on failure. */
+int relayd_x509_spki_sha256(X509 *cert, unsigned char *out);
+
+/* The client's view of the server leaf: SPKI SHA-256 without taking a
+ * reference or encoding the chain. Returns 1, 0 with no peer certificate. */
+int relayd_ssl_peer_spki_sha256(const SSL *ssl, unsigned char *out);
 
 #endif

@@ -325,6 +325,21 @@ public final class Connection: @unchecked Sendable {
         flush()
     }
 
+    /// The peer's certificates, leaf first, with names and DER (encoded
+    /// now: for a probe, not for every delivery). Empty before TLS.
+    public func peerCertificates() -> [PeerCertificate] {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard isTLSActive else { return [] }
+        return tls?.peerCertificates() ?? []
+    }
+
+    /// The server leaf's SPKI SHA-256 (client side), nil before TLS.
+    public func leafPublicKeySHA256() -> String? {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard isTLSActive else { return nil }
+        return tls?.leafPublicKeySHA256()
+    }
+
     // MARK: closing
 
     /// Closes after everything queued has been written.

@@ -7,7 +7,8 @@ import RelayPolicy
 
 /// The two renderings of `relayd policy explain`.
 public enum PolicyExplanation {
-    static func utc(_ t: Int) -> String {
+    /// "2026-01-31 12:00:00 UTC": how relayd's reports print a time.
+    public static func utc(_ t: Int) -> String {
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "UTC")

@@ -18,6 +18,9 @@ public struct ReplyParser: Sendable {
 
     public init() {}
 
+    /// Bytes appended but not yet read as part of a reply.
+    public var bufferedByteCount: Int { buffer.count }
+
     /// Adds bytes; returns every reply they complete, in order.
     public mutating func feed(_ bytes: [UInt8]) throws -> [Reply] {
         append(bytes)

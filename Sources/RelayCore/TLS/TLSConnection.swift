@@ -39,6 +39,25 @@ public struct PeerCertificate: Equatable, Sendable {
     public let subject: String
     public let issuer: String
     public let der: [UInt8]
+    /// subjectAltName dNSName entries, in certificate order.
+    public let dnsNames: [String]
+    /// Validity bounds, seconds since the epoch (nil if unreadable).
+    public let notBefore: Int?
+    public let notAfter: Int?
+    /// Lower-case hex SHA-256 of the DER SubjectPublicKeyInfo: the form a
+    /// DANE TLSA record with selector 1, matching type 1 carries.
+    public let publicKeySHA256: String
+
+    public init(subject: String, issuer: String, der: [UInt8], dnsNames: [String] = [], notBefore: Int? = nil,
+                notAfter: Int? = nil, publicKeySHA256: String = "") {
+        self.subject = subject
+        self.issuer = issuer
+        self.der = der
+        self.dnsNames = dnsNames
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+        self.publicKeySHA256 = publicKeySHA256
+    }
 }
 
 /// What a completed handshake negotiated; the material of Received headers
@@ -285,9 +304,40 @@ public final class TLSConnection {
             der = Array(UnsafeBufferPointer(start: out, count: Int(n)))
             relayd_openssl_free(out)
         }
+        var names: [String] = []
+        if let joined = relayd_x509_dns_names(cert) {
+            names = String(cString: joined).split(separator: "\n").map(String.init)
+            relayd_openssl_free(joined)
+        }
+        func bound(_ which: Int32) -> Int? {
+            var t: Int64 = 0
+            return relayd_x509_validity(cert, which, &t) == 1 ? Int(t) : nil
+        }
         return PeerCertificate(subject: line(X509_get_subject_name(cert)),
                                issuer: line(X509_get_issuer_name(cert)),
-                               der: der)
+                               der: der, dnsNames: names, notBefore: bound(0), notAfter: bound(1),
+                               publicKeySHA256: spkiSHA256 { relayd_x509_spki_sha256(cert, $0) } ?? "")
+    }
+
+    /// Runs `digest` into a 32-byte buffer; lower-case hex, nil on failure.
+    private static func spkiSHA256(_ digest: (UnsafeMutablePointer<UInt8>) -> Int32) -> String? {
+        var md = [UInt8](repeating: 0, count: 32)
+        let ok = md.withUnsafeMutableBufferPointer { digest($0.baseAddress!) } == 1
+        guard ok else { return nil }
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for b in md { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The server leaf's SPKI SHA-256 (client side, after the handshake):
+    /// one digest, no chain encoding, no names — cheap enough for every
+    /// delivery. nil before the handshake, on the server side, or when the
+    /// peer sent no certificate.
+    public func leafPublicKeySHA256() -> String? {
+        guard handshakeDone, isClient else { return nil }
+        return Self.spkiSHA256 { relayd_ssl_peer_spki_sha256(ssl, $0) }
     }
 
     // MARK: application data
