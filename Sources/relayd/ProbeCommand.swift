@@ -8,6 +8,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Logging
 import RelayCore
 
 struct ProbeCommand: ParsableCommand {
@@ -98,13 +99,32 @@ struct ProbeCommand: ParsableCommand {
 
         let cached = config.mtaSTS.enabled ? cachedPolicy(config, d, now: now) : nil
         let policies = config.mtaSTS.enabled ? STSPolicies(cached.map { [$0] } ?? []) : nil
-        let decision = OutboundSettings.engine(config, stsPolicies: policies, now: { now }).decide(d)
+        let learned = learnedRecord(config, d)
+        let status = LearnedStatus(store: ReadOnlyRecord(record: learned), settings: config.learned,
+                                   logger: Logger(label: "relayd") { _ in SwiftLogNoOpLogHandler() }, now: { now })
+        _ = status.reload(d)
+        let decision = OutboundSettings.engine(config, stsPolicies: policies, learned: status, now: { now }).decide(d)
         let report = ProbeReport(result: result, decision: decision,
                                  mtaSTS: .init(enabled: config.mtaSTS.enabled, cached: cached, live: found.live),
-                                 relay: DeliveryAttempt.Plan.relay(for: d, config: config)?.name, now: now)
+                                 relay: DeliveryAttempt.Plan.relay(for: d, config: config)?.name, now: now,
+                                 learned: learned, learnedSettings: config.learned)
         print(json ? report.json() : report.text())
         let code = report.fitness.rawValue
         if code != 0 { throw ExitCode(code) }
+    }
+
+    /// The domain's learned record, read without changing anything (a
+    /// damaged one is the daemon's to set aside).
+    func learnedRecord(_ config: Config, _ domain: String) -> LearnedRecord? {
+        let dir = config.server.spoolDirectory
+        guard FileManager.default.fileExists(atPath: dir + "/learned"), let spool = try? Spool(root: dir) else { return nil }
+        do {
+            guard let bytes = try spool.readRecord("learned", domain) else { return nil }
+            return try LearnedRecordFormat.decode(bytes)
+        } catch {
+            printError("relayd probe: the learned record of \(domain) is unreadable (\(error)); shown as none")
+            return nil
+        }
     }
 
     /// The daemon's cached MTA-STS record, read without changing anything:
@@ -120,4 +140,14 @@ struct ProbeCommand: ParsableCommand {
             return nil
         }
     }
+}
+
+/// A store holding the one record the probe read, for the policy layer.
+private struct ReadOnlyRecord: LearnedStore {
+    let record: LearnedRecord?
+    func get(_ domain: String) throws -> LearnedRecord? { record?.domain == domain ? record : nil }
+    func put(_ record: LearnedRecord) throws {}
+    func list() throws -> [String] { record.map { [$0.domain] } ?? [] }
+    func delete(_ domain: String) throws -> Bool { false }
+    func audit(_ line: String) throws {}
 }

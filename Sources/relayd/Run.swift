@@ -80,6 +80,10 @@ final class Daemon: @unchecked Sendable {
     /// Every minute: learned records changed only in their counters are
     /// written (decisive changes are written at once).
     private var learnedFlushTimer: (any DispatchSourceTimer)?
+    /// The daily re-probe of learned domains (and their sweep), ticked
+    /// every five minutes.
+    let learnedMonitor: LearnedMonitor
+    private var learnedMonitorTimer: (any DispatchSourceTimer)?
     private var signalSources: [any DispatchSourceSignal] = []
     /// Every ten minutes (plus jitter): cached MTA-STS policies that are a
     /// day old or near expiry are fetched again.
@@ -133,6 +137,16 @@ final class Daemon: @unchecked Sendable {
                                                                            learned: learned),
                              logger: logger)
         let runner = self.runner
+        let prober = DomainProber(resolver: resolver,
+                                  prober: HostProber(tlsContext: try OutboundSettings.clientTLSContext(config),
+                                                     heloName: config.server.hostname,
+                                                     timeoutSeconds: config.learned.probeTimeout,
+                                                     sourceAddress: config.outbound.sourceAddress),
+                                  port: config.outbound.mxPort)
+        learnedMonitor = LearnedMonitor(status: learned,
+                                        probe: LearnedProbing.probe(prober, queue: DispatchQueue(label: "relayd.learned.probes"),
+                                                                    now: { Int(time(nil)) }),
+                                        protected: { runner.upgradedAboveLearned($0) }, now: { Int(time(nil)) })
         inbound.onQueued = { message in runner.wake(queued: message.id, message: message) }
     }
 
@@ -155,6 +169,13 @@ final class Daemon: @unchecked Sendable {
         flush.setEventHandler { [learned] in learned.flush() }
         flush.resume()
         learnedFlushTimer = flush
+        let probes = DispatchSource.makeTimerSource(queue: signalQueue)
+        probes.schedule(deadline: .now() + .seconds(120 + Int.random(in: 0...60)), repeating: .seconds(300), leeway: .seconds(30))
+        probes.setEventHandler { [runner, learnedMonitor] in
+            if runner.learnsTLSStatus { learnedMonitor.tick() }
+        }
+        probes.resume()
+        learnedMonitorTimer = probes
         if !spoolLock.acceptRequests() {
             logger.warning("cannot mark the spool lock; `relayd queue` will not reach this daemon",
                            metadata: ["lock": "\(spoolLock.path)"])

@@ -10,6 +10,7 @@ import Testing
 @testable import RelaySTS
 @testable import RelayMTASTS
 @testable import RelayDelivery
+@testable import RelayLearned
 
 @Suite struct ProbeReportTests {
     static let now = 1_800_000_000
@@ -84,7 +85,7 @@ import Testing
             "version: STSv1\nmode: testing\nmx: *.example.test\nmax_age: 600\n".utf8)).get())).json(), "stable output")
         let root = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         #expect(Set(root.keys) == ["domain", "probed_at", "mx", "addresses", "not_probed", "mta_sts", "dane", "dane_note",
-                                   "decision", "levels", "fit_for", "exit_code"])
+                                   "learned", "decision", "levels", "fit_for", "exit_code"])
         #expect(root["dane"] is NSNull)
         #expect(root["fit_for"] as? String == "verify")
         #expect(root["exit_code"] as? Int == 0)
@@ -115,5 +116,25 @@ import Testing
         #expect(r.decisionOutcome == .deferred)
         #expect(r.fitness == .unknown)
         #expect(r.text().contains("Could not tell (exit 1)"))
+    }
+
+    @Test func theLearnedRecordIsShownWithWhyItDoesNotDecide() throws {
+        var record = LearnedRecord(domain: "example.test", created: Self.now - 3 * 86_400)
+        record.observeSession(host: "mx1.example.test", seen: .verified, reason: "verified TLS", key: nil, at: Self.now - 2 * 86_400)
+        record.observeSession(host: "mx1.example.test", seen: .verified, reason: "verified TLS", key: nil, at: Self.now - 600)
+        let base = Self.report()
+        let report = ProbeReport(result: base.result, decision: base.decision, mtaSTS: base.mtaSTS, relay: nil, now: Self.now,
+                                 learned: record)
+        let text = report.text()
+        #expect(text.contains("Learned TLS status: does not decide: mta-sts comes first"), "\(text)")
+        #expect(text.contains("  learned     verified (answers verify)"))
+        #expect(text.contains("  relax       never while DANE or MTA-STS decides"))
+        let root = try #require(try JSONSerialization.jsonObject(with: Data(report.json().utf8)) as? [String: Any])
+        let learned = try #require(root["learned"] as? [String: Any])
+        #expect(learned["decides"] as? Bool == false)
+        let r = try #require(learned["record"] as? [String: Any])
+        #expect(r["learned"] as? String == "verified" && r["answer"] as? String == "verify")
+        // Without a record the section says so.
+        #expect(Self.report().text().contains("Learned TLS status: no record"))
     }
 }

@@ -77,3 +77,44 @@ struct VerdictRow: CustomTestStringConvertible, Sendable {
                                                   failure: ProbeFailure(step: .ehloAfterTLS, detail: "closed"))) == .brokenAfterTLS)
     }
 }
+
+/// The daily probe's findings in the learned record's terms.
+@Suite struct ProbeForLearnedStatus {
+    typealias V = ProbeVerdictTests
+
+    func domain(_ addresses: [HostProbeResult], mx: DomainProbeResult.MXLookup? = nil) -> DomainProbeResult {
+        DomainProbeResult(domain: "example", mx: mx ?? .found([MXHost(name: "mx.example", preference: 10, addresses: [], implicit: false)]),
+                          addresses: addresses)
+    }
+
+    @Test func theFirstAnsweringAddressIsTheDomainsLevel() {
+        let down = V.result(offered: nil, failure: ProbeFailure(step: .connect, detail: "refused"))
+        let plain = V.result(offered: false)
+        let verified = V.result(offered: true, established: true, verification: .trusted)
+        let r = domain([down, plain, verified]).learnedReport(at: 1_000)
+        #expect(r.probe.answered && r.probe.seen == .plaintext && r.probe.at == 1_000)
+        #expect(r.probe.starttlsOffered == false && !r.probe.handshake)
+        #expect(r.hosts.map(\.seen) == [.plaintext, .verified], "the host that did not answer teaches nothing")
+        #expect(r.mx == ["mx.example"])
+        let tls = domain([verified, plain]).learnedReport(at: 1_000)
+        #expect(tls.probe.seen == .verified && tls.probe.verified && tls.probe.version == "TLSv1.3")
+    }
+
+    @Test func nothingAnsweringIsNotAnAnswer() {
+        let down = V.result(offered: nil, failure: ProbeFailure(step: .greeting, detail: "421 busy"))
+        let r = domain([down]).learnedReport(at: 5)
+        #expect(!r.probe.answered)
+        #expect(r.probe.detail.contains("421 busy"))
+        #expect(r.hosts.isEmpty)
+        let dns = domain([], mx: .failed("SERVFAIL")).learnedReport(at: 5)
+        #expect(!dns.probe.answered && dns.probe.detail.contains("SERVFAIL"))
+    }
+
+    @Test func aFailedHandshakeIsPlaintextAndAnUnverifiedOneIsTLS() {
+        let failed = V.result(offered: true, failure: ProbeFailure(step: .handshake, detail: "protocol-below-floor"))
+        #expect(domain([failed]).learnedReport(at: 1).probe.seen == .plaintext)
+        let unverified = V.result(offered: true, established: true,
+                                  verification: .failed(TLSFailure(kind: .certificateUntrusted, detail: "")))
+        #expect(domain([unverified]).learnedReport(at: 1).probe.seen == .tls)
+    }
+}

@@ -151,6 +151,7 @@ final class ClientRun: ConnectionDelegate {
         guard let completion else { return }
         self.completion = nil
         var result = ClientRunResult(outcome: outcome, tls: connection.tlsInfo, tlsFailure: tlsFailure)
+        if result.tls != nil { result.leafKey = connection.leafPublicKeySHA256() }
         result.bodyFailure = bodyFailure
         completion(result)
         if session.endedReusable {

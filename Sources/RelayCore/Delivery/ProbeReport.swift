@@ -7,6 +7,7 @@
 // Both renderings are lists of sections, each a function of the report;
 // a new layer (learned status) is one more entry in each list.
 import Foundation
+import RelayLearned
 import RelayModel
 import RelayMTASTS
 import RelayPolicy
@@ -37,7 +38,15 @@ public struct ProbeReport: Sendable {
     public let relay: String?
     public let now: Int
 
-    public init(result: DomainProbeResult, decision: PolicyDecision, mtaSTS: MTASTS, relay: String?, now: Int) {
+    /// The domain's learned TLS record (nil: none) and the windows it is
+    /// judged by.
+    public let learned: LearnedRecord?
+    public let learnedSettings: LearnedSettings
+
+    public init(result: DomainProbeResult, decision: PolicyDecision, mtaSTS: MTASTS, relay: String?, now: Int,
+                learned: LearnedRecord? = nil, learnedSettings: LearnedSettings = LearnedSettings()) {
+        self.learned = learned
+        self.learnedSettings = learnedSettings
         self.result = result
         self.decision = decision
         self.mtaSTS = mtaSTS
@@ -113,6 +122,7 @@ extension ProbeReport {
     /// In order; each returns its lines (a blank line separates sections).
     public static let textSections: [TextSection] = [
         { $0.mxText() }, { $0.addressesText() }, { $0.mtaSTSText() }, { _ in ["DANE: \(daneNote)"] },
+        { [LearnedExplanation.text($0.learned, decision: $0.decision, settings: $0.learnedSettings, now: $0.now)] },
         { $0.decisionText() }, { $0.levelsText() }, { $0.fitnessText() },
     ]
 
@@ -237,6 +247,7 @@ extension ProbeReport {
         ("addresses", { r in r.result.addresses.map { r.addressJSON($0) } }),
         ("not_probed", { $0.result.notProbed }),
         ("mta_sts", { $0.mtaSTSJSON() }),
+        ("learned", { LearnedExplanation.json($0.learned, decision: $0.decision, settings: $0.learnedSettings, now: $0.now) }),
         ("dane", { _ in NSNull() }),
         ("dane_note", { _ in daneNote }),
         ("decision", { $0.decisionJSON() }),

@@ -124,6 +124,22 @@ public final class QueueRunner: @unchecked Sendable {
         queue.async { [self] in environment.mtaSTS?.refreshStale(age: environment.config.mtaSTS.refreshInterval) }
     }
 
+    /// Whether DANE or MTA-STS decides the domain under the current
+    /// environment: learned status never relaxes such a domain. Not to be
+    /// called on the runner's queue.
+    public func upgradedAboveLearned(_ domain: String) -> Bool {
+        dispatchPrecondition(condition: .notOnQueue(queue))
+        return queue.sync {
+            environment.engine.decide(domain).verdicts.contains { ($0.layer == .dane || $0.layer == .mtaSTS) && $0.level != nil }
+        }
+    }
+
+    /// Whether the current environment learns TLS status (`[learned] enabled`).
+    public var learnsTLSStatus: Bool {
+        dispatchPrecondition(condition: .notOnQueue(queue))
+        return queue.sync { environment.learned != nil }
+    }
+
     /// Stops starting new deliveries (those running finish and are filed).
     public func stop() { queue.sync { stopped = true; timer?.cancel() } }
 
