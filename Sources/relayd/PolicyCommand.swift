@@ -18,7 +18,7 @@ struct PolicyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
         abstract: "Explain a domain's policy; list, pin, unpin or forget learned TLS status; refresh or flush a cached MTA-STS policy.",
-        subcommands: [Explain.self, List.self, Pin.self, Unpin.self, Forget.self, Refresh.self, Flush.self])
+        subcommands: [Explain.self, List.self, Pin.self, Unpin.self, Forget.self, Reprobe.self, Refresh.self, Flush.self])
 
     static func load(_ options: ConfigOption) throws -> (Config, Spool, FileSTSCacheStore) {
         do {
@@ -185,6 +185,66 @@ struct PolicyCommand: ParsableCommand {
         func run() throws {
             try PolicyCommand.change(options, .forget(domain: try PolicyCommand.domainArgument(domain), by: PolicyCommand.operatorName),
                                      command: "forget")
+        }
+    }
+
+    struct Reprobe: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Probe a learned domain's MX hosts now, as the daily probe does, and record the result.")
+        @OptionGroup var options: ConfigOption
+        @Argument(help: "The recipient domain.") var domain: String
+
+        func run() throws {
+            let d = try PolicyCommand.domainArgument(domain)
+            let (config, spool, _) = try PolicyCommand.load(options)
+            guard config.learned.enabled else {
+                printError("relayd policy reprobe: learned TLS status is disabled ([learned] enabled = false)")
+                throw ExitCode(1)
+            }
+            do {
+                let result = try QueueAdmin(spool: spool).submit(.learned(.reprobe(domain: d, by: PolicyCommand.operatorName))) { _ in
+                    try Self.probeHere(config, spool, d)
+                }
+                print(result)
+                if result.hasPrefix("error:") { throw ExitCode(1) }
+            } catch let e as ExitCode {
+                throw e
+            } catch {
+                printError("relayd policy reprobe: \(error)")
+                throw ExitCode(1)
+            }
+        }
+
+        /// No daemon: probe here, under the spool lock, and write the record.
+        static func probeHere(_ config: Config, _ spool: Spool, _ domain: String) throws -> String {
+            let now: @Sendable () -> Int = { Int(Date().timeIntervalSince1970) }
+            let logger = Logger(label: "relayd") { label in LogfmtHandler(label: label, level: .notice) }
+            let store = FileLearnedStore(spool: spool, now: now, onDamaged: { d, aside in
+                printError("learned record of \(d) was damaged; set aside as \(aside)")
+            })
+            let status = LearnedStatus(store: store, settings: config.learned, logger: logger, now: now)
+            _ = status.reload(domain)
+            guard status.record(domain) != nil else { return "\(domain): no learned record; nothing to probe" }
+            let resolver = try CAresResolver(servers: config.dns.servers)
+            let prober = DomainProber(resolver: resolver,
+                                      prober: HostProber(tlsContext: try OutboundSettings.clientTLSContext(config),
+                                                         heloName: config.server.hostname,
+                                                         timeoutSeconds: config.learned.probeTimeout,
+                                                         sourceAddress: config.outbound.sourceAddress),
+                                      port: config.outbound.mxPort)
+            let done = DispatchSemaphore(value: 0)
+            let found = Locked<LearnedProbeReport?>(nil)
+            LearnedProbing.probe(prober, queue: DispatchQueue(label: "relayd.reprobe"), now: now)(domain) { report in
+                found.withLock { $0 = report }
+                done.signal()
+            }
+            let bound = config.learned.probeTimeout * 18 + 30
+            guard done.wait(timeout: .now() + .seconds(bound)) == .success, let report = found.withLock({ $0 }) else {
+                return "error: \(domain): the probe did not finish within \(bound) s"
+            }
+            status.observeProbe(domain: domain, probe: report.probe, hosts: report.hosts, mx: report.mx, keys: report.keys)
+            let p = report.probe
+            return "\(domain): probed; " + (p.answered ? "\(p.seen) at \(p.host)" : "no answer") + (p.detail.isEmpty ? "" : " (\(p.detail))")
         }
     }
 

@@ -147,6 +147,7 @@ final class Daemon: @unchecked Sendable {
                                         probe: LearnedProbing.probe(prober, queue: DispatchQueue(label: "relayd.learned.probes"),
                                                                     now: { Int(time(nil)) }),
                                         protected: { runner.upgradedAboveLearned($0) }, now: { Int(time(nil)) })
+        runner.learnedMonitor = learnedMonitor
         inbound.onQueued = { message in runner.wake(queued: message.id, message: message) }
     }
 

@@ -117,4 +117,16 @@ final class HeldProbes: Sendable {
         let offsets = Set((0..<200).map { ProbeSchedule.jitter("d\($0).example", interval: day) })
         #expect(offsets.count > 150)
     }
+
+    @Test func probeNowGoesFirstAndOnlyOnce() {
+        let (f, probes, monitor) = fixture(domains: ["a.example", "b.example", "c.example"], concurrency: 1)
+        f.clock.advance(day)
+        monitor.tick()
+        #expect(probes.started.withLock { $0 } == ["a.example"])
+        #expect(monitor.probeNow("c.example").contains("probe started"))
+        #expect(monitor.probeNow("a.example").contains("already running"))
+        #expect(monitor.probeNow("unknown.example").contains("no learned record"))
+        probes.finish("a.example", seen: .tls, at: f.clock.now)
+        #expect(probes.started.withLock { $0 } == ["a.example", "c.example"], "the operator's probe jumps the line")
+    }
 }

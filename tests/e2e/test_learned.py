@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from bed import DNS_IP, Bed
+from bed import DNS_IP, Bed, wait_for
 from delivery_log import arrived, concluded, log_lines, submit, wait_arrived, wait_deferred, wait_delivered
 from relayd_harness import RELAYD, Relayd
 
@@ -172,3 +172,47 @@ def test_pin_unpin_and_list_with_and_without_a_daemon(bed, tmp_path):
         relayd.stop()
     audit = (relayd.spool / "audit" / "learned.log").read_text().splitlines()
     assert len(audit) == 3 and all("by" in line or "uid" in line or "root" in line for line in audit), audit
+
+
+def mails_at_backend(bed):
+    return len([e for e in bed.events(BACKEND) if e["event"] == "mail"])
+
+
+def test_reprobe_records_what_the_mx_offers_now_and_sends_no_mail(bed, tmp_path):
+    """The daily probe's path, started on demand: the daemon probes with
+    EHLO/STARTTLS/handshake/QUIT and files what it found in the record."""
+    bed.set_strip(DOMAIN, False)
+    relayd = learned_relayd(tmp_path / "relayd", bed).start()
+    try:
+        wait_delivered(relayd, submit(relayd, f"user@{DOMAIN}", new_tag("before-probe")))
+        mails = mails_at_backend(bed)
+
+        bed.set_strip(DOMAIN, True)
+        since = len(relayd.log_text())
+        assert "probe started" in policy(relayd, "reprobe", DOMAIN).stdout
+        wait_for(lambda: log_lines(relayd, "probe", since, domain=DOMAIN), 30, "probe logged")
+        line = log_lines(relayd, "probe", since, domain=DOMAIN)[0]
+        assert line["seen"] == "plaintext" and line["mx"] == "mx.learned-strip.test", line
+        r = explain(relayd)["learned"]["record"]
+        assert r["last_probe"]["seen"] == "plaintext" and r["last_probe"]["starttls_offered"] is False, r
+        assert r["probes_below"] == 1 and r["probes_below_since"], r
+        assert r["learned"] == "tls", "one probe never lowers what was learned"
+        text = policy(relayd, "explain", DOMAIN).stdout
+        assert re.search(r"^  relax\s+1 probe below since .* once 3 probes have found the same", text, re.M), text
+
+        bed.set_strip(DOMAIN, False)
+        since = len(relayd.log_text())
+        policy(relayd, "reprobe", DOMAIN)
+        wait_for(lambda: log_lines(relayd, "probe: TLS level changed", since, domain=DOMAIN), 30, "probe change logged")
+        changed = log_lines(relayd, "probe: TLS level changed", since, domain=DOMAIN)[0]
+        assert changed["previous"] == "plaintext" and changed["seen"] == "verified", changed
+        r = explain(relayd)["learned"]["record"]
+        assert r["probes_below"] == 0 and r["probes_below_since"] is None, r
+        assert len(r["keys"]) == 1 and re.fullmatch(r"[0-9a-f]{64}", r["keys"][0]), r
+        assert mails_at_backend(bed) == mails, "a probe sent mail"
+    finally:
+        bed.set_strip(DOMAIN, False)
+        relayd.stop()
+    # Without a daemon the CLI probes itself and writes the record.
+    out = policy(relayd, "reprobe", DOMAIN).stdout
+    assert f"{DOMAIN}: probed; verified at mx.learned-strip.test" in out, out

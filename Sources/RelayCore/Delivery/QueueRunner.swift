@@ -15,6 +15,7 @@
 // @unchecked Sendable. Bodies held in memory
 // are bounded by `[queue] memory_budget` (BodyCache); the rest are read
 // from the spool as they are sent.
+import RelayLearned
 import RelayQueue
 import RelaySMTP
 import Dispatch
@@ -123,6 +124,14 @@ public final class QueueRunner: @unchecked Sendable {
     public func refreshMTASTS() {
         queue.async { [self] in environment.mtaSTS?.refreshStale(age: environment.config.mtaSTS.refreshInterval) }
     }
+
+    /// The daemon's daily prober of learned domains, for `relayd policy
+    /// reprobe`; set before start.
+    public var learnedMonitor: LearnedMonitor? {
+        get { queue.sync { monitor } }
+        set { queue.sync { monitor = newValue } }
+    }
+    private var monitor: LearnedMonitor?
 
     /// Whether DANE or MTA-STS decides the domain under the current
     /// environment: learned status never relaxes such a domain. Not to be
@@ -268,7 +277,13 @@ public final class QueueRunner: @unchecked Sendable {
             if case .reloadSTS(let domain) = request {
                 result = environment.mtaSTS?.reload(domain) ?? "MTA-STS is disabled ([mta_sts] enabled = false)"
             } else if case .learned(let change) = request {
-                result = environment.learned?.apply(change) ?? "error: learned TLS status is disabled ([learned] enabled = false)"
+                if environment.learned == nil {
+                    result = "error: learned TLS status is disabled ([learned] enabled = false)"
+                } else if case .reprobe(let domain, _) = change {
+                    result = monitor?.probeNow(domain) ?? "error: no learned-status monitor in this process"
+                } else {
+                    result = environment.learned!.apply(change)
+                }
             } else {
                 do { result = try admin.apply(request, inFlight: inFlight) } catch { result = "error: \(error)" }
             }

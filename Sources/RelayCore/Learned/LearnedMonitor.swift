@@ -88,6 +88,22 @@ public final class LearnedMonitor: Sendable {
         startMore()
     }
 
+    /// `relayd policy reprobe`: probes a known domain ahead of the others
+    /// (still within the concurrency limit); its result lands like a daily
+    /// probe's. Returns what to tell the operator.
+    public func probeNow(_ domain: String) -> String {
+        guard status.record(domain) != nil else { return "\(domain): no learned record; nothing to probe" }
+        let queued: Bool = state.withLock { s in
+            guard !s.running.contains(domain) else { return false }
+            s.waiting.removeAll { $0 == domain }
+            s.waiting.insert(domain, at: 0)
+            return true
+        }
+        guard queued else { return "\(domain): a probe is already running" }
+        startMore()
+        return "\(domain): probe started; its result goes to the log and the record (relayd policy explain)"
+    }
+
     /// Domains being probed now, and waiting for a slot.
     public var inProgress: (running: Set<String>, waiting: [String]) { state.withLock { ($0.running, $0.waiting) } }
 

@@ -197,6 +197,9 @@ public final class LearnedStatus: Sendable {
             }
             guard had else { return "\(domain): not pinned" }
             result = "\(domain): unpinned; learned status decides again"
+        case .reprobe:
+            // The monitor's (LearnedMonitor.probeNow), not a record change.
+            return "error: a probe is started by the learned monitor, not by the record store"
         case .forget:
             let kept: LearnedRecord.Pin?? = table.withLock { table in
                 guard let r = table[domain] else { return .none }

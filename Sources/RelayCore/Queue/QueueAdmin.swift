@@ -78,10 +78,13 @@ public enum LearnedChange: Equatable, Sendable, CustomStringConvertible {
     case pin(domain: String, level: String, until: Int?, reason: String, by: String)
     case unpin(domain: String, by: String)
     case forget(domain: String, by: String)
+    /// Not a change by itself: probe the domain now (its result updates
+    /// the record as a daily probe's does).
+    case reprobe(domain: String, by: String)
 
     public var domain: String {
         switch self {
-        case .pin(let d, _, _, _, _), .unpin(let d, _), .forget(let d, _): return d
+        case .pin(let d, _, _, _, _), .unpin(let d, _), .forget(let d, _), .reprobe(let d, _): return d
         }
     }
 
@@ -96,6 +99,7 @@ public enum LearnedChange: Equatable, Sendable, CustomStringConvertible {
             return "pin \(d) \(level) \(until.map(String.init) ?? "-") \(Self.text(by)) \(Self.text(reason))"
         case .unpin(let d, let by): return "unpin \(d) \(Self.text(by))"
         case .forget(let d, let by): return "forget \(d) \(Self.text(by))"
+        case .reprobe(let d, let by): return "reprobe \(d) \(Self.text(by))"
         }
     }
 
@@ -110,6 +114,8 @@ public enum LearnedChange: Equatable, Sendable, CustomStringConvertible {
             return untext(w[2]).map { .unpin(domain: DNSName.normalize(w[1]), by: $0) }
         case ("forget", 3):
             return untext(w[2]).map { .forget(domain: DNSName.normalize(w[1]), by: $0) }
+        case ("reprobe", 3):
+            return untext(w[2]).map { .reprobe(domain: DNSName.normalize(w[1]), by: $0) }
         default:
             return nil
         }
