@@ -4,6 +4,7 @@
 #   remote          DNS answers, SMTP replies and the client session
 #   sts             MTA-STS policy files and _mta-sts TXT records
 #   probe-session   replies to relayd probe's dialogue (ProbeSession)
+#   learned         learned-status record files (LearnedRecordFormat)
 # Crashes land in .build-fuzz/<target>-crash-*.
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,13 +18,18 @@ mkdir -p "$out"
 # RelaySMTP, …) are dropped from copies of the files.
 src="$out/src"
 rm -rf "$src"
-mkdir -p "$src/core" "$src/dns" "$src/sts"
+mkdir -p "$src/core" "$src/dns" "$src/sts" "$src/learned"
 for f in Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift; do
   sed '/^import Relay/d' "$f" > "$src/core/$(basename "$f")"
 done
 sed '/^import Relay/d' Sources/RelayCore/DNS/DNSMessage.swift > "$src/dns/DNSMessage.swift"
 for f in Sources/RelayCore/STS/*.swift; do
   sed '/^import Relay/d' "$f" > "$src/sts/$(basename "$f")"
+done
+# The learned record's pure files, with the policy vocabulary they use.
+for f in Sources/RelayCore/Policy/*.swift Sources/RelayCore/Learned/LearnedRecord.swift \
+         Sources/RelayCore/Learned/LearnedRecordFormat.swift Sources/RelayCore/Learned/LearnedClock.swift; do
+  sed '/^import Relay/d' "$f" > "$src/learned/$(basename "$f")"
 done
 core="$src/core/*.swift"
 build() {
@@ -52,4 +58,8 @@ fi
 if [ -z "$only" ] || [ "$only" = probe-session ]; then
   build fuzz/FuzzProbeSession.swift -o "$out/fuzz-probe-session"
   run probe-session fuzz/corpus-probe
+fi
+if [ -z "$only" ] || [ "$only" = learned ]; then
+  build "$src"/sts/*.swift "$src"/learned/*.swift fuzz/FuzzLearnedRecord.swift -o "$out/fuzz-learned"
+  run learned fuzz/corpus-learned
 fi
