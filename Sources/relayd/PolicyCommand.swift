@@ -43,14 +43,22 @@ struct PolicyCommand: ParsableCommand {
     /// The learned records from the spool (read-only here): one domain's,
     /// or all of them.
     static func learnedStatus(_ config: Config, only domain: String? = nil) throws -> LearnedStatus {
-        let spool = try Spool(root: config.server.spoolDirectory)
-        let store = FileLearnedStore(spool: spool, now: { Int(Date().timeIntervalSince1970) }, onDamaged: { domain, aside in
-            printError("learned record of \(domain) was damaged; set aside as \(aside)")
-        })
-        let status = LearnedStatus(store: store, settings: config.learned, logger: Logger(label: "relayd") { _ in SwiftLogNoOpLogHandler() },
-                                   now: { Int(Date().timeIntervalSince1970) })
+        let status = writableLearnedStatus(config, try Spool(root: config.server.spoolDirectory),
+                                           logger: Logger(label: "relayd") { _ in SwiftLogNoOpLogHandler() })
         if let domain { _ = status.reload(domain) } else { status.load() }
         return status
+    }
+
+    /// The learned records over the spool's file store (a damaged record
+    /// is set aside and said so on stderr), for changes made here when no
+    /// daemon runs.
+    static func writableLearnedStatus(_ config: Config, _ spool: Spool,
+                                      logger: Logger = Logger(label: "relayd") { LogfmtHandler(label: $0, level: .notice) }) -> LearnedStatus {
+        let now: @Sendable () -> Int = { Int(Date().timeIntervalSince1970) }
+        let store = FileLearnedStore(spool: spool, now: now, onDamaged: { domain, aside in
+            printError("learned record of \(domain) was damaged; set aside as \(aside)")
+        })
+        return LearnedStatus(store: store, settings: config.learned, logger: logger, now: now)
     }
 
     /// Who runs the command, for the audit log: the login name, and the
@@ -76,12 +84,7 @@ struct PolicyCommand: ParsableCommand {
         do {
             let result = try QueueAdmin(spool: spool).submit(.learned(change)) { request in
                 guard case .learned(let c) = request else { return "error: not a learned-status request" }
-                let store = FileLearnedStore(spool: spool, now: { Int(Date().timeIntervalSince1970) }, onDamaged: { domain, aside in
-                    printError("learned record of \(domain) was damaged; set aside as \(aside)")
-                })
-                let logger = Logger(label: "relayd") { label in LogfmtHandler(label: label, level: .notice) }
-                let status = LearnedStatus(store: store, settings: config.learned, logger: logger,
-                                           now: { Int(Date().timeIntervalSince1970) })
+                let status = writableLearnedStatus(config, spool)
                 _ = status.reload(c.domain)
                 return status.apply(c)
             }
@@ -218,20 +221,12 @@ struct PolicyCommand: ParsableCommand {
         /// No daemon: probe here, under the spool lock, and write the record.
         static func probeHere(_ config: Config, _ spool: Spool, _ domain: String) throws -> String {
             let now: @Sendable () -> Int = { Int(Date().timeIntervalSince1970) }
-            let logger = Logger(label: "relayd") { label in LogfmtHandler(label: label, level: .notice) }
-            let store = FileLearnedStore(spool: spool, now: now, onDamaged: { d, aside in
-                printError("learned record of \(d) was damaged; set aside as \(aside)")
-            })
-            let status = LearnedStatus(store: store, settings: config.learned, logger: logger, now: now)
+            let status = PolicyCommand.writableLearnedStatus(config, spool)
             _ = status.reload(domain)
             guard status.record(domain) != nil else { return "\(domain): no learned record; nothing to probe" }
             let resolver = try CAresResolver(servers: config.dns.servers)
-            let prober = DomainProber(resolver: resolver,
-                                      prober: HostProber(tlsContext: try OutboundSettings.clientTLSContext(config),
-                                                         heloName: config.server.hostname,
-                                                         timeoutSeconds: config.learned.probeTimeout,
-                                                         sourceAddress: config.outbound.sourceAddress),
-                                      port: config.outbound.mxPort)
+            let prober = OutboundSettings.domainProber(config, resolver: resolver, tlsContext: try OutboundSettings.clientTLSContext(config),
+                                                       timeoutSeconds: config.learned.probeTimeout)
             let done = DispatchSemaphore(value: 0)
             let found = Locked<LearnedProbeReport?>(nil)
             LearnedProbing.probe(prober, queue: DispatchQueue(label: "relayd.reprobe"), now: now)(domain) { report in

@@ -63,9 +63,8 @@ struct ProbeCommand: ParsableCommand {
             throw ExitCode(1)
         }
         let now = Int(Date().timeIntervalSince1970)
-        let prober = HostProber(tlsContext: tls, heloName: config.server.hostname, timeoutSeconds: timeout,
-                                sourceAddress: config.outbound.sourceAddress)
-        let domainProber = DomainProber(resolver: resolver, prober: prober, port: port ?? config.outbound.mxPort)
+        let domainProber = OutboundSettings.domainProber(config, resolver: resolver, tlsContext: tls, timeoutSeconds: timeout,
+                                                         port: port)
 
         final class Found: @unchecked Sendable {
             // Written before `group.leave()`, read after `group.wait()`.
@@ -97,9 +96,10 @@ struct ProbeCommand: ParsableCommand {
             throw ExitCode(1)
         }
 
-        let cached = config.mtaSTS.enabled ? cachedPolicy(config, d, now: now) : nil
+        let cached = config.mtaSTS.enabled
+            ? readOnlyRecord(config, "mta-sts", d, what: "cached MTA-STS record", CachedSTSPolicy.decode) : nil
         let policies = config.mtaSTS.enabled ? STSPolicies(cached.map { [$0] } ?? []) : nil
-        let learned = learnedRecord(config, d)
+        let learned = readOnlyRecord(config, "learned", d, what: "learned record", LearnedRecordFormat.decode)
         let status = LearnedStatus(store: ReadOnlyRecord(record: learned), settings: config.learned,
                                    logger: Logger(label: "relayd") { _ in SwiftLogNoOpLogHandler() }, now: { now })
         _ = status.reload(d)
@@ -113,30 +113,18 @@ struct ProbeCommand: ParsableCommand {
         if code != 0 { throw ExitCode(code) }
     }
 
-    /// The domain's learned record, read without changing anything (a
-    /// damaged one is the daemon's to set aside).
-    func learnedRecord(_ config: Config, _ domain: String) -> LearnedRecord? {
+    /// A record of the daemon's (`folder` under the spool), read without
+    /// changing anything: a damaged one is reported and left where it is
+    /// for the daemon to set aside.
+    func readOnlyRecord<T>(_ config: Config, _ folder: String, _ domain: String, what: String,
+                           _ decode: ([UInt8]) throws -> T) -> T? {
         let dir = config.server.spoolDirectory
-        guard FileManager.default.fileExists(atPath: dir + "/learned"), let spool = try? Spool(root: dir) else { return nil }
+        guard FileManager.default.fileExists(atPath: dir + "/" + folder), let spool = try? Spool(root: dir) else { return nil }
         do {
-            guard let bytes = try spool.readRecord("learned", domain) else { return nil }
-            return try LearnedRecordFormat.decode(bytes)
+            guard let bytes = try spool.readRecord(folder, domain) else { return nil }
+            return try decode(bytes)
         } catch {
-            printError("relayd probe: the learned record of \(domain) is unreadable (\(error)); shown as none")
-            return nil
-        }
-    }
-
-    /// The daemon's cached MTA-STS record, read without changing anything:
-    /// a damaged record is reported and left where it is for the daemon.
-    func cachedPolicy(_ config: Config, _ domain: String, now: Int) -> CachedSTSPolicy? {
-        let dir = config.server.spoolDirectory
-        guard FileManager.default.fileExists(atPath: dir + "/mta-sts"), let spool = try? Spool(root: dir) else { return nil }
-        do {
-            guard let bytes = try spool.readRecord("mta-sts", domain) else { return nil }
-            return try CachedSTSPolicy.decode(bytes)
-        } catch {
-            printError("relayd probe: the cached MTA-STS record of \(domain) is unreadable (\(error)); shown as none")
+            printError("relayd probe: the \(what) of \(domain) is unreadable (\(error)); shown as none")
             return nil
         }
     }

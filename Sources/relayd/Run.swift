@@ -137,12 +137,8 @@ final class Daemon: @unchecked Sendable {
                                                                            learned: learned),
                              logger: logger)
         let runner = self.runner
-        let prober = DomainProber(resolver: resolver,
-                                  prober: HostProber(tlsContext: try OutboundSettings.clientTLSContext(config),
-                                                     heloName: config.server.hostname,
-                                                     timeoutSeconds: config.learned.probeTimeout,
-                                                     sourceAddress: config.outbound.sourceAddress),
-                                  port: config.outbound.mxPort)
+        let prober = OutboundSettings.domainProber(config, resolver: resolver, tlsContext: try OutboundSettings.clientTLSContext(config),
+                                                   timeoutSeconds: config.learned.probeTimeout)
         learnedMonitor = LearnedMonitor(status: learned,
                                         probe: LearnedProbing.probe(prober, queue: DispatchQueue(label: "relayd.learned.probes"),
                                                                     now: { Int(time(nil)) }),

@@ -31,6 +31,17 @@ public enum OutboundSettings {
         return PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains, upgrades: upgrades)
     }
 
+    /// The TLS prober with this config's trust store, floor, hostname and
+    /// source address: `relayd probe`, the daily re-probe of learned
+    /// domains and `relayd policy reprobe` use one.
+    public static func domainProber(_ config: Config, resolver: any DNSResolving, tlsContext: TLSContext,
+                                    timeoutSeconds: Int, port: UInt16? = nil) -> DomainProber {
+        DomainProber(resolver: resolver,
+                     prober: HostProber(tlsContext: tlsContext, heloName: config.server.hostname,
+                                        timeoutSeconds: timeoutSeconds, sourceAddress: config.outbound.sourceAddress),
+                     port: port ?? config.outbound.mxPort)
+    }
+
     /// Reads each relay's password file (one line; a trailing newline is
     /// not part of the password).
     public static func relayCredentials(_ config: Config) throws -> [String: Credentials] {

@@ -39,17 +39,8 @@ public enum LearnedRecordFormat {
     /// A record bigger than this is not one relayd wrote.
     static let maxBytes = 64 * 1024
 
-    /// Record names are domain names used as file names: lower-case LDH
-    /// labels (and '_'), dots between them, nothing else.
-    public static func isDomain(_ d: String) -> Bool {
-        let labels = d.split(separator: ".", omittingEmptySubsequences: false)
-        guard !d.isEmpty, d.utf8.count <= 253, labels.count >= 2 else { return false }
-        return labels.allSatisfy { label in
-            !label.isEmpty && label.utf8.count <= 63 && label.utf8.allSatisfy {
-                ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f
-            }
-        }
-    }
+    /// Record names are domain names used as file names (DomainRecordName).
+    public static func isDomain(_ d: String) -> Bool { DomainRecordName.isValid(d) }
 
     /// 64 lower-case hex digits (a SHA-256).
     public static func isKey(_ k: String) -> Bool {

@@ -99,18 +99,9 @@ public enum STSCacheError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Cache keys are domain names, also used as file names: lower-case LDH
-/// labels (and '_'), dots between them, nothing else — no '/', no "..".
+/// Cache keys are domain names, also used as file names (DomainRecordName).
 public enum STSCacheKey {
-    public static func isValid(_ domain: String) -> Bool {
-        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
-        guard !domain.isEmpty, domain.utf8.count <= 253, labels.count >= 2 else { return false }
-        return labels.allSatisfy { label in
-            !label.isEmpty && label.utf8.count <= 63 && label.utf8.allSatisfy {
-                ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f
-            }
-        }
-    }
+    public static func isValid(_ domain: String) -> Bool { DomainRecordName.isValid(domain) }
 }
 
 /// Where cached policies live. Implementations must be safe to call from

@@ -42,3 +42,19 @@ public enum DNSName {
         return n
     }
 }
+
+/// Names of records kept per domain (an MTA-STS policy, a learned TLS
+/// record): lower-case LDH labels (and '_'), dots between them, at least
+/// two labels, nothing else — no '/', no "..", so a name is always a safe
+/// file name.
+public enum DomainRecordName {
+    public static func isValid(_ domain: String) -> Bool {
+        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
+        guard !domain.isEmpty, domain.utf8.count <= 253, labels.count >= 2 else { return false }
+        return labels.allSatisfy { label in
+            !label.isEmpty && label.utf8.count <= 63 && label.utf8.allSatisfy {
+                ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f
+            }
+        }
+    }
+}
