@@ -402,6 +402,18 @@ struct FixedLayer: PolicyUpgradeLayer {
         #expect(try f.store.get("partner.example")?.evidence[.tls]?.count == 2)
     }
 
+    @Test func aRelaxedDomainSeenInPlaintextIsNotRewrittenPerMessage() throws {
+        let f = LearnedFixture()
+        relaxable(f)
+        f.status.sweep(protected: { _ in false })
+        #expect(f.status.record("partner.example")?.learned == nil)
+        f.status.flush()
+        f.session(.plaintext)
+        f.clock.advance(60)
+        f.session(.plaintext)
+        #expect(f.status.hasUnwritten, "same-day plaintext sessions wait for the flush")
+    }
+
     @Test func loadsWhatTheStoreHolds() throws {
         let f = LearnedFixture()
         f.session(.tls)

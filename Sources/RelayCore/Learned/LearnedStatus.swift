@@ -91,13 +91,15 @@ public final class LearnedStatus: Sendable {
     public func observeSession(domain: String, host: String, seen: TLSEvidence, reason: String, key: String?) {
         let t = now()
         let outcome: (changed: Bool, before: TLSEvidence?, after: TLSEvidence?)? = table.withLock { table in
+            var created = false
             if table[domain] == nil {
                 guard seen > .plaintext else { return nil }
                 table[domain] = LearnedRecord(domain: domain, created: t)
+                created = true
             }
             let before = table[domain]!.learned
             let changed = table[domain]!.observeSession(host: host, seen: seen, reason: reason, key: key, at: t)
-            return (changed || before == nil, before, table[domain]!.learned)
+            return (changed || created, before, table[domain]!.learned)
         }
         guard let outcome else { return }
         if outcome.before != outcome.after, let after = outcome.after {
