@@ -15,6 +15,8 @@ public struct TLSFailure: Error, Equatable, CustomStringConvertible, Sendable {
         case certificateUntrusted = "certificate-untrusted"
         /// The chain is fine but the name does not match the expected host.
         case hostnameMismatch = "hostname-mismatch"
+        /// DANE: no TLSA record matches what the server presented.
+        case daneNoMatch = "dane-no-match"
         /// The peer presented no certificate although one was required.
         case noPeerCertificate = "no-peer-certificate"
         /// The peer closed the transport before the handshake finished.

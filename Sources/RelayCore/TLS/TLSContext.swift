@@ -143,6 +143,12 @@ public final class TLSContext: @unchecked Sendable {
         // Verification is decided per connection (TLSConnection); the
         // context default records the result without aborting.
         SSL_CTX_set_verify(pointer, SSL_VERIFY_NONE, nil)
+        // DANE (RFC 7672) is switched on per connection (SSL_dane_enable,
+        // TLSConnection.Options.dane); the context only has to allow it.
+        // Once, here, before any SSL is made from the context.
+        if configuration.role == .client, SSL_CTX_dane_enable(pointer) <= 0 {
+            throw TLSSetupError(message: "SSL_CTX_dane_enable failed: \(OpenSSLErrorQueue.describe(OpenSSLErrorQueue.drain()))")
+        }
         OpenSSLErrorQueue.clear()
     }
 }

@@ -34,6 +34,9 @@ extension TLSFailure {
         if code == Int(X509_V_ERR_HOSTNAME_MISMATCH) || code == Int(X509_V_ERR_IP_ADDRESS_MISMATCH) {
             return TLSFailure(kind: .hostnameMismatch, detail: text)
         }
+        if code == Int(X509_V_ERR_DANE_NO_MATCH) {
+            return TLSFailure(kind: .daneNoMatch, detail: text)
+        }
         return TLSFailure(kind: .certificateUntrusted, detail: text)
     }
 }
