@@ -42,7 +42,7 @@ private func peerReads(_ fd: Int32, seconds: Double) -> (text: String, eof: Bool
 
 private func poolKey(address: String = "192.0.2.1", port: UInt16 = 25, tls: TLSRequirement = .required,
                  verified: Bool = true, host: String = "mx.example", user: String? = nil) -> ConnectionPool.Key {
-    ConnectionPool.Key(address: IPAddress(address)!, port: port, tls: tls, verified: verified, host: host, user: user)
+    ConnectionPool.Key(address: IPAddress(address)!, port: port, tls: tls, verified: verified, host: host, user: user, dane: nil)
 }
 
 @Suite(.serialized) struct ConnectionPoolBehaviour {

@@ -68,7 +68,11 @@ private func spell(_ actions: [DeliveryAttempt.Action]) -> [String] {
         switch a {
         case .resolveMX(let d): return "resolve-mx \(d)"
         case .resolveHost(let h): return "resolve-host \(h)"
-        case .run(let hop, let tls): return "run \(hop.address):\(hop.port) \(hop.level.rawValue) \(tls)\(hop.requiresVerification ? " verified" : "")"
+        case .resolveTLSA(let hosts): return "resolve-tlsa \(hosts.map(\.name).joined(separator: ","))"
+        case .daneUnavailable(let host, _): return "dane-unavailable \(host)"
+        case .run(let hop, let tls):
+            return "run \(hop.address):\(hop.port) \(hop.level.rawValue) \(tls)\(hop.requiresVerification ? " verified" : "")"
+                + (hop.danePolicy != nil ? " dane" : "")
         case .log(let outcome, let hop, _, _): return "log \(outcome.name) \(outcome.status ?? "") \(hop.address)"
         case .handingToFallback(let relay, _): return "fallback \(relay)"
         case .skippingLessPreferred(let hop, _): return "skip-from \(hop.address)"

@@ -149,6 +149,10 @@ public struct Config: Sendable {
     public struct DNS: Sendable {
         /// Resolvers to ask; empty means the system's (/etc/resolv.conf).
         public let servers: [HostPort]
+        /// The servers validate DNSSEC and their AD bit is trusted: DANE
+        /// (RFC 7672) is on. Only loopback servers may be trusted so (the
+        /// path to them cannot be tampered with).
+        public var dnssec = false
     }
 
     public struct Limits: Sendable {
@@ -199,6 +203,7 @@ public struct Config: Sendable {
         if server.spoolDirectory != running.server.spoolDirectory { keys.append("server.spool_dir") }
         if listenerSet(self) != listenerSet(running) { keys.append("listener") }
         if dns.servers != running.dns.servers { keys.append("dns.servers") }
+        if dns.dnssec != running.dns.dnssec { keys.append("dns.dnssec") }
         if log.level != running.log.level { keys.append("log.level") }
         // The windows are the records' (enabled is not: it is the engine's,
         // rebuilt on reload).

@@ -386,7 +386,21 @@ struct ConfigBuilder {
                 diagnostics.report(d.keyPath("servers"), "'\(text)' is not an IP address with optional port"); ok = false
             }
         }
-        return ok ? Config.DNS(servers: servers) : nil
+        var dns = Config.DNS(servers: servers)
+        if d.table.contains(key: "dnssec") {
+            if let b = d.bool("dnssec") { dns.dnssec = b } else { ok = false }
+        }
+        if ok, dns.dnssec {
+            // The AD bit is only as good as the path to the validator.
+            if servers.isEmpty {
+                diagnostics.report(d.keyPath("dnssec"), "needs `servers` to name the validating resolvers, each on loopback (127.0.0.0/8 or ::1)")
+                ok = false
+            } else if let remote = servers.first(where: { !(IPAddress($0.host)?.isLoopback ?? false) }) {
+                diagnostics.report(d.keyPath("dnssec"), "the AD bit is trusted only from a loopback resolver; \(remote) is not one")
+                ok = false
+            }
+        }
+        return ok ? dns : nil
     }
 
     func buildLimits() -> Config.Limits? {

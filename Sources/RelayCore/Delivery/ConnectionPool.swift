@@ -27,6 +27,8 @@ public final class ConnectionPool: Sendable {
         let verified: Bool
         let host: String
         let user: String?
+        /// The DANE records the connection was authenticated by (nil: none).
+        let dane: DANEPolicy?
     }
 
     struct Entry: Sendable {

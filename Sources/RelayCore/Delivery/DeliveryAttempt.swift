@@ -36,6 +36,18 @@ public struct DeliveryAttempt {
         public let via: String
         /// MX preference; a relay's addresses share one (see notLoopingBack).
         public var preference = 0
+        /// DANE for this MX host (nil: not looked up — DNSSEC off, a
+        /// relay, or the operator's entry decides).
+        public var dane: DANEHostState? = nil
+        /// The layer that set this hop's level when it is not the domain
+        /// decision's (DANE decides per MX host).
+        public var layer: PolicyLayer? = nil
+
+        /// The records to authenticate by, when DANE has usable ones.
+        public var danePolicy: DANEPolicy? {
+            if case .usable(let p)? = dane { return p }
+            return nil
+        }
     }
 
     /// What the attempt knows when it starts.
@@ -51,6 +63,9 @@ public struct DeliveryAttempt {
         public let credentials: [String: Credentials]
         public let mxPort: UInt16
         public let maxAddresses: Int
+        /// DANE applies: `[dns] dnssec`, mail to MX hosts, and no operator
+        /// entry for the domain (the escape hatch for broken DANE).
+        public let dane: Bool
 
         /// The plan for `domain` (normalised) under `config`: its transport
         /// entry (most specific key first) or the smarthost, else MX.
@@ -65,6 +80,7 @@ public struct DeliveryAttempt {
             self.credentials = credentials
             self.mxPort = outbound.mxPort
             self.maxAddresses = outbound.maxAddressesPerAttempt
+            self.dane = config.dns.dnssec && relay == nil && decision.layer != .operatorEntry
         }
 
         /// The transport entry (most specific key first) or smarthost that
@@ -89,12 +105,20 @@ public struct DeliveryAttempt {
         case resolved(MXResolution)
         /// The answer to `run`.
         case ran(ClientRunResult)
+        /// The answer to `resolveTLSA`: each MX host's DANE state.
+        case tlsaResolved([String: DANEHostState])
     }
 
     public enum Action {
         case resolveMX(String)
         /// A relay's host name (not an MX lookup: its own address records).
         case resolveHost(String)
+        /// DANE: the TLSA records of these MX hosts (only secure ones are
+        /// asked; see TLSALookup).
+        case resolveTLSA([MXHost])
+        /// DANE: the host's TLSA lookup failed or did not validate; it is
+        /// not contacted (4.7.5), never treated as "no DANE".
+        case daneUnavailable(host: String, reason: String)
         /// Connect (or take a kept connection) and run one SMTP transaction.
         case run(Hop, TLSRequirement)
         /// A `delivery attempt` line that does not conclude the attempt.
@@ -117,6 +141,7 @@ public struct DeliveryAttempt {
     enum Phase {
         case ready
         case resolving(Leg)
+        case lookingUpTLSA([MXHost])
         case trying(Leg, Hop, rest: ArraySlice<Hop>)
         case done
     }
@@ -144,17 +169,15 @@ public struct DeliveryAttempt {
             return concludeAll(.failed(f), hop: nil, run: nil, detail: label(leg).map { "\($0): \(f)" } ?? f.description)
         case (.resolving(let leg), .resolved(.hosts(let hosts))):
             if leg == .destination && plan.relay == nil {
-                var actions: [Action] = []
-                let hops = mxHops(hosts, &actions)
-                if hops.isEmpty, let sts = plan.decision.enforcedSTS {
-                    let f = DeliveryFailure(.transient, status: "4.7.5",
-                                            reason: "no MX host of \(plan.domain) is listed in its MTA-STS policy (id \(sts.id))",
-                                            cause: .tlsPolicy)
-                    return actions + concludeAll(.failed(f), hop: nil, run: nil, detail: f.description)
+                if plan.dane {
+                    phase = .lookingUpTLSA(hosts)
+                    return [.resolveTLSA(hosts)]
                 }
-                return actions + tryAddresses(hops, leg: leg)
+                return mxAttempt(hosts, dane: [:])
             }
             return tryAddresses(hosts.flatMap(\.addresses).map { relayHop(leg, $0) }, leg: leg)
+        case (.lookingUpTLSA(let hosts), .tlsaResolved(let states)):
+            return mxAttempt(hosts, dane: states)
         case (.trying(let leg, let hop, let rest), .ran(let result)):
             return ran(result, leg: leg, hop: hop, rest: rest)
         default:
@@ -227,20 +250,66 @@ public struct DeliveryAttempt {
         }
     }
 
-    /// Each MX host's addresses, IPv4 first, in the resolver's host order;
-    /// under an enforce MTA-STS policy only the hosts it lists (RFC 8461
-    /// §4.1: the others are skipped, each logged).
-    private mutating func mxHops(_ hosts: [MXHost], _ actions: inout [Action]) -> [Hop] {
-        var hosts = hosts
-        if let sts = plan.decision.enforcedSTS ?? plan.decision.testingSTS {
-            for h in hosts where !sts.policy.matches(mxHost: h.name) { actions.append(.notInSTSPolicy(host: h.name, sts)) }
-            if sts.policy.mode == .enforce { hosts = hosts.filter { sts.policy.matches(mxHost: $0.name) } }
+    /// The MX hosts as hops, then the first address tried.
+    private mutating func mxAttempt(_ hosts: [MXHost], dane: [String: DANEHostState]) -> [Action] {
+        var actions: [Action] = []
+        let hops = mxHops(hosts, dane: dane, &actions)
+        if hops.isEmpty, failures.isEmpty, let sts = plan.decision.enforcedSTS {
+            let f = DeliveryFailure(.transient, status: "4.7.5",
+                                    reason: "no MX host of \(plan.domain) is listed in its MTA-STS policy (id \(sts.id))",
+                                    cause: .tlsPolicy)
+            return actions + concludeAll(.failed(f), hop: nil, run: nil, detail: f.description)
         }
-        return hosts.flatMap { h in
+        return actions + tryAddresses(hops, leg: .destination)
+    }
+
+    /// Each MX host's addresses, IPv4 first, in the resolver's host order.
+    /// DANE decides per host (RFC 7672): a host with TLSA records gets
+    /// mandatory TLS — authenticated by them when any is usable — and
+    /// MTA-STS does not apply to it (RFC 8461 §2); a host whose TLSA lookup
+    /// failed is left out with a 4.7.5 failure. Under an enforce MTA-STS
+    /// policy only the other hosts it lists are kept (RFC 8461 §4.1: the
+    /// others are skipped, each logged).
+    private mutating func mxHops(_ hosts: [MXHost], dane: [String: DANEHostState], _ actions: inout [Action]) -> [Hop] {
+        var kept: [MXHost] = []
+        for h in hosts {
+            if case .failed(let why) = dane[h.name] {
+                actions.append(.daneUnavailable(host: h.name, reason: why))
+                failures.append(DeliveryFailure(.transient, status: "4.7.5", reason: "\(h.name): \(why) (DANE)"))
+                continue
+            }
+            kept.append(h)
+        }
+        if let sts = plan.decision.enforcedSTS ?? plan.decision.testingSTS {
+            for h in kept where !(dane[h.name]?.applies ?? false) && !sts.policy.matches(mxHost: h.name) {
+                actions.append(.notInSTSPolicy(host: h.name, sts))
+            }
+            if sts.policy.mode == .enforce {
+                kept = kept.filter { (dane[$0.name]?.applies ?? false) || sts.policy.matches(mxHost: $0.name) }
+            }
+        }
+        return kept.flatMap { h in
             h.addresses.sorted(by: { $0.isV4 && !$1.isV4 }).map { ip in
-                Hop(host: h.name, address: ip, port: plan.mxPort, implicitTLS: false, level: plan.decision.level,
-                    requiresVerification: plan.decision.requiresVerification, credentials: nil, via: "mx",
-                    preference: h.preference)
+                var hop = Hop(host: h.name, address: ip, port: plan.mxPort, implicitTLS: false, level: plan.decision.level,
+                              requiresVerification: plan.decision.requiresVerification, credentials: nil, via: "mx",
+                              preference: h.preference)
+                hop.dane = dane[h.name]
+                switch dane[h.name] {
+                case .usable?:
+                    hop = Hop(host: h.name, address: ip, port: plan.mxPort, implicitTLS: false,
+                              level: max(plan.decision.level, .verify), requiresVerification: true, credentials: nil,
+                              via: "mx", preference: h.preference, dane: dane[h.name], layer: .dane)
+                case .unusable?:
+                    // TLS without authentication: never below forced, and
+                    // never below what the domain's own decision asks.
+                    hop = Hop(host: h.name, address: ip, port: plan.mxPort, implicitTLS: false,
+                              level: max(plan.decision.level, .forced),
+                              requiresVerification: plan.decision.requiresVerification && plan.decision.enforcedSTS == nil,
+                              credentials: nil, via: "mx", preference: h.preference, dane: dane[h.name], layer: .dane)
+                default:
+                    break
+                }
+                return hop
             }
         }
     }
@@ -308,7 +377,7 @@ public struct DeliveryAttempt {
         case .completed(let replies): return concludeTransaction(replies, hop: hop, run: result)
         case .failed(let f): failure = f
         }
-        let f = namingPolicy(Self.classify(failure, hop: hop))
+        let f = namingPolicy(Self.classify(failure, hop: hop), hop: hop)
         switch afterFailure(failure, hop: hop, leg: leg) {
         case .retryInPlaintext:
             let plaintext = Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: false,
@@ -381,10 +450,14 @@ public struct DeliveryAttempt {
     /// sender gets at the queue lifetime names MTA-STS and the check.
     /// So does a failure under learned TLS status: the sender and the
     /// operator learn why a domain that used to take plaintext now waits.
-    private func namingPolicy(_ f: DeliveryFailure) -> DeliveryFailure {
+    private func namingPolicy(_ f: DeliveryFailure, hop: Hop) -> DeliveryFailure {
         guard f.tlsPolicy else { return f }
         let why: String
-        if let sts = plan.decision.enforcedSTS {
+        if case .usable? = hop.dane {
+            why = "required by the DANE TLSA records of \(hop.host)"
+        } else if case .unusable? = hop.dane {
+            why = "required by the DANE TLSA records of \(hop.host), none usable: TLS without authentication"
+        } else if let sts = plan.decision.enforcedSTS {
             why = "required by the MTA-STS policy of \(plan.domain), id \(sts.id)"
         } else if plan.decision.layer == .learned {
             why = "required by relayd's learned TLS status of \(plan.domain): \(plan.decision.reason)"

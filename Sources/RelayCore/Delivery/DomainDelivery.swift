@@ -168,6 +168,11 @@ public final class DomainDelivery: @unchecked Sendable {
             env.mx.resolve(name) { [self] r in feed(.resolved(r)) }
         case .resolveHost(let host):
             env.mx.resolveAddresses([(0, host)], implicit: true, domain: host) { [self] r in feed(.resolved(r)) }
+        case .resolveTLSA(let hosts):
+            TLSALookup(resolver: env.dns).lookup(hosts, port: env.mxPort) { [self] states in feed(.tlsaResolved(states)) }
+        case .daneUnavailable(let host, let reason):
+            env.logger.warning("DANE: TLSA lookup failed; MX host not contacted", metadata: [
+                "id": "\(message.id)", "domain": "\(domain)", "mx": "\(host)", "dane": "bogus", "reason": "\(reason)"])
         case .run(let hop, let tls):
             attempt(hop, tls: tls) { [self] result in
                 learn(hop, tls: tls, result)
@@ -213,7 +218,7 @@ public final class DomainDelivery: @unchecked Sendable {
     /// one for the same key, else on a fresh one; calls back on env.queue.
     func attempt(_ hop: Hop, tls: TLSRequirement, completion: @escaping @Sendable (ClientRunResult) -> Void) {
         let key = ConnectionPool.Key(address: hop.address, port: hop.port, tls: tls, verified: hop.requiresVerification,
-                                     host: hop.host, user: hop.credentials?.username)
+                                     host: hop.host, user: hop.credentials?.username, dane: hop.danePolicy)
         if let pool = env.pool, let entry = pool.take(key) {
             let connection = entry.connection
             let config = sessionConfiguration(hop, tls: tls)
@@ -245,8 +250,13 @@ public final class DomainDelivery: @unchecked Sendable {
 
     /// The name is always checked so the log can say what verification
     /// found; only `verify` strength aborts on it.
+    /// Under DANE the TLSA records authenticate instead of the trust store
+    /// and the name (RFC 7672 §3).
     func tlsOptions(_ hop: Hop) -> TLSConnection.Options {
-        TLSConnection.Options(serverName: hop.host, expectedHostname: hop.host, requireVerification: hop.requiresVerification)
+        if let dane = hop.danePolicy {
+            return TLSConnection.Options(serverName: hop.host, requireVerification: true, dane: dane)
+        }
+        return TLSConnection.Options(serverName: hop.host, expectedHostname: hop.host, requireVerification: hop.requiresVerification)
     }
 
     func connectFresh(_ hop: Hop, tls: TLSRequirement, key: ConnectionPool.Key, completion: @escaping @Sendable (ClientRunResult) -> Void) {
@@ -287,7 +297,7 @@ public final class DomainDelivery: @unchecked Sendable {
     func logFields(hop: Hop?, tls: TLSSessionInfo?, outcome: AttemptOutcome, detail: String) -> Logger.Metadata {
         var m: Logger.Metadata = [
             "id": "\(message.id)", "domain": "\(domain)", "nrcpt": "\(indexes.count)",
-            "level": "\(hop?.level.rawValue ?? decision.level.rawValue)", "layer": "\(decision.layer.rawValue)",
+            "level": "\(hop?.level.rawValue ?? decision.level.rawValue)", "layer": "\((hop?.layer ?? decision.layer).rawValue)",
             "outcome": "\(outcome.name)", "detail": "\(detail)",
         ]
         if let status = outcome.status { m["status"] = "\(status)" }
@@ -305,6 +315,16 @@ public final class DomainDelivery: @unchecked Sendable {
         // Only with TLS: "fs=no" must mean a TLS session without forward
         // secrecy, never a plaintext one (a grep for it must not find those).
         if let tls { m["fs"] = "\(tls.forwardSecret ? "yes" : "no")" }
+        if let state = hop?.dane {
+            // verified only when a record matched; a usable RRset that
+            // matched nothing is a failure.
+            if case .usable = state, tls?.daneMatch == nil {
+                m["dane"] = "failed"
+            } else {
+                m["dane"] = "\(state.logWord)"
+            }
+            if let match = tls?.daneMatch { m["tlsa"] = "\(match)" }
+        }
         if let sts = decision.enforcedSTS {
             m["mta_sts"] = "enforce"
             m["mta_sts_id"] = "\(sts.id)"

@@ -17,6 +17,13 @@ public struct MXHost: Equatable, Sendable {
     public let addresses: [IPAddress]
     /// Implicit MX: the domain's own address records.
     public let implicit: Bool
+    /// DNSSEC (only from a resolver the operator declared validating):
+    /// every address answer for the host was authenticated (AD). Only then
+    /// is it asked for TLSA records (RFC 7672 §2.2.2).
+    public var secure = false
+    /// The name the address records were found under when `name` is an
+    /// alias (the end of its CNAME chain); nil when it is not.
+    public var canonicalName: String? = nil
 }
 
 public enum MXResolution: Equatable, Sendable {
@@ -27,10 +34,13 @@ public enum MXResolution: Equatable, Sendable {
 public final class MXResolver: Sendable {
     let resolver: any DNSResolving
     let shuffle: @Sendable ([MXHost]) -> [MXHost]
+    /// `[dns] dnssec`: the resolver validates and its AD bit counts.
+    let trustAD: Bool
 
-    public init(resolver: any DNSResolving,
+    public init(resolver: any DNSResolving, trustAD: Bool = false,
                 shuffle: @escaping @Sendable ([MXHost]) -> [MXHost] = { $0.shuffled() }) {
         self.resolver = resolver
+        self.trustAD = trustAD
         self.shuffle = shuffle
     }
 
@@ -85,7 +95,11 @@ public final class MXResolver: Sendable {
         struct Collected {
             var found: [String: [IPAddress]] = [:]
             var transientErrors: [String] = []
+            /// Hosts with an address answer that was not authenticated.
+            var insecure: Set<String> = []
+            var canonical: [String: String] = [:]
         }
+        let trustAD = self.trustAD
         let collected = Locked(Collected())
         for (_, name) in targets {
             for type in [DNSType.a, .aaaa] {
@@ -94,6 +108,7 @@ public final class MXResolver: Sendable {
                     collected.withLock { c in
                         switch result {
                         case .success(let r) where r.rcode == .noError || r.rcode == .nxDomain:
+                            if !(trustAD && r.authenticated) { c.insecure.insert(name) }
                             let owners = DNSResponse.owners(of: name, in: r.answers)
                             for rec in r.answers where owners.contains(rec.name) {
                                 switch rec.data {
@@ -101,6 +116,7 @@ public final class MXResolver: Sendable {
                                 case .aaaa(let ip) where type == .aaaa: c.found[name, default: []].append(ip)
                                 default: break
                                 }
+                                if rec.name != name, rec.name != DNSName.normalize(name) { c.canonical[name] = rec.name }
                             }
                         case .success(let r):
                             c.transientErrors.append("\(name)/\(type): \(r.rcode)")
@@ -119,7 +135,8 @@ public final class MXResolver: Sendable {
             let prefs = Set(targets.map(\.0)).sorted()
             for p in prefs {
                 let same = targets.filter { $0.0 == p }.map {
-                    MXHost(name: $0.1, preference: $0.0, addresses: c.found[$0.1] ?? [], implicit: implicit)
+                    MXHost(name: $0.1, preference: $0.0, addresses: c.found[$0.1] ?? [], implicit: implicit,
+                           secure: !c.insecure.contains($0.1), canonicalName: c.canonical[$0.1])
                 }
                 hosts += shuffle(same)
             }

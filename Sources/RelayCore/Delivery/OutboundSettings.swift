@@ -67,7 +67,7 @@ public enum OutboundSettings {
             discovery = STSDiscovery(resolver: resolver, fetcher: fetcher, store: stsStore, policies: stsPolicies,
                                      logger: logger, now: { Int(time(nil)) })
         }
-        return DeliveryEnvironment(config: config, engine: engine(config, stsPolicies: discovery?.policies, learned: learned), mx: MXResolver(resolver: resolver),
+        return DeliveryEnvironment(config: config, engine: engine(config, stsPolicies: discovery?.policies, learned: learned), mx: MXResolver(resolver: resolver, trustAD: config.dns.dnssec),
                                    dns: resolver, tlsContext: tls, relayCredentials: try relayCredentials(config),
                                    pool: config.outbound.connectionReuse > 0 ? ConnectionPool(idleSeconds: config.outbound.connectionReuse) : nil,
                                    mtaSTS: discovery, learned: config.learned.enabled ? learned : nil, logger: logger, queue: DispatchQueue(label: "relayd.delivery.default"))

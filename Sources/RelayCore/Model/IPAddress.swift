@@ -30,6 +30,14 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var isV4: Bool { if case .v4 = self { return true } else { return false } }
 
+    /// 127.0.0.0/8 or ::1 (or an IPv4-mapped 127/8): this host only.
+    public var isLoopback: Bool {
+        switch unmapped {
+        case .v4(let b): return b[0] == 127
+        case .v6(let b): return b[0..<15].allSatisfy { $0 == 0 } && b[15] == 1
+        }
+    }
+
     /// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) seen as the IPv4 address
     /// it is, so "127.0.0.0/8" matches a v4 client on a dual-stack socket.
     public var unmapped: IPAddress {

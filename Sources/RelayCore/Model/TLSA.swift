@@ -49,7 +49,7 @@ public struct TLSARecord: Equatable, Hashable, Sendable, CustomStringConvertible
 /// What a client hands the TLS library for one DANE-authenticated
 /// connection: the TLSA base domain, the further names a DANE-TA chain's
 /// certificate may carry, and the usable records.
-public struct DANEPolicy: Equatable, Sendable {
+public struct DANEPolicy: Equatable, Hashable, Sendable {
     /// The name the TLSA records were found under (the MX host, or its
     /// CNAME target); also the SNI name.
     public let baseDomain: String
