@@ -31,6 +31,18 @@ public final class FakeResolver: DNSResolving, @unchecked Sendable {
 
     public func fail(_ name: String, _ type: DNSType, _ error: DNSError) { answers["\(name)/\(type.rawValue)"] = .failure(error) }
 
+    /// Answers for these "name/type" keys carry the AD bit (a validating
+    /// resolver found them secure).
+    public var authenticated: Set<String> = []
+
+    /// An answer with the AD bit set.
+    public func setSecure(_ name: String, _ type: DNSType, _ data: [DNSRecordData], rcode: DNSRCode = .noError) {
+        answers["\(name)/\(type.rawValue)"] = .success((rcode, data))
+        authenticated.insert("\(name)/\(type.rawValue)")
+    }
+
+    public var askedNames: [String] { lock.lock(); defer { lock.unlock() }; return asked }
+
     public func query(_ name: String, _ type: DNSType, completion: @escaping @Sendable (Result<DNSResponse, DNSError>) -> Void) {
         lock.lock(); asked.append("\(name)/\(type)"); lock.unlock()
         let key = "\(name)/\(type.rawValue)"
@@ -38,7 +50,7 @@ public final class FakeResolver: DNSResolving, @unchecked Sendable {
         case .failure(let e): completion(.failure(e))
         case .success(let (rcode, data)):
             let records = data.map { DNSRecord(name: name, type: type.rawValue, ttl: 60, data: $0) }
-            completion(.success(DNSResponse(id: 1, rcode: rcode, authenticated: false, truncated: false,
+            completion(.success(DNSResponse(id: 1, rcode: rcode, authenticated: authenticated.contains(key), truncated: false,
                                             questionName: name, questionType: type.rawValue, answers: records)))
         }
     }
