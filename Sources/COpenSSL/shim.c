@@ -143,3 +143,30 @@ int relayd_ssl_peer_spki_sha256(const SSL *ssl, unsigned char *out) {
     X509 *leaf = SSL_get0_peer_certificate(ssl);
     return leaf == NULL ? 0 : relayd_x509_spki_sha256(leaf, out);
 }
+
+/* The data a TLSA record (RFC 6698 2.1) would hold for a DER certificate:
+ * selector 0 the certificate, 1 its SubjectPublicKeyInfo; matching type 0
+ * the bytes themselves, 1 SHA-256, 2 SHA-512. Writes at most `cap` bytes
+ * to `out`; returns the length, 0 on any failure (or when `cap` is too
+ * small). */
+int relayd_tlsa_association(const unsigned char *der, long derlen, int selector, int mtype,
+                            unsigned char *out, int cap) {
+    const unsigned char *p = der;
+    X509 *cert = d2i_X509(NULL, &p, derlen);
+    if (cert == NULL) return 0;
+    unsigned char *buf = NULL;
+    int len = selector == 0 ? i2d_X509(cert, &buf) : selector == 1 ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &buf) : -1;
+    X509_free(cert);
+    if (len <= 0) return 0;
+    int result = 0;
+    if (mtype == 0) {
+        if (len <= cap) { memcpy(out, buf, (size_t)len); result = len; }
+    } else if (mtype == 1 || mtype == 2) {
+        unsigned int mdlen = 0;
+        const EVP_MD *md = mtype == 1 ? EVP_sha256() : EVP_sha512();
+        if (cap >= EVP_MD_get_size(md) && EVP_Digest(buf, (size_t)len, out, &mdlen, md, NULL) == 1) result = (int)mdlen;
+    }
+    OPENSSL_free(buf);
+    return result;
+}
+

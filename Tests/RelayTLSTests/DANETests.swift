@@ -93,4 +93,21 @@ private func bytes(_ hex: String) -> [UInt8] {
     func theSMTPFilter(record: TLSARecord, usable: Bool) {
         #expect(record.isUsableForSMTP == usable)
     }
+
+    @Test func matchingIsComputedFromThePresentedChain() throws {
+        let (client, outcome) = try handshake(records: [Self.mxKey])
+        #expect(outcome.client == .complete)
+        let chain = client.peerCertificates()
+        let leaf = try #require(chain.first)
+        #expect(TLSAMatching.association(of: leaf.der, selector: 1, matchingType: 1) == Self.mxKey.data)
+        #expect(TLSAMatching.association(of: leaf.der, selector: 0, matchingType: 0) == leaf.der)
+        #expect(TLSAMatching.association(of: leaf.der, selector: 1, matchingType: 2)?.count == 64)
+        #expect(TLSAMatching.matchingDepth(Self.mxKey, chain: chain) == 0)
+        #expect(TLSAMatching.matchingDepth(Self.selfSignedKey, chain: chain) == nil)
+        let full = TLSARecord(usage: 3, selector: 0, matchingType: 1,
+                              data: try #require(TLSAMatching.association(of: leaf.der, selector: 0, matchingType: 1)))
+        #expect(TLSAMatching.matchingDepth(full, chain: chain) == 0)
+        #expect(TLSAMatching.association(of: [0x30, 0x03, 0x02, 0x01], selector: 0, matchingType: 1) == nil, "not a certificate")
+        #expect(TLSAMatching.association(of: leaf.der, selector: 2, matchingType: 1) == nil)
+    }
 }

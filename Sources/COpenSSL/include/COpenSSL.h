@@ -70,5 +70,8 @@ int relayd_x509_spki_sha256(X509 *cert, unsigned char *out);
 /* The client's view of the server leaf: SPKI SHA-256 without taking a
  * reference or encoding the chain. Returns 1, 0 with no peer certificate. */
 int relayd_ssl_peer_spki_sha256(const SSL *ssl, unsigned char *out);
+/* A TLSA association (selector, matching type) of a DER certificate. */
+int relayd_tlsa_association(const unsigned char *der, long derlen, int selector, int mtype,
+                            unsigned char *out, int cap);
 
 #endif
