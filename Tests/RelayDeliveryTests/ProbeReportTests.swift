@@ -60,7 +60,7 @@ import Testing
             "  live     no policy published (noRecord)",
             "  mx1.example.test: matches the policy",
             "  mx2.example.test: NOT in the policy",
-            "DANE: DANE is not checked by this relayd version",
+            "DANE: not checked: [dns] dnssec is off",
             "Decision now: verify (verified) decided by mta-sts",
             "  → deliver over verified TLS",
             "  none           deliver in plaintext",
@@ -137,4 +137,35 @@ import Testing
         // Without a record the section says so.
         #expect(Self.report().text().contains("Learned TLS status: no record"))
     }
+
+    @Test func daneFindingsPerHost() throws {
+        let base = Self.report()
+        let key = [UInt8](repeating: 0xab, count: 32)
+        let record = TLSARecord(usage: 3, selector: 1, matchingType: 1, data: key)
+        var states: [String: DANEHostState] = ["mx1.example.test": .usable(DANEPolicy(baseDomain: "mx1.example.test", records: [record])),
+                                               "mx2.example.test": .failed("TLSA lookup for _25._tcp.mx2.example.test: SERVFAIL")]
+        var result = DomainProbeResult(domain: base.result.domain, mx: base.result.mx, addresses: base.result.addresses, dane: states)
+        var report = ProbeReport(result: result, decision: base.decision, mtaSTS: base.mtaSTS, relay: nil, now: Self.now)
+        var text = report.text()
+        #expect(text.contains("mx1.example.test: addresses secure; TLSA at _25._tcp.mx1.example.test: DANE authentication required"), "\(text)")
+        #expect(text.contains("192.0.2.1: no match"))
+        #expect(text.contains("192.0.2.1: DANE FAILED: no record authenticated the server; delivery defers"))
+        #expect(text.contains("mx2.example.test: addresses secure; TLSA lookup for _25._tcp.mx2.example.test: SERVFAIL: delivery does not contact this host (4.7.5)"))
+        let root = try #require(try JSONSerialization.jsonObject(with: Data(report.json().utf8)) as? [String: Any])
+        let dane = try #require(root["dane"] as? [String: Any])
+        let hosts = try #require(dane["hosts"] as? [[String: Any]])
+        #expect(hosts.map { $0["state"] as? String } == ["verified", "bogus"])
+        #expect(root["dane_note"] as? String == "checked")
+
+        states["mx1.example.test"] = .unusable([TLSARecord(usage: 1, selector: 1, matchingType: 1, data: key)])
+        states["mx2.example.test"] = .insecure
+        result.dane = states
+        report = ProbeReport(result: result, decision: base.decision, mtaSTS: base.mtaSTS, relay: nil, now: Self.now)
+        text = report.text()
+        #expect(text.contains("none usable for SMTP: TLS required, not authenticated"))
+        #expect(text.contains("unusable (PKIX usage 1 is not for SMTP)"))
+        #expect(text.contains("mx2.example.test: address records not signed (insecure): no TLSA lookup, no DANE"))
+        #expect(Self.report().text().contains("DANE: not checked: [dns] dnssec is off"))
+    }
 }
+

@@ -30,11 +30,17 @@ public struct DomainProbeResult: Sendable, Equatable {
     /// Addresses found but not probed (over `maxAddresses`).
     public let notProbed: Int
 
-    public init(domain: String, mx: MXLookup, addresses: [HostProbeResult], notProbed: Int = 0) {
+    /// DANE: each MX host's TLSA state (nil: `[dns] dnssec` is off, or
+    /// the MX lookup failed).
+    public var dane: [String: DANEHostState]? = nil
+
+    public init(domain: String, mx: MXLookup, addresses: [HostProbeResult], notProbed: Int = 0,
+                dane: [String: DANEHostState]? = nil) {
         self.domain = domain
         self.mx = mx
         self.addresses = addresses
         self.notProbed = notProbed
+        self.dane = dane
     }
 }
 
@@ -42,13 +48,18 @@ public final class DomainProber: Sendable {
     let mx: MXResolver
     let prober: HostProber
     let port: UInt16
+    let tlsa: TLSALookup?
     let maxAddresses: Int
     let concurrency: Int
 
     /// Equal-preference MX hosts keep the resolver's order: a probe's
     /// report should not reshuffle between runs.
-    public init(resolver: any DNSResolving, prober: HostProber, port: UInt16, maxAddresses: Int = 10, concurrency: Int = 4) {
-        self.mx = MXResolver(resolver: resolver, shuffle: { $0 })
+    /// `dnssec`: the resolver validates (`[dns] dnssec`); secure MX hosts
+    /// are then asked for TLSA records and probed under them.
+    public init(resolver: any DNSResolving, prober: HostProber, port: UInt16, maxAddresses: Int = 10, concurrency: Int = 4,
+                dnssec: Bool = false) {
+        self.mx = MXResolver(resolver: resolver, trustAD: dnssec, shuffle: { $0 })
+        self.tlsa = dnssec ? TLSALookup(resolver: resolver) : nil
         self.prober = prober
         self.port = port
         self.maxAddresses = max(1, maxAddresses)
@@ -71,12 +82,15 @@ public final class DomainProber: Sendable {
             case .hosts(let hosts):
                 let all = Self.targets(hosts)
                 let chosen = Array(all.prefix(maxAddresses))
-                probeAll(chosen) { results in
-                    queue.async {
-                        completion(DomainProbeResult(domain: d, mx: .found(hosts), addresses: results,
-                                                     notProbed: all.count - chosen.count))
+                let probe: @Sendable ([String: DANEHostState]?) -> Void = { [self] dane in
+                    probeAll(chosen, dane: dane ?? [:]) { results in
+                        queue.async {
+                            completion(DomainProbeResult(domain: d, mx: .found(hosts), addresses: results,
+                                                         notProbed: all.count - chosen.count, dane: dane))
+                        }
                     }
                 }
+                if let tlsa { tlsa.lookup(hosts, port: port) { probe($0) } } else { probe(nil) }
             }
         }
     }
@@ -102,7 +116,7 @@ public final class DomainProber: Sendable {
     }
 
     /// Probes `targets`, at most `concurrency` at once; results in order.
-    func probeAll(_ targets: [(host: String, address: IPAddress)],
+    func probeAll(_ targets: [(host: String, address: IPAddress)], dane: [String: DANEHostState] = [:],
                   completion: @escaping @Sendable ([HostProbeResult]) -> Void) {
         guard !targets.isEmpty else { return completion([]) }
         struct Progress {
@@ -119,7 +133,9 @@ public final class DomainProber: Sendable {
                 return p.next
             }
             guard let index else { return }
-            prober.probe(host: list[index].host, address: list[index].address, port: port) { result in
+            var policy: DANEPolicy?
+            if case .usable(let p)? = dane[list[index].host] { policy = p }
+            prober.probe(host: list[index].host, address: list[index].address, port: port, dane: policy) { result in
                 let finished: [HostProbeResult]? = progress.withLock { p in
                     p.results[index] = result
                     p.left -= 1

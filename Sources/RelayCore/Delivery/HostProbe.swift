@@ -59,7 +59,10 @@ public final class HostProber: Sendable {
     /// Probes `address` as the MX host `host` (the SNI and the name the
     /// certificate must carry). `completion` runs once, on the probe's own
     /// queue.
-    public func probe(host: String, address: IPAddress, port: UInt16,
+    /// `dane`: the host's usable TLSA records; the handshake is then
+    /// judged by them (verification says whether DANE authenticated the
+    /// server), as delivery would.
+    public func probe(host: String, address: IPAddress, port: UInt16, dane: DANEPolicy? = nil,
                       completion: @escaping @Sendable (HostProbeResult) -> Void) {
         let queue = DispatchQueue(label: "relayd.probe.\(address)")
         Connector.connect(to: address, port: port, from: sourceAddress, timeoutSeconds: timeoutSeconds,
@@ -70,18 +73,19 @@ public final class HostProber: Sendable {
                 findings.failure = ProbeFailure(step: .connect, detail: e.description)
                 completion(HostProbeResult(host: host, address: address, port: port, findings: findings))
             case .success(let fd):
-                run(fd: fd, host: host, address: address, port: port, queue: queue, completion: completion)
+                run(fd: fd, host: host, address: address, port: port, dane: dane, queue: queue, completion: completion)
             }
         }
     }
 
     /// Runs the dialogue over a connected non-blocking socket (which the
     /// connection then owns). On `queue`.
-    func run(fd: Int32, host: String, address: IPAddress, port: UInt16, queue: DispatchQueue,
+    func run(fd: Int32, host: String, address: IPAddress, port: UInt16, dane: DANEPolicy? = nil, queue: DispatchQueue,
              completion: @escaping @Sendable (HostProbeResult) -> Void) {
         dispatchPrecondition(condition: .onQueue(queue))
         let connection = Connection(fd: fd, peer: address, queue: queue)
-        let options = TLSConnection.Options(serverName: host, expectedHostname: host, requireVerification: false)
+        var options = TLSConnection.Options(serverName: host, expectedHostname: host, requireVerification: false)
+        if let dane { options = TLSConnection.Options(serverName: host, requireVerification: false, dane: dane) }
         ProbeRun(session: ProbeSession(heloName: heloName), connection: connection, tlsContext: tlsContext,
                  tlsOptions: options, timeoutSeconds: timeoutSeconds) { findings, tls, chain in
             completion(HostProbeResult(host: host, address: address, port: port, findings: findings,

@@ -39,7 +39,7 @@ public enum OutboundSettings {
         DomainProber(resolver: resolver,
                      prober: HostProber(tlsContext: tlsContext, heloName: config.server.hostname,
                                         timeoutSeconds: timeoutSeconds, sourceAddress: config.outbound.sourceAddress),
-                     port: port ?? config.outbound.mxPort)
+                     port: port ?? config.outbound.mxPort, dnssec: config.dns.dnssec)
     }
 
     /// Reads each relay's password file (one line; a trailing newline is

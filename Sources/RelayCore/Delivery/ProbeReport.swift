@@ -54,7 +54,8 @@ public struct ProbeReport: Sendable {
         self.now = now
     }
 
-    public static let daneNote = "DANE is not checked by this relayd version (no TLSA lookup)"
+    /// Said when no TLSA lookup was made.
+    public static let daneNote = "not checked: [dns] dnssec is off (no validating resolver declared), or no MX host was looked up"
 
     // MARK: what the findings mean
 
@@ -105,8 +106,9 @@ public struct ProbeReport: Sendable {
         }
     }
 
-    static func verificationWords(_ v: TLSVerification, host: String) -> String {
+    static func verificationWords(_ v: TLSVerification, host: String, dane: TLSARecord? = nil) -> String {
         switch v {
+        case .trusted where dane != nil: return "trusted (DANE: TLSA \(dane!) matched)"
         case .trusted: return "trusted (chain and name \(host) verified)"
         case .failed(let f): return "FAILED: \(f.kind.rawValue) (\(f.detail))"
         case .noPeerCertificate: return "no certificate presented"
@@ -121,7 +123,7 @@ extension ProbeReport {
 
     /// In order; each returns its lines (a blank line separates sections).
     public static let textSections: [TextSection] = [
-        { $0.mxText() }, { $0.addressesText() }, { $0.mtaSTSText() }, { _ in ["DANE: \(daneNote)"] },
+        { $0.mxText() }, { $0.addressesText() }, { $0.mtaSTSText() }, { $0.daneText() },
         { [LearnedExplanation.text($0.learned, decision: $0.decision, settings: $0.learnedSettings, now: $0.now)] },
         { $0.decisionText() }, { $0.levelsText() }, { $0.fitnessText() },
     ]
@@ -162,7 +164,7 @@ extension ProbeReport {
         }
         if let tls = r.tls {
             out.append(row("TLS", "\(tls.protocolVersion), \(tls.cipher), \(tls.cipherBits) bits, forward secrecy \(tls.forwardSecret ? "yes" : "NO")"))
-            out.append(row("verification", Self.verificationWords(tls.verification, host: r.host)))
+            out.append(row("verification", Self.verificationWords(tls.verification, host: r.host, dane: tls.daneMatch)))
         }
         for (i, c) in r.certificates.enumerated() {
             out.append(row(i == 0 ? "certificate" : "", "[\(i)] \(c.subject)"))
@@ -248,8 +250,8 @@ extension ProbeReport {
         ("not_probed", { $0.result.notProbed }),
         ("mta_sts", { $0.mtaSTSJSON() }),
         ("learned", { LearnedExplanation.json($0.learned, decision: $0.decision, settings: $0.learnedSettings, now: $0.now) }),
-        ("dane", { _ in NSNull() }),
-        ("dane_note", { _ in daneNote }),
+        ("dane", { $0.daneJSON() }),
+        ("dane_note", { $0.result.dane == nil ? daneNote : "checked" }),
         ("decision", { $0.decisionJSON() }),
         ("levels", { r in
             Dictionary(uniqueKeysWithValues: r.levels.map { ($0.level.rawValue, $0.outcome.map(\.rawValue) as Any? ?? NSNull()) })
@@ -343,3 +345,92 @@ extension ProbeReport {
                 }]
     }
 }
+
+// MARK: DANE
+
+extension ProbeReport {
+    /// Each MX host's TLSA lookup and records, and which probed address's
+    /// certificate chain each record describes.
+    func daneText() -> [String] {
+        guard let states = result.dane else { return ["DANE: \(Self.daneNote)"] }
+        var out = ["DANE (DNSSEC-validated TLSA records, RFC 7672; decides per MX host, before MTA-STS):"]
+        guard case .found(let hosts) = result.mx else { return out }
+        for h in hosts {
+            let q = TLSALookup.queryName(h.name, port: result.addresses.first?.port ?? 25)
+            switch states[h.name] ?? .insecure {
+            case .insecure:
+                out.append("  \(h.name): address records not signed (insecure): no TLSA lookup, no DANE")
+            case .noRecords:
+                out.append("  \(h.name): addresses secure; no TLSA records at \(q) (or not signed): no DANE")
+            case .failed(let why):
+                out.append("  \(h.name): addresses secure; \(why): delivery does not contact this host (4.7.5)")
+            case .unusable(let records):
+                out.append("  \(h.name): addresses secure; TLSA at \(q), none usable for SMTP: TLS required, not authenticated")
+                for r in records { out.append("    \(r.presentation)  unusable (\(Self.unusableReason(r)))") }
+            case .usable(let policy):
+                let port = result.addresses.first?.port ?? 25
+                out.append("  \(h.name): addresses secure; TLSA at \(TLSALookup.queryName(policy.baseDomain, port: port)):"
+                           + " DANE authentication required")
+                for r in policy.records {
+                    let matches = result.addresses.filter { $0.host == h.name }.map { a -> String in
+                        guard !a.certificates.isEmpty else { return "\(a.address): no certificate seen" }
+                        guard let depth = TLSAMatching.matchingDepth(r, chain: a.certificates) else { return "\(a.address): no match" }
+                        return "\(a.address): matches the certificate at depth \(depth)"
+                    }
+                    out.append("    \(r.presentation)")
+                    for m in matches { out.append("      \(m)") }
+                }
+                for a in result.addresses where a.host == h.name {
+                    let verdict: String
+                    if let m = a.tls?.daneMatch { verdict = "DANE verified (by \(m))" } else if a.tls != nil {
+                        verdict = "DANE FAILED: no record authenticated the server; delivery defers"
+                    } else {
+                        verdict = "no TLS session: delivery defers"
+                    }
+                    out.append("    \(a.address): \(verdict)")
+                }
+            }
+        }
+        return out
+    }
+
+    static func unusableReason(_ r: TLSARecord) -> String {
+        if r.usage < TLSARecord.daneTA { return "PKIX usage \(r.usage) is not for SMTP" }
+        if r.usage > TLSARecord.daneEE { return "unknown usage" }
+        if r.selector > 1 { return "unknown selector" }
+        if r.matchingType > 2 { return "unknown matching type" }
+        return "data length \(r.data.count) does not fit matching type \(r.matchingType)"
+    }
+
+    func daneJSON() -> Any {
+        guard let states = result.dane else { return NSNull() }
+        var hosts: [[String: Any]] = []
+        if case .found(let mx) = result.mx {
+            for h in mx {
+                let state = states[h.name] ?? .insecure
+                var o: [String: Any] = ["host": h.name, "secure": h.secure, "state": state.logWord]
+                switch state {
+                case .failed(let why): o["detail"] = why
+                case .unusable(let records):
+                    o["records"] = records.map { ["record": $0.presentation, "usable": false, "why": Self.unusableReason($0)] as [String: Any] }
+                case .usable(let policy):
+                    o["base_domain"] = policy.baseDomain
+                    o["records"] = policy.records.map { r -> [String: Any] in
+                        let matches = result.addresses.filter { $0.host == h.name }.compactMap { a -> [String: Any]? in
+                            TLSAMatching.matchingDepth(r, chain: a.certificates).map { ["address": a.address.description, "depth": $0] }
+                        }
+                        return ["record": r.presentation, "usable": true, "matches": matches]
+                    }
+                    o["addresses"] = result.addresses.filter { $0.host == h.name }.map { a -> [String: Any] in
+                        ["address": a.address.description, "verified": a.tls?.daneMatch != nil,
+                         "matched": a.tls?.daneMatch.map(\.presentation) ?? NSNull() as Any]
+                    }
+                default: break
+                }
+                hosts.append(o)
+            }
+        }
+        return ["hosts": hosts]
+    }
+}
+
