@@ -61,6 +61,38 @@ struct PolicyCommand: ParsableCommand {
         return LearnedStatus(store: store, settings: config.learned, logger: logger, now: now)
     }
 
+    enum DANEFindings {
+        case found([MXHost], [String: DANEHostState])
+        case notLookedUp(String)
+    }
+
+    /// What DANE says of the domain's MX hosts now: MX, address and TLSA
+    /// lookups through the config's (validating) resolvers, bounded.
+    static func daneLookup(_ config: Config, _ domain: String, relay: String?, decision: PolicyDecision) throws -> DANEFindings {
+        guard config.dns.dnssec else { return .notLookedUp("off ([dns] dnssec = false): no TLSA lookups") }
+        if let relay { return .notLookedUp("not used: mail for \(domain) goes to relay \(relay), not to its MX hosts") }
+        if decision.layer == .operatorEntry {
+            return .notLookedUp("not used: the [outbound.domains] entry decides (the escape hatch for broken DANE)")
+        }
+        let resolver = try CAresResolver(servers: config.dns.servers)
+        let done = DispatchSemaphore(value: 0)
+        let found = Locked<DANEFindings>(.notLookedUp("no answer within 20 s"))
+        MXResolver(resolver: resolver, trustAD: true, shuffle: { $0 }).resolve(domain) { resolution in
+            switch resolution {
+            case .failed(let f):
+                found.withLock { $0 = .notLookedUp("MX lookup failed: \(f.reason)") }
+                done.signal()
+            case .hosts(let hosts):
+                TLSALookup(resolver: resolver).lookup(hosts, port: config.outbound.mxPort) { states in
+                    found.withLock { $0 = .found(hosts, states) }
+                    done.signal()
+                }
+            }
+        }
+        _ = done.wait(timeout: .now() + .seconds(20))
+        return found.withLock { $0 }
+    }
+
     /// Who runs the command, for the audit log: the login name, and the
     /// sudo user behind it when there is one.
     static var operatorName: String {
@@ -264,13 +296,23 @@ struct PolicyCommand: ParsableCommand {
             let decision = OutboundSettings.engine(config, stsPolicies: policies, learned: learned, now: { now }).decide(d)
             let relay = DeliveryAttempt.Plan.relay(for: d, config: config)
             let record = learned.record(d)
+            let dane = try PolicyCommand.daneLookup(config, d, relay: relay?.name, decision: decision)
             if json {
-                let extra = ["learned": LearnedExplanation.json(record, decision: decision, settings: config.learned, now: now)]
+                var extra: [String: Any] = ["learned": LearnedExplanation.json(record, decision: decision, settings: config.learned, now: now)]
+                switch dane {
+                case .found(let hosts, let states): extra["dane"] = ProbeReport.daneJSON(hosts: hosts, states: states, addresses: [])
+                case .notLookedUp(let why): extra["dane"] = NSNull(); extra["dane_note"] = why
+                }
                 print(PolicyExplanation.json(decision, cached: cached, enabled: config.mtaSTS.enabled, relay: relay?.name, now: now,
                                              extra: extra))
             } else {
                 print(PolicyExplanation.text(decision, cached: cached, enabled: config.mtaSTS.enabled, relay: relay?.name, now: now))
                 print(LearnedExplanation.text(record, decision: decision, settings: config.learned, now: now))
+                switch dane {
+                case .found(let hosts, let states):
+                    print(ProbeReport.daneText(hosts: hosts, states: states, port: config.outbound.mxPort, addresses: []).joined(separator: "\n"))
+                case .notLookedUp(let why): print("DANE: \(why)")
+                }
             }
         }
     }

@@ -353,10 +353,19 @@ extension ProbeReport {
     /// certificate chain each record describes.
     func daneText() -> [String] {
         guard let states = result.dane else { return ["DANE: \(Self.daneNote)"] }
-        var out = ["DANE (DNSSEC-validated TLSA records, RFC 7672; decides per MX host, before MTA-STS):"]
-        guard case .found(let hosts) = result.mx else { return out }
+        guard case .found(let hosts) = result.mx else { return [Self.daneHeading] }
+        return Self.daneText(hosts: hosts, states: states, port: result.addresses.first?.port ?? 25, addresses: result.addresses)
+    }
+
+    static let daneHeading = "DANE (DNSSEC-validated TLSA records, RFC 7672; decides per MX host, before MTA-STS):"
+
+    /// The DANE lines for `hosts`; `addresses`: what a probe found at them
+    /// (none for `relayd policy explain`, which does not connect).
+    public static func daneText(hosts: [MXHost], states: [String: DANEHostState], port: UInt16,
+                                addresses: [HostProbeResult]) -> [String] {
+        var out = [daneHeading]
         for h in hosts {
-            let q = TLSALookup.queryName(h.name, port: result.addresses.first?.port ?? 25)
+            let q = TLSALookup.queryName(h.name, port: port)
             switch states[h.name] ?? .insecure {
             case .insecure:
                 out.append("  \(h.name): address records not signed (insecure): no TLSA lookup, no DANE")
@@ -368,11 +377,10 @@ extension ProbeReport {
                 out.append("  \(h.name): addresses secure; TLSA at \(q), none usable for SMTP: TLS required, not authenticated")
                 for r in records { out.append("    \(r.presentation)  unusable (\(Self.unusableReason(r)))") }
             case .usable(let policy):
-                let port = result.addresses.first?.port ?? 25
                 out.append("  \(h.name): addresses secure; TLSA at \(TLSALookup.queryName(policy.baseDomain, port: port)):"
                            + " DANE authentication required")
                 for r in policy.records {
-                    let matches = result.addresses.filter { $0.host == h.name }.map { a -> String in
+                    let matches = addresses.filter { $0.host == h.name }.map { a -> String in
                         guard !a.certificates.isEmpty else { return "\(a.address): no certificate seen" }
                         guard let depth = TLSAMatching.matchingDepth(r, chain: a.certificates) else { return "\(a.address): no match" }
                         return "\(a.address): matches the certificate at depth \(depth)"
@@ -380,7 +388,7 @@ extension ProbeReport {
                     out.append("    \(r.presentation)")
                     for m in matches { out.append("      \(m)") }
                 }
-                for a in result.addresses where a.host == h.name {
+                for a in addresses where a.host == h.name {
                     let verdict: String
                     if let m = a.tls?.daneMatch { verdict = "DANE verified (by \(m))" } else if a.tls != nil {
                         verdict = "DANE FAILED: no record authenticated the server; delivery defers"
@@ -404,31 +412,34 @@ extension ProbeReport {
 
     func daneJSON() -> Any {
         guard let states = result.dane else { return NSNull() }
+        guard case .found(let mx) = result.mx else { return ["hosts": [] as [Any]] }
+        return Self.daneJSON(hosts: mx, states: states, addresses: result.addresses)
+    }
+
+    public static func daneJSON(hosts mx: [MXHost], states: [String: DANEHostState], addresses: [HostProbeResult]) -> [String: Any] {
         var hosts: [[String: Any]] = []
-        if case .found(let mx) = result.mx {
-            for h in mx {
-                let state = states[h.name] ?? .insecure
-                var o: [String: Any] = ["host": h.name, "secure": h.secure, "state": state.logWord]
-                switch state {
-                case .failed(let why): o["detail"] = why
-                case .unusable(let records):
-                    o["records"] = records.map { ["record": $0.presentation, "usable": false, "why": Self.unusableReason($0)] as [String: Any] }
-                case .usable(let policy):
-                    o["base_domain"] = policy.baseDomain
-                    o["records"] = policy.records.map { r -> [String: Any] in
-                        let matches = result.addresses.filter { $0.host == h.name }.compactMap { a -> [String: Any]? in
-                            TLSAMatching.matchingDepth(r, chain: a.certificates).map { ["address": a.address.description, "depth": $0] }
-                        }
-                        return ["record": r.presentation, "usable": true, "matches": matches]
+        for h in mx {
+            let state = states[h.name] ?? .insecure
+            var o: [String: Any] = ["host": h.name, "secure": h.secure, "state": state.logWord]
+            switch state {
+            case .failed(let why): o["detail"] = why
+            case .unusable(let records):
+                o["records"] = records.map { ["record": $0.presentation, "usable": false, "why": Self.unusableReason($0)] as [String: Any] }
+            case .usable(let policy):
+                o["base_domain"] = policy.baseDomain
+                o["records"] = policy.records.map { r -> [String: Any] in
+                    let matches = addresses.filter { $0.host == h.name }.compactMap { a -> [String: Any]? in
+                        TLSAMatching.matchingDepth(r, chain: a.certificates).map { ["address": a.address.description, "depth": $0] }
                     }
-                    o["addresses"] = result.addresses.filter { $0.host == h.name }.map { a -> [String: Any] in
-                        ["address": a.address.description, "verified": a.tls?.daneMatch != nil,
-                         "matched": a.tls?.daneMatch.map(\.presentation) ?? NSNull() as Any]
-                    }
-                default: break
+                    return ["record": r.presentation, "usable": true, "matches": matches]
                 }
-                hosts.append(o)
+                o["addresses"] = addresses.filter { $0.host == h.name }.map { a -> [String: Any] in
+                    ["address": a.address.description, "verified": a.tls?.daneMatch != nil,
+                     "matched": a.tls?.daneMatch.map(\.presentation) ?? NSNull() as Any]
+                }
+            default: break
             }
+            hosts.append(o)
         }
         return ["hosts": hosts]
     }
