@@ -3,8 +3,16 @@ scenario table (scenarios.toml) and torn down by recorded PID.
 
   - a DNS server (unbound) for the private .test TLD at 127.0.0.153:53,
     with the MX/A/TXT records of every scenario, SERVFAIL where asked;
+    it validates DNSSEC: names under dane.test (DNSSEC_ZONE) come from a
+    zone the bed signs at start (ldnsutils) and serves from a second,
+    authoritative unbound at 127.0.0.155, with that zone's DS as trust
+    anchor, so they are secure (AD) or, where a row spoils a signature,
+    bogus (SERVFAIL); the rest of .test is unsigned local data (no AD).
+    Every query a client asks is logged (dns_queries());
   - a test CA and certificates: valid for each MX name, self-signed,
-    and one for the wrong name;
+    one for the wrong name, expired ones; a second CA, the DANE trust
+    anchor (dane_ca), that relayd is not told to trust; TLSA records
+    computed from what the receivers present (tlsa_records());
   - receivers on port 25 of their own 127.0.0.x address: a real Postfix
     (its own config, queue and mailbox under the bed's temp folder), the
     small test receivers of receiver.py, and the STARTTLS-stripping proxy;
