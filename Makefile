@@ -19,7 +19,8 @@ RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev pkg-config openssl
 # bed has its own CA), python3-dnspython's HTTP/DoH stack, python3-pytest's
 # pygments, systemd's dbus and timesyncd (only `systemd-analyze` offline is
 # used), testssl.sh's GOST engine. No test calls ip, ps or mkpasswd.
-TEST_PKGS = postfix swaks libnet-ssleay-perl unbound nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace
+# ldnsutils signs the bed's DNSSEC zone (ldns-keygen, -signzone, -key2ds).
+TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace
 
 .PHONY: all deps test-deps bench-deps build release debug dev-setup run test unit e2e check-example install clean fuzz bench tsan
 

@@ -81,9 +81,35 @@ if [ "$mode" = test ]; then
     fail "nginx is built without http_ssl_module" nginx
   fi
 
+  # The bed signs its DNSSEC zone (dane.test) at start with ldnsutils:
+  # ECDSA P-256 keys, an NSEC-signed zone, the KSK's SHA-256 DS.
+  ds=""
+  if ! has ldns-keygen || ! has ldns-signzone || ! has ldns-key2ds; then
+    fail "ldns-keygen, ldns-signzone or ldns-key2ds is missing" ldnsutils
+  else
+    mkdir "$tmp/dnssec"
+    cat > "$tmp/dnssec/zone" <<EOF
+probe.test. 300 IN SOA ns.probe.test. h.probe.test. 1 3600 600 86400 300
+probe.test. 300 IN NS ns.probe.test.
+ns.probe.test. 300 IN A 127.0.0.155
+_25._tcp.ns.probe.test. 300 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+EOF
+    ksk=$(cd "$tmp/dnssec" && ldns-keygen -a ECDSAP256SHA256 -k probe.test 2>/dev/null)
+    zsk=$(cd "$tmp/dnssec" && ldns-keygen -a ECDSAP256SHA256 probe.test 2>/dev/null)
+    if [ -z "$ksk" ] || [ -z "$zsk" ] ||
+       ! (cd "$tmp/dnssec" && ldns-signzone -f signed zone "$zsk" "$ksk") >/dev/null 2>&1 ||
+       ! grep -q 'RRSIG[[:space:]]*TLSA 13 ' "$tmp/dnssec/signed" ||
+       ! ds=$(cd "$tmp/dnssec" && ldns-key2ds -n -2 "$ksk.key" 2>/dev/null) || [ -z "$ds" ]; then
+      fail "ldnsutils cannot make ECDSAP256SHA256 keys, sign a zone with TLSA records or make a DS" ldnsutils
+      ds=""
+    fi
+  fi
+
   # The bed's unbound: the config is checked with unbound-checkconf, then
-  # served with these directives (local zones, forward zones, iterator only,
-  # so no root hints or trust anchor are needed).
+  # served with these directives: local zones and forward zones, the
+  # validator with a trust anchor for the signed zone and a stub-zone to its
+  # authoritative server, itself an unbound serving the signed zone file
+  # (auth-zone). No root hints or root trust anchor are needed.
   if ! has unbound || ! has unbound-checkconf; then
     fail "unbound or unbound-checkconf is missing" unbound
   else
@@ -93,15 +119,43 @@ server:
   username: ""
   chroot: ""
   directory: "$tmp"
-  module-config: "iterator"
+  module-config: "validator iterator"
+  trust-anchor: "${ds:-probe.test. 3600 IN DS 1 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef}"
+  trust-anchor-signaling: no
+  root-key-sentinel: no
+  val-permissive-mode: no
+  log-queries: yes
   do-not-query-localhost: no
-  local-zone: "probe.test." static
-  local-data: "probe.test. 300 IN MX 10 mx.probe.test."
+  local-zone: "test." static
+  local-zone: "probe.test." transparent
+  local-data: "plain.test. 300 IN MX 10 mx.probe.test."
+stub-zone:
+  name: "probe.test."
+  stub-addr: 127.0.0.155@53
 forward-zone:
   name: "."
   forward-addr: 127.0.0.1@9
 EOF
     unbound-checkconf "$tmp/unbound.conf" >/dev/null 2>&1 || fail "unbound-checkconf rejects the test bed's kind of config" unbound
+    if [ -n "$ds" ]; then
+      cat > "$tmp/unbound-auth.conf" <<EOF
+server:
+  interface: 127.0.0.155
+  username: ""
+  chroot: ""
+  directory: "$tmp"
+  module-config: "iterator"
+  local-zone: "test." nodefault
+auth-zone:
+  name: "probe.test."
+  zonefile: "$tmp/dnssec/signed"
+  for-downstream: yes
+  for-upstream: no
+  fallback-enabled: no
+EOF
+      unbound-checkconf "$tmp/unbound-auth.conf" >/dev/null 2>&1 ||
+        fail "unbound-checkconf rejects the bed's authoritative config (auth-zone, signed zone file)" unbound
+    fi
   fi
 
   # Private Postfix instances (`postfix -c DIR`): compatibility_level 3.6,

@@ -3,8 +3,16 @@ scenario table (scenarios.toml) and torn down by recorded PID.
 
   - a DNS server (unbound) for the private .test TLD at 127.0.0.153:53,
     with the MX/A/TXT records of every scenario, SERVFAIL where asked;
+    it validates DNSSEC: names under dane.test (DNSSEC_ZONE) come from a
+    zone the bed signs at start (ldnsutils) and serves from a second,
+    authoritative unbound at 127.0.0.155, with that zone's DS as trust
+    anchor, so they are secure (AD) or, where a row spoils a signature,
+    bogus (SERVFAIL); the rest of .test is unsigned local data (no AD).
+    Every query a client asks is logged (dns_queries());
   - a test CA and certificates: valid for each MX name, self-signed,
-    and one for the wrong name;
+    one for the wrong name, expired ones; a second CA, the DANE trust
+    anchor (dane_ca), that relayd is not told to trust; TLSA records
+    computed from what the receivers present (tlsa_records());
   - receivers on port 25 of their own 127.0.0.x address: a real Postfix
     (its own config, queue and mailbox under the bed's temp folder), the
     small test receivers of receiver.py, and the STARTTLS-stripping proxy;
@@ -38,6 +46,8 @@ DNS_IP = "127.0.0.153"
 SERVFAIL_IP = "127.0.0.154"
 NGINX_IP = "127.0.0.31"
 SILENT_IP = "127.0.0.89"   # the MTA-STS policy host that never answers
+DNSSEC_ZONE = "dane.test"  # the signed zone: names under it validate (AD=1)
+AUTH_DNS_IP = "127.0.0.155"  # its authoritative server (a second unbound)
 STS_HTTP = ("good", "301", "html", "oversized", "silent", "badcert")
 STS_BODY_CAP = 64 * 1024   # RFC 8461 §3.3 lets a fetcher stop here
 PYTHON = "/usr/bin/python3"
@@ -68,13 +78,13 @@ def load_scenarios(path=HERE / "scenarios.toml"):
 class CA:
     """A throwaway certificate authority (openssl CLI) in the bed folder."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, cn="relayd test bed CA"):
         self.dir = Path(folder)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cert = self.dir / "ca.pem"
         self.key = self.dir / "ca.key"
         self._run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", self.key)
-        self._run("req", "-x509", "-new", "-key", self.key, "-sha256", "-days", "30", "-subj", "/CN=relayd test bed CA",
+        self._run("req", "-x509", "-new", "-key", self.key, "-sha256", "-days", "30", "-subj", f"/CN={cn}",
                   "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
                   "-out", self.cert)
 
@@ -97,6 +107,44 @@ class CA:
                        "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
         self._run("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key, "-CAcreateserial",
                   "-sha256", "-days", "30", "-extfile", ext, "-out", cert)
+        return cert, key
+
+    def issue_expired(self, name):
+        """A leaf for `name` signed by this CA whose validity ended yesterday
+        (notBefore 30 days ago): `openssl ca` is what sets dates in the past
+        on OpenSSL 3.0 (x509 -req only counts -days from now). Returns
+        (cert, key)."""
+        cert, key, csr = self.dir / f"{name}-expired.pem", self.dir / f"{name}-expired.key", self.dir / f"{name}-expired.csr"
+        if cert.exists():
+            return cert, key
+        db = self.dir / "ca-db"
+        db.mkdir(exist_ok=True)
+        (db / "index.txt").touch()
+        conf = self.dir / "ca-expired.cnf"
+        conf.write_text(f"""[ca]
+default_ca = bed
+[bed]
+database = {db}/index.txt
+new_certs_dir = {db}
+serial = {db}/serial
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = none
+[any]
+commonName = supplied
+[leaf]
+subjectAltName = DNS:{name}
+basicConstraints = CA:FALSE
+extendedKeyUsage = serverAuth
+""")
+        self._run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+        self._run("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
+        now = time.time()
+        fmt = lambda t: time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))
+        self._run("ca", "-batch", "-config", conf, "-cert", self.cert, "-keyfile", self.key, "-in", csr, "-out", cert,
+                  "-rand_serial", "-notext", "-extensions", "leaf",
+                  "-startdate", fmt(now - 30 * 86400), "-enddate", fmt(now - 86400))
         return cert, key
 
     def self_signed(self, name):
@@ -142,6 +190,9 @@ class Bed:
             signal.signal(sig, handler)
         try:
             self.ca = CA(self.dir / "ca")
+            # The DANE trust anchor of `issuer = "dane-ta"` rows: a CA that
+            # relayd's [tls] ca_bundle does not hold, so only DANE trusts it.
+            self.dane_ca = CA(self.dir / "dane-ca", cn="relayd test bed DANE trust anchor")
             self._start_dns()
             self._start_postfix()
             self._start_receivers()
@@ -202,10 +253,43 @@ class Bed:
 
     # --- DNS ----------------------------------------------------------------
 
+    def is_signed(self, name):
+        """Whether `name` lives in the DNSSEC-signed zone (DNSSEC_ZONE) rather
+        than in the resolver's unsigned local data."""
+        name = name.rstrip(".").lower()
+        return name == DNSSEC_ZONE or name.endswith("." + DNSSEC_ZONE)
+
+    def scenario_rrs(self, s):
+        """The resource records a scenario publishes, as zone-file lines
+        (absolute owner names). Where each one goes, unbound's local data or
+        the signed zone, is decided by its owner name (is_signed)."""
+        d = s["domain"]
+        rrs = [f'{d}. 300 IN TXT "relayd test bed: {s["name"]}"']
+        if s.get("cname"):
+            # The domain is an alias: its MX comes from the target's data.
+            return rrs + [f'{d}. 300 IN CNAME {s["cname"]}.']
+        if s.get("mx") == ".":
+            return rrs + [f"{d}. 300 IN MX 0 ."]
+        for mx in s.get("mx", []):
+            rrs.append(f'{d}. 300 IN MX {mx["preference"]} {mx["name"]}.')
+            rrs.append(f'{mx["name"]}. 300 IN A {mx["ip"]}')
+            if mx.get("ipv6"):
+                rrs.append(f'{mx["name"]}. 300 IN AAAA {mx["ipv6"]}')
+            for rec in self.tlsa_records(mx["name"]) if mx.get("tlsa") else []:
+                rrs.append(f'_25._tcp.{mx["name"]}. 300 IN TLSA {rec}')
+        if d in self.sts:
+            rrs += self.sts_records(d)
+        else:
+            rrs.append(f"mta-sts.{d}. 300 IN A {NGINX_IP}")
+        return rrs
+
     def zone_lines(self):
         # Everything under .test is answered here; nothing is ever looked
-        # up on the Internet (see the catch-all forward-zone below).
-        lines = ['local-zone: "test." static']
+        # up on the Internet (see the catch-all forward-zone below). The
+        # signed zone is the one exception: transparent here, so its names
+        # are resolved (stub-zone) from its authoritative server and
+        # validated against the trust anchor.
+        lines = ['local-zone: "test." static', f'local-zone: "{DNSSEC_ZONE}." transparent']
         for s in self.scenarios:
             d = s["domain"]
             if s.get("dns") == "servfail":
@@ -213,25 +297,23 @@ class Bed:
                 # dns_servfail.py, and the resolver answers SERVFAIL.
                 lines.append(f'local-zone: "{d}." transparent')
                 continue
-            lines.append(f'local-zone: "{d}." static')
-            lines.append(f'local-data: "{d}. 300 IN TXT \\"relayd test bed: {s["name"]}\\""')
-            if s.get("cname"):
-                # The domain is an alias: its MX comes from the target's data.
-                lines.append(f'local-data: "{d}. 300 IN CNAME {s["cname"]}."')
-                continue
-            if s.get("mx") == ".":
-                lines.append(f'local-data: "{d}. 300 IN MX 0 ."')
-                continue
-            for mx in s.get("mx", []):
-                lines.append(f'local-data: "{d}. 300 IN MX {mx["preference"]} {mx["name"]}."')
-                lines.append(f'local-data: "{mx["name"]}. 300 IN A {mx["ip"]}"')
-                if mx.get("ipv6"):
-                    lines.append(f'local-data: "{mx["name"]}. 300 IN AAAA {mx["ipv6"]}"')
-            if d in self.sts:
-                lines += [f"local-data: '{rr}'" for rr in self.sts_records(d)]
-            else:
-                lines.append(f'local-data: "mta-sts.{d}. 300 IN A {NGINX_IP}"')
+            if not self.is_signed(d):
+                lines.append(f'local-zone: "{d}." static')
+            for rr in self.scenario_rrs(s):
+                if not self.is_signed(rr.split()[0]):
+                    lines.append(f"local-data: '{rr}'")
         return lines
+
+    def signed_zone_text(self):
+        """The unsigned text of the DNSSEC zone: its apex (SOA, NS and the
+        name server's address) and every scenario record under it."""
+        z = DNSSEC_ZONE
+        lines = [f"{z}. 300 IN SOA ns.{z}. hostmaster.{z}. 1 3600 600 86400 300",
+                 f"{z}. 300 IN NS ns.{z}.", f"ns.{z}. 300 IN A {AUTH_DNS_IP}"]
+        for s in self.scenarios:
+            if s.get("dns") != "servfail":
+                lines += [rr for rr in self.scenario_rrs(s) if self.is_signed(rr.split()[0])]
+        return "\n".join(lines) + "\n"
 
     def sts_records(self, domain):
         """The MTA-STS records of `domain` as it publishes now: the policy
@@ -255,6 +337,7 @@ class Bed:
             self._spawn("dns-servfail", [PYTHON, str(HERE / "dns_servfail.py"), f"{SERVFAIL_IP}:53"],
                         ready=lambda: (self.dir / "dns-servfail.log").exists()
                         and "ready" in (self.dir / "dns-servfail.log").read_text())
+        self._start_dnssec()
         body = "\n  ".join(self.zone_lines())
         conf.write_text(f"""server:
   interface: {DNS_IP}
@@ -269,7 +352,13 @@ class Bed:
   verbosity: 0
   access-control: 127.0.0.0/8 allow
   do-not-query-localhost: no
-  module-config: "iterator"
+  log-queries: yes
+  module-config: "validator iterator"
+  trust-anchor: "{self.dnssec_ds}"
+  trust-anchor-signaling: no
+  root-key-sentinel: no
+  val-permissive-mode: no
+  val-log-level: 2
   num-threads: 1
   outgoing-range: 64
   so-reuseport: no
@@ -281,6 +370,9 @@ remote-control:
   control-enable: yes
   control-interface: "{d}/unbound.ctl"
   control-use-cert: no
+stub-zone:
+  name: "{DNSSEC_ZONE}."
+  stub-addr: {AUTH_DNS_IP}@53
 {forward}""")
         check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
@@ -288,23 +380,121 @@ remote-control:
         self._spawn("unbound", ["unbound", "-d", "-c", str(conf)], ready=lambda: self.dns_answers("valid.test", "MX"))
         self.unbound_conf = conf
 
+    def _start_dnssec(self):
+        """Signs DNSSEC_ZONE (fresh ECDSA P-256 keys, NSEC, in the bed's
+        folder) with ldnsutils, spoils the TLSA RRsets of `tlsa_bogus` hosts
+        after signing, and serves the result from a second, authoritative
+        unbound (auth-zone) at AUTH_DNS_IP. self.dnssec_ds is the trust
+        anchor (the KSK's DS) the validating resolver is given."""
+        d = self.dnssec_dir = self.dir / "dnssec"
+        d.mkdir()
+        zone = d / f"{DNSSEC_ZONE}.zone"
+        zone.write_text(self.signed_zone_text())
+
+        def ldns(*argv):
+            r = subprocess.run([*map(str, argv)], cwd=d, capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                raise RuntimeError(f"{argv[0]}: {r.stdout}{r.stderr}")
+            return r.stdout.strip()
+        ksk = ldns("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", DNSSEC_ZONE)
+        zsk = ldns("ldns-keygen", "-a", "ECDSAP256SHA256", DNSSEC_ZONE)
+        self.dnssec_ds = ldns("ldns-key2ds", "-n", "-2", f"{ksk}.key")
+        signed = d / f"{DNSSEC_ZONE}.zone.signed"
+        ldns("ldns-signzone", "-f", signed, zone, zsk, ksk)
+        bogus = {f"_25._tcp.{mx['name']}." for _, mx in self.mx_hosts() if mx.get("tlsa_bogus")}
+        if bogus:
+            out = []
+            for line in signed.read_text().splitlines():
+                f = line.split()
+                if len(f) >= 8 and f[0].lower() in bogus and f[3] == "TLSA":
+                    # The last hex digit of the data changes; its RRSIG stays.
+                    line = line[:-1] + ("0" if line[-1].lower() != "0" else "1")
+                out.append(line)
+            signed.write_text("\n".join(out) + "\n")
+        self.signed_zone = signed
+        conf = d / "unbound-auth.conf"
+        conf.write_text(f"""server:
+  interface: {AUTH_DNS_IP}
+  port: 53
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{d}"
+  pidfile: "{d}/unbound-auth.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  num-threads: 1
+  outgoing-range: 64
+  so-reuseport: no
+  # unbound refuses .test (RFC 6761) by default, before any auth-zone.
+  local-zone: "test." nodefault
+remote-control:
+  control-enable: no
+auth-zone:
+  name: "{DNSSEC_ZONE}."
+  zonefile: "{signed}"
+  for-downstream: yes
+  for-upstream: no
+  fallback-enabled: no
+""")
+        check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError("unbound-auth config: " + check.stdout + check.stderr)
+        self._spawn("unbound-auth", ["unbound", "-d", "-c", str(conf)],
+                    ready=lambda: (self.dns_answers(DNSSEC_ZONE, "SOA", server=AUTH_DNS_IP) or ("",))[0] == "NOERROR")
+
     def unbound_control(self, *args, stdin=None):
         r = subprocess.run(["unbound-control", "-c", str(self.unbound_conf), *args], input=stdin,
                            capture_output=True, text=True, timeout=10)
         if r.returncode != 0 or r.stdout.strip() not in ("ok", ""):
             raise RuntimeError(f"unbound-control {args}: {r.stdout}{r.stderr}")
 
-    def dns_answers(self, name, rdtype):
+    def dns_answers(self, name, rdtype, server=DNS_IP):
         """Queries the bed's resolver; returns (rcode text, [rdata text])."""
-        import dns.message
-        import dns.query
         import dns.rcode
-        q = dns.message.make_query(name, rdtype)
-        try:
-            r = dns.query.udp(q, DNS_IP, timeout=1, port=53)
-        except Exception:
+        r = self.dns_query(name, rdtype, ad=False, server=server)
+        if r is None:
             return None
         return dns.rcode.to_text(r.rcode()), [rd.to_text() for rrset in r.answer for rd in rrset]
+
+    def dns_query(self, name, rdtype, *, ad=True, cd=False, dnssec=False, server=DNS_IP, timeout=2):
+        """One query to the bed's resolver (or `server`), as a dnspython
+        message, or None when nothing answered. The resolver sets AD in a
+        reply only when the query had AD (ad=True, RFC 6840 §5.7) or DO
+        (dnssec=True, which also brings the RRSIGs); cd=True asks it not to
+        validate (relayd never does)."""
+        import dns.flags
+        import dns.message
+        import dns.query
+        q = dns.message.make_query(name, rdtype, want_dnssec=dnssec)
+        if ad:
+            q.flags |= dns.flags.AD
+        if cd:
+            q.flags |= dns.flags.CD
+        try:
+            return dns.query.udp(q, server, timeout=timeout, port=53)
+        except Exception:
+            return None
+
+    def dns_queries(self, since=0):
+        """The (name, type) pairs clients asked the bed's resolver, in order
+        (unbound's log-queries lines in unbound.log), names without the
+        final dot, e.g. ("_25._tcp.mx.ee-wrongname.dane.test", "TLSA").
+        `since` skips that many: take len(bed.dns_queries()) as a mark
+        before an action, pass it after. The bed's own checks are in it too."""
+        import re
+        log = self.dir / "unbound.log"
+        if not log.exists():
+            return []
+        out = []
+        for line in log.read_text(errors="replace").splitlines():
+            m = re.search(r"\] unbound\[\d+:\d+\] info: \S+ (\S+)\. (\S+) IN$", line)
+            if m:
+                out.append((m.group(1).lower(), m.group(2)))
+        return out[since:]
 
     # --- receivers ----------------------------------------------------------
 
@@ -372,13 +562,13 @@ smtputf8_enable = yes
             argv = [PYTHON, str(HERE / "receiver.py"), "--listen", listen, "--mode", kind, "--name", mx["name"],
                     "--record", str(self.record_file(mx["ip"]))]
             if kind in ("tls", "broken-tls"):
-                which = mx.get("cert", "valid")
-                if which == "selfsigned":
-                    cert, key = self.ca.self_signed(mx["name"])
-                elif which == "wrongname":
-                    cert, key = self.ca.issue("mx.elsewhere.test")
-                else:
-                    cert, key = self.ca.issue(mx.get("cert_name", mx["name"]), key_type=mx.get("key", "ec"))
+                cert, key, issuer = self.mx_cert(mx)
+                if mx.get("send_ca"):
+                    # The chain the receiver presents: leaf, then its issuer.
+                    chain = self.dir / "chains" / f"{mx['name']}.pem"
+                    chain.parent.mkdir(exist_ok=True)
+                    chain.write_text(cert.read_text() + issuer.read_text())
+                    cert = chain
                 argv += ["--cert", str(cert), "--key", str(key)]
                 if mx.get("ciphers"):
                     argv += ["--ciphers", mx["ciphers"]]
@@ -387,6 +577,68 @@ smtputf8_enable = yes
                 if mx.get("min_version"):
                     argv += ["--min-version", mx["min_version"]]
             self._spawn(f"receiver-{mx['ip']}", argv, ready=lambda ip=mx["ip"]: port_open(ip, 25))
+
+    def mx_cert(self, mx):
+        """(leaf, key, issuer certificate) of a TLS test receiver, from its
+        row's cert, cert_name, key and issuer fields (a self-signed leaf is
+        its own issuer)."""
+        which = mx.get("cert", "valid")
+        ca = self.dane_ca if mx.get("issuer") == "dane-ta" else self.ca
+        if which == "selfsigned":
+            cert, key = ca.self_signed(mx["name"])
+            return cert, key, cert
+        if which == "wrongname":
+            cert, key = ca.issue("mx.elsewhere.test")
+        elif which == "expired":
+            cert, key = ca.issue_expired(mx.get("cert_name", mx["name"]))
+        else:
+            cert, key = ca.issue(mx.get("cert_name", mx["name"]), key_type=mx.get("key", "ec"))
+        return cert, key, ca.cert
+
+    def mx_at(self, ip):
+        return next(m for _, m in self.mx_hosts() if m["ip"] == ip)
+
+    def served_chain(self, host):
+        """The certificates (PEM paths, leaf first) that the MX host `host`
+        presents after STARTTLS: a strip proxy's are those of the MX behind
+        it (though it never lets a handshake happen), Postfix's its leaf."""
+        mx = next(m for _, m in self.mx_hosts() if m["name"] == host)
+        if mx["receiver"] == "strip":
+            upstream = mx.get("upstream") or next(m["ip"] for _, m in self.mx_hosts() if m["receiver"] == "postfix")
+            return self.served_chain(self.mx_at(upstream)["name"])
+        if mx["receiver"] == "postfix":
+            return [self.ca.issue(mx["name"])[0]]
+        cert, _, issuer = self.mx_cert(mx)
+        return [cert, issuer] if mx.get("send_ca") else [cert]
+
+    def trust_anchor_of(self, host):
+        """The certificate that a `ta` TLSA spec of `host` names: the issuer
+        of the leaf it presents (whether or not it sends it)."""
+        mx = next(m for _, m in self.mx_hosts() if m["name"] == host)
+        if mx["receiver"] == "strip":
+            return self.trust_anchor_of(self.mx_at(mx.get("upstream"))["name"]) if mx.get("upstream") else self.ca.cert
+        if mx["receiver"] == "postfix":
+            return self.ca.cert
+        return self.mx_cert(mx)[2]
+
+    def tlsa_records(self, host):
+        """The TLSA records ("usage selector matching hex") published at
+        _25._tcp.<host>, computed from the row's `tlsa` specs and the
+        certificates the bed issued. For a `tlsa_bogus` host these are the
+        records as signed; what the zone serves differs in the last digit."""
+        mx = next(m for _, m in self.mx_hosts() if m["name"] == host)
+        out = []
+        for spec in mx.get("tlsa", []):
+            usage, selector, mtype, what = spec.split()
+            if what == "none":
+                data = b"relayd test bed: this matches no certificate"
+                if mtype == "0":
+                    raise ValueError(f"{host}: matching type 0 with `none` has no meaning")
+            else:
+                cert = {"leaf": lambda: self.served_chain(host)[0], "ta": lambda: self.trust_anchor_of(host)}[what]()
+                data = tlsa_selected(cert, int(selector))
+            out.append(f"{usage} {selector} {mtype} {tlsa_digest(data, int(mtype))}")
+        return out
 
     def _start_nginx(self):
         d = self.nginx_dir = self.dir / "nginx"
@@ -487,6 +739,8 @@ http {{
         and the TXT record last, so a new id is never seen before its
         policy. Returns once the bed's DNS and policy host answer as asked
         (bounded by `timeout`)."""
+        if self.is_signed(domain):
+            raise ValueError(f"{domain} is in the signed zone, signed once at start: set_sts cannot change it")
         st = self.sts[domain]
         new = dict(st)
         for k, v in (("id", id), ("mode", mode), ("mx", mx), ("max_age", max_age), ("http", http), ("txt", txt)):
@@ -629,6 +883,35 @@ http {{
             out.append({"tls": bool(m), "version": m.group(1) if m else None,
                         "cipher": m.group(2) if m else None, "data": chunk})
         return out
+
+
+_tlsa_cache = {}
+
+
+def tlsa_selected(cert, selector):
+    """What a TLSA selector picks from a PEM certificate: 0 its full DER,
+    1 (and any other value) its SubjectPublicKeyInfo DER."""
+    key = (str(cert), os.stat(cert).st_mtime_ns, 0 if selector == 0 else 1)
+    if key not in _tlsa_cache:
+        if selector == 0:
+            der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True,
+                                 capture_output=True, timeout=30).stdout
+        else:
+            pub = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-pubkey"], check=True,
+                                 capture_output=True, timeout=30).stdout
+            der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub, check=True,
+                                 capture_output=True, timeout=30).stdout
+        _tlsa_cache[key] = der
+    return _tlsa_cache[key]
+
+
+def tlsa_digest(data, mtype):
+    """TLSA association data in hex: matching type 0 the data itself, 1
+    SHA-256, 2 SHA-512, any other (unknown) type SHA-256 as well."""
+    import hashlib
+    if mtype == 0:
+        return data.hex()
+    return (hashlib.sha512 if mtype == 2 else hashlib.sha256)(data).hexdigest()
 
 
 def pid_alive(pid):

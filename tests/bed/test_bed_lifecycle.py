@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import bed as bedmod
-from bed import Bed, DNS_IP, NGINX_IP, SILENT_IP, pid_alive, port_open
+from bed import AUTH_DNS_IP, Bed, DNS_IP, NGINX_IP, SILENT_IP, pid_alive, port_open
 
 
 def test_a_second_bed_right_after_works_and_leaves_nothing():
@@ -22,6 +22,7 @@ def test_a_second_bed_right_after_works_and_leaves_nothing():
         for s, mx in b.mx_hosts():
             assert not port_open(mx["ip"], 25), mx
         assert not port_open(SILENT_IP, 443)
+        assert b.dns_answers("dane.test", "SOA", server=AUTH_DNS_IP) is None, "the signed zone's server survived"
 
 
 def test_sigint_leaves_no_process_port_or_folder():
@@ -44,3 +45,4 @@ def test_sigint_leaves_no_process_port_or_folder():
         assert not port_open(mx["ip"], 25), f"port 25 still open on {mx['ip']}"
     assert not port_open(NGINX_IP, 443)
     assert not port_open(SILENT_IP, 443)
+    assert Bed(workdir="/nonexistent").dns_answers("dane.test", "SOA", server=AUTH_DNS_IP) is None
