@@ -45,7 +45,7 @@ class Relayd:
 
     def __init__(self, workdir, client_networks=("127.0.0.1/32",), relay_domains=("example.org",),
                  extra="", limits="", outbound="", queue="", dns_servers=("127.0.0.1:9",), ca_bundle=None,
-                 idle_timeout="30s", certificate="mx", tls=""):
+                 idle_timeout="30s", certificate="mx", tls="", dns=""):
         # DNS defaults to a dead loopback port: a test relayd must never ask
         # the machine's own resolver (which is not on loopback).
         # `certificate` names a fixture pair: "mx" (P-256, signed by the test
@@ -99,6 +99,7 @@ min_free_space = 0
 
 [dns]
 servers = [{", ".join(f'"{d}"' for d in dns_servers)}]
+{dns}
 
 [outbound]
 {outbound}
