@@ -118,3 +118,44 @@ struct VerdictRow: CustomTestStringConvertible, Sendable {
         #expect(domain([unverified]).learnedReport(at: 1).probe.seen == .tls)
     }
 }
+
+/// DANE decides per host before any level: what the probe then predicts.
+@Suite struct ProbeVerdictUnderDANE {
+    typealias V = ProbeVerdictTests
+    static let record = TLSARecord(usage: 3, selector: 1, matchingType: 1, data: Array(repeating: 1, count: 32))
+    static let usable = DANEHostState.usable(DANEPolicy(baseDomain: "mx.example", records: [record]))
+
+    static func matched() -> HostProbeResult {
+        var r = V.result(offered: true, established: true, verification: .trusted)
+        let tls = r.tls!
+        r = HostProbeResult(host: r.host, address: r.address, port: r.port, findings: r.findings,
+                            tls: TLSSessionInfo(protocolVersion: tls.protocolVersion, cipher: tls.cipher, cipherBits: tls.cipherBits,
+                                                forwardSecret: tls.forwardSecret, peerChainLength: 1, verification: .trusted,
+                                                resumed: false, daneMatch: record))
+        return r
+    }
+
+    @Test func classesFollowTheHostsTLSAState() {
+        let plain = V.result(offered: false)
+        let noMatch = V.result(offered: true, established: true,
+                               verification: .failed(TLSFailure(kind: .daneNoMatch, detail: "")))
+        #expect(ProbeVerdict.classify(Self.matched(), dane: Self.usable) == .daneVerified)
+        #expect(ProbeVerdict.classify(noMatch, dane: Self.usable) == .daneFailed)
+        #expect(ProbeVerdict.classify(plain, dane: Self.usable) == .daneFailed, "a stripped DANE host")
+        #expect(ProbeVerdict.classify(noMatch, dane: .unusable([])) == .daneTLS)
+        #expect(ProbeVerdict.classify(plain, dane: .unusable([])) == .daneFailed)
+        #expect(ProbeVerdict.classify(Self.matched(), dane: .failed("SERVFAIL")) == .daneFailed)
+        #expect(ProbeVerdict.classify(plain, dane: .insecure) == .noSTARTTLS)
+    }
+
+    @Test(arguments: [
+        ([ProbeVerdict.AddressTLS.daneVerified], ["verified-tls", "verified-tls", "verified-tls", "verified-tls", "verified-tls"], ProbeVerdict.Fitness.verify),
+        ([.daneFailed], ["defer", "defer", "defer", "defer", "drop"], .neither),
+        ([.daneFailed, .noSTARTTLS], ["plaintext", "plaintext", "defer", "defer", "drop"], .neither),
+        ([.daneTLS], ["tls", "tls", "tls", "tls", "tls"], .forcedOnly),
+    ])
+    func everyLevelYieldsToDANE(classes: [ProbeVerdict.AddressTLS], outcomes: [String], fitness: ProbeVerdict.Fitness) {
+        #expect(ProbeVerdict.levels(classes).map { $0.outcome?.rawValue ?? "-" } == outcomes)
+        #expect(ProbeVerdict.fitness(classes) == fitness)
+    }
+}

@@ -140,3 +140,30 @@ def test_the_operator_entry_lowers_a_broken_dane_domain(bed, tmp_path):
         assert ("_25._tcp.mx.lowered.dane.test", "TLSA") not in bed.dns_queries(since=mark)
     finally:
         r.stop()
+
+
+def probe(relayd, domain):
+    import json, subprocess
+    from relayd_harness import RELAYD
+    r = subprocess.run([str(RELAYD), "probe", domain, "--json", "--config", str(relayd.config)],
+                       capture_output=True, text=True, timeout=120)
+    return r.returncode, json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("domain, code, finding, state, levels", [
+    ("ee-wrongname.dane.test", 0, "dane-verified", "verified", {"verified-tls"}),
+    ("nomatch.dane.test", 3, "dane-failed", "verified", {"defer", "drop"}),
+    ("unusable.dane.test", 2, "dane-tls", "unusable", {"tls"}),
+    ("dane-insecure.test", 2, "tls-unverified", "insecure", {"plaintext", "tls", "defer", "drop"}),
+])
+def test_probe_shows_what_dane_decides(bed, relayd, domain, code, finding, state, levels):
+    rc, report = probe(relayd, domain)
+    assert rc == code, report
+    assert report["addresses"][0]["finding"] == finding, report["addresses"][0]
+    host = report["dane"]["hosts"][0]
+    assert host["state"] == state, host
+    assert set(report["levels"].values()) == levels, report["levels"]
+    if state == "verified":
+        matched = [m for rec in host["records"] for m in rec["matches"]]
+        assert bool(matched) == (finding == "dane-verified"), host
+        assert host["addresses"][0]["verified"] == (finding == "dane-verified"), host

@@ -15,8 +15,9 @@ extension DomainProbeResult {
             switch ProbeVerdict.classify(r) {
             case .noAnswer: return nil
             case .noSTARTTLS, .tlsFailed, .brokenAfterTLS: return .plaintext
-            case .tlsUnverified: return .tls
-            case .tlsVerified: return .verified
+            case .tlsUnverified, .daneTLS: return .tls
+            case .tlsVerified, .daneVerified: return .verified
+            case .daneFailed: return .plaintext
             }
         }
         let answering = addresses.compactMap { r in seen(r).map { (r, $0) } }

@@ -59,7 +59,7 @@ public struct ProbeReport: Sendable {
 
     // MARK: what the findings mean
 
-    public var classes: [ProbeVerdict.AddressTLS] { result.addresses.map(ProbeVerdict.classify) }
+    public var classes: [ProbeVerdict.AddressTLS] { result.addresses.map { ProbeVerdict.classify($0, dane: result.dane?[$0.host]) } }
 
     public var fitness: ProbeVerdict.Fitness { ProbeVerdict.fitness(classes) }
 
@@ -75,7 +75,7 @@ public struct ProbeReport: Sendable {
             if addresses.isEmpty { return .deferred }
         }
         return ProbeVerdict.outcome(level: decision.level, verification: decision.requiresVerification,
-                                    addresses.map(ProbeVerdict.classify))
+                                    addresses.map { ProbeVerdict.classify($0, dane: result.dane?[$0.host]) })
     }
 
     /// The policy the MX hosts are matched against: the live one, else an
@@ -177,7 +177,7 @@ extension ProbeReport {
             if !c.publicKeySHA256.isEmpty { out.append(row("", "    spki     sha256 \(c.publicKeySHA256)")) }
         }
         if let failure = r.failure { out.append(row("FAILED at", failure.description)) }
-        out.append(row("finding", ProbeVerdict.classify(r).rawValue))
+        out.append(row("finding", ProbeVerdict.classify(r, dane: result.dane?[r.host]).rawValue))
         return out
     }
 
@@ -287,7 +287,7 @@ extension ProbeReport {
             "host": r.host, "address": r.address.description, "port": Int(r.port),
             "banner": f.banner ?? NSNull(), "starttls_offered": f.starttlsOffered ?? NSNull(),
             "ehlo_keywords": f.ehloKeywords, "ehlo_keywords_after_tls": f.ehloKeywordsAfterTLS ?? NSNull(),
-            "discarded_after_starttls": f.discardedAfterSTARTTLS, "finding": ProbeVerdict.classify(r).rawValue,
+            "discarded_after_starttls": f.discardedAfterSTARTTLS, "finding": ProbeVerdict.classify(r, dane: result.dane?[r.host]).rawValue,
             "failure": f.failure.map { failure -> Any in
                 ["step": failure.step.rawValue, "detail": failure.detail,
                  "tls_reason": failure.tls.map { $0.kind.rawValue as Any } ?? NSNull()] as [String: Any]

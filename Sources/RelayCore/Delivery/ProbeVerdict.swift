@@ -23,6 +23,15 @@ public enum ProbeVerdict {
         case brokenAfterTLS = "broken-after-tls"
         case tlsUnverified = "tls-unverified"
         case tlsVerified = "tls-verified"
+        /// DANE (RFC 7672) decides for this host, whatever the level:
+        /// a TLSA record authenticated the server;
+        case daneVerified = "dane-verified"
+        /// the host has TLSA records, none usable, and TLS worked (TLS is
+        /// mandatory, not authenticated);
+        case daneTLS = "dane-tls"
+        /// the host has TLSA records and DANE failed (no match, no TLS, or
+        /// the TLSA lookup failed): delivery does not use it.
+        case daneFailed = "dane-failed"
     }
 
     /// What delivery at one level would do with the whole domain.
@@ -43,6 +52,23 @@ public enum ProbeVerdict {
         case neither = 3
     }
 
+    /// With DANE: the host's TLSA state decides before any level does.
+    public static func classify(_ r: HostProbeResult, dane: DANEHostState?) -> AddressTLS {
+        let plain = classify(r)
+        switch dane {
+        case .usable?:
+            if plain == .noAnswer { return .noAnswer }
+            return r.tls?.daneMatch != nil && plain == .tlsVerified ? .daneVerified : .daneFailed
+        case .unusable?:
+            if plain == .noAnswer { return .noAnswer }
+            return plain == .tlsVerified || plain == .tlsUnverified ? .daneTLS : .daneFailed
+        case .failed?:
+            return .daneFailed
+        case .insecure?, .noRecords?, nil:
+            return plain
+        }
+    }
+
     public static func classify(_ r: HostProbeResult) -> AddressTLS {
         guard let offered = r.starttlsOffered else { return .noAnswer }
         guard offered else { return .noSTARTTLS }
@@ -59,7 +85,13 @@ public enum ProbeVerdict {
     }
 
     static func step(_ a: AddressTLS, level: PolicyLevel, verification: Bool) -> Step {
-        if a == .noAnswer { return .next(tlsPolicy: false) }
+        switch a {
+        case .noAnswer: return .next(tlsPolicy: false)
+        case .daneVerified: return .deliver(.verifiedTLS)
+        case .daneTLS: return .deliver(.tls)
+        case .daneFailed: return .next(tlsPolicy: true)
+        default: break
+        }
         switch level {
         case .none:
             return .deliver(.plaintext)
@@ -67,12 +99,12 @@ public enum ProbeVerdict {
             switch a {
             case .noSTARTTLS, .tlsFailed: return .deliver(.plaintext)
             case .tlsUnverified, .tlsVerified: return .deliver(.tls)
-            case .brokenAfterTLS, .noAnswer: return .next(tlsPolicy: false)
+            case .brokenAfterTLS, .noAnswer, .daneVerified, .daneTLS, .daneFailed: return .next(tlsPolicy: false)
             }
         case .forced, .verify, .tlsExclusive:
             switch a {
             case .noSTARTTLS, .tlsFailed: return .next(tlsPolicy: true)
-            case .brokenAfterTLS, .noAnswer: return .next(tlsPolicy: false)
+            case .brokenAfterTLS, .noAnswer, .daneVerified, .daneTLS, .daneFailed: return .next(tlsPolicy: false)
             case .tlsUnverified: return verification ? .next(tlsPolicy: true) : .deliver(.tls)
             case .tlsVerified: return .deliver(verification ? .verifiedTLS : .tls)
             }
@@ -107,8 +139,8 @@ public enum ProbeVerdict {
     public static func fitness(_ addresses: [AddressTLS]) -> Fitness {
         let answered = addresses.filter { $0 != .noAnswer }
         guard !answered.isEmpty else { return .unknown }
-        if answered.allSatisfy({ $0 == .tlsVerified }) { return .verify }
-        if answered.allSatisfy({ $0 == .tlsVerified || $0 == .tlsUnverified }) { return .forcedOnly }
+        if answered.allSatisfy({ $0 == .tlsVerified || $0 == .daneVerified }) { return .verify }
+        if answered.allSatisfy({ [.tlsVerified, .tlsUnverified, .daneVerified, .daneTLS].contains($0) }) { return .forcedOnly }
         return .neither
     }
 }
