@@ -2,6 +2,9 @@
 // client session: the two parsers fed by remote servers. Invariants:
 //  - DNSMessage.parse never crashes; what it returns only holds names of at
 //    most 255 octets and as many answers as the header claimed;
+//  - a TLSA record it returns holds its whole RDATA, and the RFC 7672
+//    filter only passes DANE-TA/DANE-EE records with a known selector and
+//    a digest of exactly the right length;
 //  - ReplyParser gives the same replies however the input is split;
 //  - ClientSession never asks to send the body before the server's 354,
 //    and never sends MAIL before TLS when TLS is required.
@@ -14,7 +17,17 @@ public func fuzzRemoteParsers(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int3
     case 0:
         if let r = try? DNSMessage.parse(input) {
             precondition(r.questionName.utf8.count <= 255)
-            for a in r.answers { precondition(a.name.utf8.count <= 255) }
+            for a in r.answers {
+                precondition(a.name.utf8.count <= 255)
+                if case .tlsa(let u, let sel, let m, let d) = a.data {
+                    let record = TLSARecord(usage: u, selector: sel, matchingType: m, data: d)
+                    if record.isUsableForSMTP {
+                        precondition((u == 2 || u == 3) && sel <= 1)
+                        precondition(m == 0 ? !d.isEmpty : d.count == (m == 1 ? 32 : 64))
+                    }
+                    precondition(record.presentation.hasPrefix("\(u) \(sel) \(m) "))
+                }
+            }
         }
     case 1:
         var whole = ReplyParser()
