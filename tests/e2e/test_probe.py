@@ -78,7 +78,7 @@ def test_valid_postfix_is_fit_for_verify(bed, config):
     assert "STARTTLS     offered" in text
     assert "verification trusted (chain and name mx.valid.test verified)" in text
     assert "names    mx.valid.test" in text and "days left" in text
-    assert "DANE: DANE is not checked by this relayd version" in text
+    assert "DANE: not checked: [dns] dnssec is off" in text
     assert "Fit for verify (exit 0)" in text
     assert len(bed.postfix_messages()) == before
 
