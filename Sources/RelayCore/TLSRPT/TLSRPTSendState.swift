@@ -5,6 +5,7 @@
 //   day 2026-01-31
 //   domain example.com
 //   attempts <n>
+//   first <unix seconds of the first attempt: retries end 24 hours later>
 //   next <unix seconds of the next attempt>
 //   finished 0|1
 //   done <xtext destination>      (0 or more: destinations that took the report)
@@ -15,24 +16,26 @@ public struct TLSRPTSendState: Equatable, Sendable {
     public var day: TLSRPTDay
     public var domain: String
     public var attempts: Int
+    public var first: Int
     public var next: Int
     public var finished: Bool
     public var done: [String]
     public var note: String
 
-    public init(day: TLSRPTDay, domain: String, attempts: Int = 0, next: Int, finished: Bool = false,
+    public init(day: TLSRPTDay, domain: String, attempts: Int = 0, first: Int, next: Int? = nil, finished: Bool = false,
                 done: [String] = [], note: String = "") {
         self.day = day
         self.domain = domain
         self.attempts = attempts
-        self.next = next
+        self.first = first
+        self.next = next ?? first
         self.finished = finished
         self.done = done
         self.note = note
     }
 
     public func encode() -> [UInt8] {
-        var s = "tlsrpt-sent 1\nday \(day)\ndomain \(domain)\nattempts \(attempts)\nnext \(next)\nfinished \(finished ? 1 : 0)\n"
+        var s = "tlsrpt-sent 1\nday \(day)\ndomain \(domain)\nattempts \(attempts)\nfirst \(first)\nnext \(next)\nfinished \(finished ? 1 : 0)\n"
         for d in done { s += "done \(XText.encode(d))\n" }
         if !note.isEmpty { s += "note \(XText.encode(note))\n" }
         return Array(s.utf8)
@@ -41,15 +44,16 @@ public struct TLSRPTSendState: Equatable, Sendable {
     public static func decode(_ data: [UInt8]) -> TLSRPTSendState? {
         guard data.allSatisfy({ ($0 >= 0x20 && $0 < 0x7f) || $0 == 10 }), data.last == 10 else { return nil }
         let lines = String(decoding: data.dropLast(), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.count >= 6, lines[0] == "tlsrpt-sent 1" else { return nil }
+        guard lines.count >= 7, lines[0] == "tlsrpt-sent 1" else { return nil }
         func value(_ i: Int, _ key: String) -> String? {
             lines[i].hasPrefix(key + " ") ? String(lines[i].dropFirst(key.count + 1)) : nil
         }
         guard let day = value(1, "day").flatMap(TLSRPTDay.init), let domain = value(2, "domain"),
               DomainRecordName.isValid(domain), let attempts = value(3, "attempts").flatMap({ Int($0) }), attempts >= 0,
-              let next = value(4, "next").flatMap({ Int($0) }), let f = value(5, "finished"), f == "0" || f == "1" else { return nil }
-        var state = TLSRPTSendState(day: day, domain: domain, attempts: attempts, next: next, finished: f == "1")
-        for line in lines.dropFirst(6) {
+              let first = value(4, "first").flatMap({ Int($0) }),
+              let next = value(5, "next").flatMap({ Int($0) }), let f = value(6, "finished"), f == "0" || f == "1" else { return nil }
+        var state = TLSRPTSendState(day: day, domain: domain, attempts: attempts, first: first, next: next, finished: f == "1")
+        for line in lines.dropFirst(7) {
             if line.hasPrefix("done "), let d = XText.decode(String(line.dropFirst(5))) {
                 state.done.append(d)
             } else if line.hasPrefix("note "), state.note.isEmpty, let n = XText.decode(String(line.dropFirst(5))) {
