@@ -23,6 +23,7 @@ import RelayQueue
 import RelaySMTP
 import RelaySTS
 import RelayTLS
+import RelayTLSRPT
 import Dispatch
 import Logging
 #if canImport(Glibc)
@@ -70,6 +71,8 @@ public struct DeliveryEnvironment: Sendable {
     /// Learned TLS status, told what each MX session showed (nil:
     /// `[learned] enabled = false`).
     public let learned: LearnedStatus?
+    /// TLS-RPT counters (RFC 8460); nil when [tlsrpt] is off. Set after init.
+    public var tlsrpt: TLSRPTLedger?
     public let logger: Logger
     public private(set) var queue: DispatchQueue
     /// Seconds since the epoch; the queue runner's clock, so both judge the
@@ -333,5 +336,6 @@ public final class DomainDelivery: @unchecked Sendable {
         var fields = logFields(hop: hop, tls: run?.tls, outcome: outcome, detail: detail)
         if let f = run?.tlsFailure { fields["tls_failure"] = "\(f.kind.rawValue)" }
         env.logger.info("delivery attempt", metadata: fields)
+        countForTLSRPT(hop: hop, run: run)
     }
 }
