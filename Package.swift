@@ -114,7 +114,7 @@ let package = Package(
         tests("RelayPolicyTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS", "RelayQueue",
                         "RelayConfig", "RelayDelivery"]),
         tests("RelayDeliveryTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS"]),
+                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS", "RelayTLSRPT"]),
         tests("RelaySTSTests", ["RelayModel", "RelaySTS"]),
         tests("RelayMTASTSTests", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
                                    "RelaySync", "RelayMTASTS"]),
