@@ -92,7 +92,9 @@ struct ReportCommand: ParsableCommand {
                 throw SystemError("the reports were not sent within \(Int(timeout))s", ETIMEDOUT)
             }
             var lines = out.withLock { $0 }
-            if !request.dryRun { lines.append("(no relayd running: report mail waits in the queue for its next start)") }
+            if lines.contains(where: { $0.hasPrefix("  mailto:") && $0.hasSuffix(": sent") }) {
+                lines.append("(no relayd running: the report mail waits in the queue for its next start)")
+            }
             return lines.joined(separator: "\n") + "\n"
         }
     }
