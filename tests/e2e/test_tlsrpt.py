@@ -192,3 +192,45 @@ def test_reports_by_mail_and_https_and_report_mail_not_counted(bed, https_server
                 bed.unbound_control("local_data_remove", f"_smtp._tls.{d}.")
             except Exception:
                 pass
+
+
+def test_report_mail_ignores_the_tls_policy_it_reports_on(bed, tmp_path):
+    """plain.test offers no STARTTLS and is configured `forced`: its mail is
+    deferred, and that is what its report says. The report itself, sent to
+    an address at plain.test, must still arrive (in plaintext): a report
+    about TLS failing cannot wait for TLS."""
+    plain_mx = "127.0.0.22"
+    relayd = Relayd(tmp_path / "relayd", relay_domains=(), dns_servers=(DNS_IP,), ca_bundle=bed.ca.cert,
+                    extra='[tlsrpt]\nenabled = true\norganization = "E2E Org"\nsubmitter = "relay.e2e.test"\n',
+                    queue='retry_schedule = ["1s"]\nmax_lifetime = "10m"',
+                    outbound='default_level = "opportunistic"\nconnect_timeout = "3s"\n'
+                             '[outbound.domains]\n"plain.test" = "forced"\n').start()
+    try:
+        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        qid = submit(relayd, "user@plain.test", f"tlsrpt-forced-{uuid.uuid4().hex[:8]}")
+        wait_for(lambda: any(a.get("outcome") == "deferred" for a in log_lines(relayd, "delivery attempt", id=qid)),
+                 20, "the forced mail deferred")
+        rua = f"mailto:tlsrpt-{uuid.uuid4().hex[:6]}@plain.test"
+        publish_tlsrpt(bed, "plain.test", rua)
+        out = report(relayd, day)
+        assert f"{rua}: sent" in out, out
+
+        def reports():
+            return [m for m in bed.events(plain_mx) if m["event"] == "mail" and rua[len("mailto:"):] in " ".join(m["to"])]
+        wait_for(reports, 30, "the report mail at plain.test")
+        m = reports()[0]
+        assert not m["tls"], "no TLS to be had: sent in plaintext despite `forced`"
+        _, part = attachment(m["data"])
+        rep = json.loads(gzip.decompress(part.get_payload(decode=True)))
+        check_schema(rep, "plain.test", day)
+        p = rep["policies"][0]
+        assert p["summary"]["total-successful-session-count"] == 0 and p["summary"]["total-failure-session-count"] >= 1
+        assert {d["result-type"] for d in p["failure-details"]} == {"starttls-not-supported"}
+        # The user's mail is still held to `forced`.
+        assert not any(a.get("outcome") == "delivered" for a in log_lines(relayd, "delivery attempt", id=qid))
+    finally:
+        relayd.stop()
+        try:
+            bed.unbound_control("local_data_remove", "_smtp._tls.plain.test.")
+        except Exception:
+            pass

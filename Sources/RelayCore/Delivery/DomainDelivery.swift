@@ -149,7 +149,8 @@ public final class DomainDelivery: @unchecked Sendable {
 
     private func start() {
         dispatchPrecondition(condition: .onQueue(env.queue))
-        decision = env.engine.decide(domain)
+        // A TLS-RPT report goes opportunistically whatever the policy (it may be about that policy failing).
+        decision = message.envelope.tlsReport ? PolicyEngine(defaultLevel: .opportunistic, domains: [:]).decide(domain) : env.engine.decide(domain)
         let plan = DeliveryAttempt.Plan(domain: domain, decision: decision, indexes: indexes,
                                         config: env.config, credentials: env.relayCredentials)
         machine = DeliveryAttempt(plan: plan, selfListener: Self.selfListener(listeners: env.config.listeners.map(\.address)))
