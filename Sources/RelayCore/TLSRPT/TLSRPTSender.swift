@@ -80,6 +80,9 @@ public final class TLSRPTSender: Sendable {
     let now: @Sendable () -> Int
     let random: @Sendable (ClosedRange<Int>) -> Int
     private let inFlight = Locked<Set<String>>([])
+    /// Reports known finished, so the minute's tick does not read their
+    /// state files again (a week of days, thousands of domains each).
+    private let finished = Locked<Set<String>>([])
     /// Days whose states and counters are removed once this old.
     public static let keepDays = 7
 
@@ -105,19 +108,24 @@ public final class TLSRPTSender: Sendable {
         let today = TLSRPTDay(containing: t)
         for day in store.days() {
             if day.index < today.index - Self.keepDays {
+                finished.withLock { $0 = $0.filter { !$0.hasPrefix("\(day)_") } }
                 do { try store.removeDay(day) } catch {
                     logger.error("TLS-RPT: cannot remove an old day", metadata: ["day": "\(day)", "error": "\(error)"])
                 }
                 continue
             }
             guard day < today else { continue }
-            for domain in ledger.domains(day: day) {
+            for domain in ledger.domains(day: day) where !finished.withLock({ $0.contains("\(day)_\(domain)") }) {
                 guard var state = readState(day, domain) else {
                     let first = TLSRPTSchedule.firstAttempt(day: day, random: random)
                     save(TLSRPTSendState(day: day, domain: domain, first: first))
                     continue
                 }
-                guard !state.finished, state.next <= t else { continue }
+                if state.finished {
+                    finished.withLock { _ = $0.insert("\(day)_\(domain)") }
+                    continue
+                }
+                guard state.next <= t else { continue }
                 state.attempts += 1
                 send(state, force: false) { _ in }
             }
@@ -268,6 +276,8 @@ public final class TLSRPTSender: Sendable {
     }
 
     private func save(_ state: TLSRPTSendState) {
+        let key = "\(state.day)_\(state.domain)"
+        finished.withLock { if state.finished { $0.insert(key) } else { $0.remove(key) } }
         do { try store.putState(state) } catch {
             logger.error("TLS-RPT: cannot write a send state", metadata: ["day": "\(state.day)", "domain": "\(state.domain)",
                                                                           "error": "\(error)"])
