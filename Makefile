@@ -11,7 +11,7 @@ SYSCONF  ?= /etc/relayd
 # each capability and names the package to install; every package here is
 # named by one of its checks.
 # What building and running needs.
-RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev pkg-config openssl
+RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev zlib1g-dev pkg-config openssl
 # What the tests add: real peers and clients. Recommends left out on
 # purpose: swaks' libio-socket-inet6-perl and libnet-dns-perl (the tests
 # give swaks an IPv4 --server), unbound's dns-root-data (the bed's unbound

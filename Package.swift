@@ -56,6 +56,7 @@ let package = Package(
         .target(name: "COpenSSL", path: "Sources/COpenSSL", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(name: "CAres", path: "Sources/CAres", linkerSettings: [.linkedLibrary("cares")]),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
 
         // Pure: values and protocol machines, no I/O.
         role("RelayModel", "Model", []),
@@ -77,16 +78,18 @@ let package = Package(
         role("RelayMTASTS", "MTASTS", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
                                        "RelaySync", logging]),
         role("RelayLearned", "Learned", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", logging]),
+        role("RelayTLSRPT", "TLSRPT", ["RelayModel", "RelayQueue", "RelaySync", "RelayDNS", "RelayHTTPS", "CZlib",
+                                       logging]),
         role("RelayConfig", "Config", ["RelayModel", "RelayPolicy", "RelayTLS", "RelayAuth", logging,
                                        .product(name: "TOMLKit", package: "TOMLKit")]),
 
         // Outbound, then the server on top.
         role("RelayDelivery", "Delivery", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS",
                                            "RelayIO", "RelayQueue", "RelayConfig", "RelaySync", "RelaySTS",
-                                           "RelayHTTPS", "RelayMTASTS", "RelayLearned", logging]),
+                                           "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", logging]),
         role("RelayCore", "Server", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                                      "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", "RelaySync",
-                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", "RelayLearned", logging]),
+                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", logging]),
 
         .executableTarget(
             name: "relayd",
@@ -111,10 +114,12 @@ let package = Package(
         tests("RelayPolicyTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS", "RelayQueue",
                         "RelayConfig", "RelayDelivery"]),
         tests("RelayDeliveryTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS"]),
+                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS", "RelayTLSRPT"]),
         tests("RelaySTSTests", ["RelayModel", "RelaySTS"]),
         tests("RelayMTASTSTests", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
                                    "RelaySync", "RelayMTASTS"]),
+        tests("RelayTLSRPTTests", ["RelayModel", "RelayQueue", "RelaySync", "RelayDNS", "RelayHTTPS", "RelayTLS",
+                                   "RelayTLSRPT"]),
         tests("RelayLearnedTests", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", "RelayLearned"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                         "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore"]),

@@ -28,14 +28,16 @@ if ! "${SWIFT:-swift}" --version >/dev/null 2>&1; then
   failed=1
 fi
 # The C shims include OpenSSL 3 and c-ares >= 1.18 headers (c-ares' API for
-# building queries ourselves) and crypt.h; a -dev package's .pc file comes
-# with its headers and link library, so pkg-config answers for all three.
+# building queries ourselves) crypt.h and zlib.h; a -dev package's .pc file comes
+# with its headers and link library, so pkg-config answers for all four.
 if ! has pkg-config; then
   fail "pkg-config is missing (it finds the -dev packages below)" pkg-config
 else
   pkg-config --atleast-version=3.0 openssl || fail "no OpenSSL 3 headers and libraries" libssl-dev
   pkg-config --atleast-version=1.18 libcares || fail "no c-ares >= 1.18 headers and library" libc-ares-dev
   pkg-config --exists libxcrypt || fail "no crypt.h (libxcrypt)" libcrypt-dev
+  # TLS-RPT reports are sent gzipped (RFC 8460 §5.3): CZlib links zlib.
+  pkg-config --exists zlib || fail "no zlib.h (zlib)" zlib1g-dev
 fi
 # Users files hold yescrypt hashes: a known answer from the system's crypt(3)
 # (perl's crypt() calls it; perl-base is always there).

@@ -10,7 +10,8 @@ struct Relayd: ParsableCommand {
         commandName: "relayd",
         abstract: "SMTP relay that enforces a per-destination TLS policy.",
         version: RelaydVersion.string,
-        subcommands: [Run.self, CheckConfig.self, QueueCommand.self, PolicyCommand.self, ProbeCommand.self, Version.self])
+        subcommands: [Run.self, CheckConfig.self, QueueCommand.self, PolicyCommand.self, ProbeCommand.self, ReportCommand.self,
+                      Version.self])
 }
 
 enum RelaydVersion {

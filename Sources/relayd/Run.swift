@@ -84,6 +84,10 @@ final class Daemon: @unchecked Sendable {
     /// every five minutes.
     let learnedMonitor: LearnedMonitor
     private var learnedMonitorTimer: (any DispatchSourceTimer)?
+    /// TLS-RPT ([tlsrpt] enabled): the counters delivery records into,
+    /// flushed with the learned records every minute, and the sender, ticked
+    /// on the same timer. Kept across reloads (a change needs a restart).
+    let tlsrpt: (ledger: TLSRPTLedger, sender: TLSRPTSender, requests: TLSRPTRequests)?
     private var signalSources: [any DispatchSourceSignal] = []
     /// Every ten minutes (plus jitter): cached MTA-STS policies that are a
     /// day old or near expiry are fetched again.
@@ -131,12 +135,33 @@ final class Daemon: @unchecked Sendable {
         })
         learned = LearnedStatus(store: learnedStore, settings: config.learned, logger: logger, now: { Int(time(nil)) })
         learned.load()
-        runner = QueueRunner(spool: spool,
-                             environment: try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
-                                                                           stsStore: stsStore, stsPolicies: stsPolicies,
-                                                                           learned: learned),
-                             logger: logger)
+        var environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
+                                                           stsStore: stsStore, stsPolicies: stsPolicies, learned: learned)
+        var tlsrptLedger: TLSRPTLedger?
+        if config.tlsrpt.enabled {
+            let store = TLSRPTStore(spool: spool, now: { Int(time(nil)) }, onDamaged: { [logger] name, aside in
+                logger.warning("TLS-RPT record damaged; set aside", metadata: ["record": "\(name)", "file": "\(aside)"])
+            })
+            let ledger = TLSRPTLedger(store: store, logger: logger, now: { Int(time(nil)) })
+            ledger.load()
+            environment.tlsrpt = ledger
+            tlsrptLedger = ledger
+        }
+        runner = QueueRunner(spool: spool, environment: environment, logger: logger)
         let runner = self.runner
+        if let ledger = tlsrptLedger {
+            let fetcher = HTTPSFetcher(resolver: resolver, tlsContext: try OutboundSettings.clientTLSContext(config))
+            let transport = TLSRPTSender.Transport.live(resolver: resolver, fetcher: fetcher) { [spool, runner] message in
+                try spool.store(message)
+                runner.wake(queued: message.id, message: message)
+            }
+            let sender = TLSRPTSender(ledger: ledger, submitter: TLSRPTSubmitter(config.tlsrpt), from: config.tlsrpt.from,
+                                      hostname: config.server.hostname, transport: transport, logger: logger,
+                                      now: { Int(time(nil)) })
+            tlsrpt = (ledger, sender, TLSRPTRequests(spool: spool))
+        } else {
+            tlsrpt = nil
+        }
         let prober = OutboundSettings.domainProber(config, resolver: resolver, tlsContext: try OutboundSettings.clientTLSContext(config),
                                                    timeoutSeconds: config.learned.probeTimeout)
         learnedMonitor = LearnedMonitor(status: learned,
@@ -163,7 +188,13 @@ final class Daemon: @unchecked Sendable {
         stsRefreshTimer = timer
         let flush = DispatchSource.makeTimerSource(queue: signalQueue)
         flush.schedule(deadline: .now() + .seconds(60), repeating: .seconds(60), leeway: .seconds(5))
-        flush.setEventHandler { [learned] in learned.flush() }
+        flush.setEventHandler { [learned, tlsrpt] in
+            learned.flush()
+            if let tlsrpt {
+                tlsrpt.ledger.flush()
+                tlsrpt.sender.tick()
+            }
+        }
         flush.resume()
         learnedFlushTimer = flush
         let probes = DispatchSource.makeTimerSource(queue: signalQueue)
@@ -197,12 +228,35 @@ final class Daemon: @unchecked Sendable {
             source.setEventHandler { [self] in
                 switch sig {
                 case SIGHUP: reload()
-                case SIGUSR1: runner.wake()  // `relayd queue flush` and friends
+                case SIGUSR1:
+                    runner.wake()  // `relayd queue flush` and friends
+                    takeTLSRPTRequests()  // `relayd report tlsrpt`
                 default: stop(signal: sig, grace: grace)
                 }
             }
             source.resume()
             signalSources.append(source)
+        }
+    }
+
+    /// `relayd report tlsrpt` while this daemon runs: the counters are
+    /// flushed first, so the report has every session counted so far.
+    private func takeTLSRPTRequests() {
+        dispatchPrecondition(condition: .onQueue(signalQueue))
+        guard let tlsrpt else {
+            for (name, _) in TLSRPTRequests(spool: spool).take() {
+                TLSRPTRequests(spool: spool).answer(name, "error: TLS-RPT is not enabled ([tlsrpt] enabled = false)")
+            }
+            return
+        }
+        let pending = tlsrpt.requests.take()
+        guard !pending.isEmpty else { return }
+        tlsrpt.ledger.flush()
+        for (name, request) in pending {
+            logger.info("TLS-RPT: report requested", metadata: ["day": "\(request.day)", "dry_run": "\(request.dryRun)"])
+            tlsrpt.sender.sendNow(day: request.day, dryRun: request.dryRun, includeJSON: request.json) { [requests = tlsrpt.requests] lines in
+                requests.answer(name, lines.joined(separator: "\n") + "\n")
+            }
         }
     }
 
@@ -216,8 +270,9 @@ final class Daemon: @unchecked Sendable {
         spoolLock.withdrawRequests()
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
         runner.stop()
-        inbound.stop(grace: grace) { [logger, spool, learned] in
+        inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt] in
             learned.flush()
+            tlsrpt?.ledger.flush()
             unlink(spool.root + "/relayd.pid")
             logger.info("stopped")
             exit(0)
@@ -231,9 +286,10 @@ final class Daemon: @unchecked Sendable {
             // that fails part-way changes nothing.
             let config = try ConfigLoader.load(path: configPath)
             let inboundSettings = try InboundSettings(config: config)
-            let environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
+            var environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
                                                                stsStore: stsStore, stsPolicies: stsPolicies,
                                                                learned: learned)
+            environment.tlsrpt = tlsrpt?.ledger
             for key in config.changesNeedingRestart(from: started) {
                 logger.warning("needs a restart; keeping the running value", metadata: ["key": "\(key)"])
             }

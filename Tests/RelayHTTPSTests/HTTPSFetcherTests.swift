@@ -196,3 +196,56 @@ struct HTTPSFetcherTests {
         #expect(resolver.asked.isEmpty)
     }
 }
+
+private func post(_ body: [UInt8], port: UInt16, host: String = policyHost, path: String = "/tlsrpt",
+                  contentType: String = "application/tlsrpt+gzip") async throws -> Result<Int, HTTPSFetchFailure> {
+    let dns = FakeResolver()
+    dns.set(host, .a, [.a(IPAddress("127.0.0.1")!)])
+    let fetcher = HTTPSFetcher(resolver: dns, tlsContext: try makeClientContext(), timeoutSeconds: 10, port: port)
+    return await withCheckedContinuation { continuation in
+        fetcher.post(host: host, path: path, contentType: contentType, body: body) { continuation.resume(returning: $0) }
+    }
+}
+
+@Suite("HTTPS POST (TLS-RPT reports), in process")
+struct HTTPSPostTests {
+    let report: [UInt8] = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+
+    @Test("any 2xx is delivered; the server gets the request line, the type, the length and every body byte")
+    func accepted() async throws {
+        for status in ["200 OK", "202 Accepted", "204 No Content"] {
+            let server = try serve(.respond("HTTP/1.1 \(status)\r\nContent-Length: 0\r\n\r\n"))
+            #expect(try await post(report, port: server.port) == .success(Int(status.prefix(3))!))
+            let seen = try #require(server.finish())
+            #expect(seen.serverName == policyHost)
+            #expect(seen.request == "POST /tlsrpt HTTP/1.1\r\nHost: \(policyHost):\(server.port)\r\nUser-Agent: relayd\r\n"
+                    + "Content-Type: application/tlsrpt+gzip\r\nContent-Length: \(report.count)\r\nConnection: close\r\n\r\n")
+            #expect(seen.requestBody == report)
+        }
+    }
+
+    @Test("other statuses fail; a redirect is reported and not followed")
+    func refused() async throws {
+        let server = try serve(.respond("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"))
+        #expect(try await post(report, port: server.port) == .failure(.status(503)))
+        let moved = try serve(.respond("HTTP/1.1 307 Temporary Redirect\r\nLocation: https://elsewhere.test/\r\nContent-Length: 0\r\n\r\n"))
+        #expect(try await post(report, port: moved.port) == .failure(.redirect(307, "https://elsewhere.test/")))
+        #expect(moved.finish()?.connections == 1)
+    }
+
+    @Test("the certificate must verify for the host: no body leaves otherwise")
+    func wrongName() async throws {
+        let server = try serve(.respond("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+        let result = try await post(report, port: server.port, host: "reports.other.test")
+        guard case .failure(.tls(let f)) = result else { Issue.record("\(result)"); return }
+        #expect(f.kind == .hostnameMismatch)
+        #expect(server.finish()?.request == "")
+    }
+
+    @Test("a path or media type that could end a line is refused before any lookup",
+          arguments: [("/a b", "application/tlsrpt+gzip"), ("x", "application/tlsrpt+gzip"), ("/ok", "a\r\nX-Evil: 1"), ("/ok", "")])
+    func invalid(_ path: String, _ type: String) async throws {
+        let result = try await post(report, port: 1, path: path, contentType: type)
+        guard case .failure(.invalidRequest) = result else { Issue.record("\(result)"); return }
+    }
+}

@@ -29,6 +29,8 @@ final class TestHTTPSServer: @unchecked Sendable {
         var connections = 0
         var serverName: String?
         var request = ""
+        /// The request's body, as far as its Content-Length says.
+        var requestBody: [UInt8] = []
         var handshakeCompleted = false
         var bodyBytesWritten = 0
     }
@@ -95,8 +97,8 @@ final class TestHTTPSServer: @unchecked Sendable {
             return
         }
         guard let tls = try? TLSConnection(context: context), handshake(fd, tls) else { return }
-        guard let request = readRequest(fd, tls) else { return }
-        update { $0.request = request }
+        guard let (request, body) = readRequest(fd, tls) else { return }
+        update { $0.request = request; $0.requestBody = body }
         switch behaviour {
         case .silentTCP:
             return
@@ -144,12 +146,20 @@ final class TestHTTPSServer: @unchecked Sendable {
         }
     }
 
-    private func readRequest(_ fd: Int32, _ tls: TLSConnection) -> String? {
+    /// The request head, and the body its Content-Length announces.
+    private func readRequest(_ fd: Int32, _ tls: TLSConnection) -> (String, [UInt8])? {
         var plain: [UInt8] = []
         let end: [UInt8] = [13, 10, 13, 10]
         while true {
             if case .data(let p) = tls.readPlaintext() { plain += p }
-            if let range = plain.firstRange(of: end) { return String(decoding: plain[..<range.upperBound], as: UTF8.self) }
+            if let range = plain.firstRange(of: end) {
+                let head = String(decoding: plain[..<range.upperBound], as: UTF8.self)
+                let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+                    .flatMap { Int($0.dropFirst(15).trimmingCharacters(in: .whitespaces)) } ?? 0
+                if plain.count - range.upperBound >= length {
+                    return (head, Array(plain[range.upperBound..<(range.upperBound + length)]))
+                }
+            }
             guard let raw = readRaw(fd) else { return nil }
             tls.receiveFromNetwork(raw)
         }

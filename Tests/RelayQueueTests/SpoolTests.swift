@@ -37,6 +37,24 @@ import RelayTestSupport
         #expect(try QueueFile.decode(QueueFile.encode(nullSender)) == nullSender)
     }
 
+    /// The TLS-RPT flag: written only when set, so files from before it
+    /// (which never carry the record) read back as "not a report".
+    @Test func tlsReportFlagRoundTripsAndOldFilesReadUnflagged() throws {
+        var m = sampleMessage()
+        #expect(!String(decoding: QueueFile.encode(m), as: UTF8.self).contains("tls-report"))
+        #expect(try QueueFile.decode(QueueFile.encode(m)).envelope.tlsReport == false)
+        m.envelope.tlsReport = true
+        let bytes = QueueFile.encode(m)
+        #expect(String(decoding: bytes, as: UTF8.self).contains("\ntls-report 1\n"))
+        #expect(try QueueFile.decode(bytes) == m)
+        // Anything but "1" is a damaged file, not a guess.
+        var text = String(decoding: QueueFile.encodeHeader(m), as: UTF8.self).replacingOccurrences(of: "tls-report 1", with: "tls-report yes")
+        text += String(decoding: m.body, as: UTF8.self)
+        var bad = Array(text.utf8)
+        bad += QueueFile.trailer(checksumOfHeaderAndBody: QueueFile.fnv1a64(bad[...]))
+        #expect(throws: QueueFileError.badRecord("tls-report")) { try QueueFile.decode(bad) }
+    }
+
     @Test func everyTruncationIsDetected() {
         let bytes = QueueFile.encode(sampleMessage())
         for cut in 0..<bytes.count {

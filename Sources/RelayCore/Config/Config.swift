@@ -22,6 +22,8 @@ public struct Config: Sendable {
     public var mtaSTS = MTASTS()
     /// `[learned]`: learned TLS status and its daily probes.
     public var learned = LearnedSettings()
+    /// `[tlsrpt]`: SMTP TLS reporting (RFC 8460).
+    public var tlsrpt = TLSRPT()
 
     public struct Server: Sendable {
         /// The name in the greeting, EHLO and Received headers.
@@ -146,6 +148,22 @@ public struct Config: Sendable {
         public var refreshInterval = 86_400
     }
 
+    /// `[tlsrpt]`. When enabled, organization and submitter are set (the
+    /// loader refuses the file otherwise).
+    public struct TLSRPT: Equatable, Sendable {
+        public var enabled = false
+        /// The report's organization-name.
+        public var organization = ""
+        /// The report's contact-info; default "mailto:postmaster@<submitter>".
+        public var contact = ""
+        /// The submitter's domain (report file names, TLS-Report-Submitter).
+        public var submitter = ""
+        /// Envelope and header sender of report mail; nil: the null sender.
+        public var from: Mailbox?
+
+        public init() {}
+    }
+
     public struct DNS: Sendable {
         /// Resolvers to ask; empty means the system's (/etc/resolv.conf).
         public let servers: [HostPort]
@@ -211,6 +229,7 @@ public struct Config: Sendable {
         windows.enabled = true
         runningWindows.enabled = true
         if windows != runningWindows { keys.append("learned") }
+        if tlsrpt != running.tlsrpt { keys.append("tlsrpt") }
         return keys
     }
 }

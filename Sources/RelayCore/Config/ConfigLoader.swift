@@ -84,14 +84,16 @@ struct ConfigBuilder {
         let log = buildLog()
         let mtaSTS = buildMTASTS()
         let learned = buildLearned()
+        let tlsrpt = buildTLSRPT()
         root.finish()
         guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log, let mtaSTS,
-              let learned
+              let learned, let tlsrpt
         else { return nil }
         var config = Config(file: file, server: server, listeners: listeners, tls: tls, relay: relay,
                             outbound: outbound, queue: queue, dns: dns, limits: limits, log: log)
         config.mtaSTS = mtaSTS
         config.learned = learned
+        config.tlsrpt = tlsrpt
         return config
     }
 
@@ -374,6 +376,44 @@ struct ConfigBuilder {
             diagnostics.report(s.keyPath("expire_after"), "must be longer than relax_after"); ok = false
         }
         return ok ? l : nil
+    }
+
+    func buildTLSRPT() -> Config.TLSRPT? {
+        var t = Config.TLSRPT()
+        guard let s = section("tlsrpt", required: false) else { return root.table.contains(key: "tlsrpt") ? nil : t }
+        defer { s.finish() }
+        var ok = true
+        if s.table.contains(key: "enabled") {
+            if let b = s.bool("enabled") { t.enabled = b } else { ok = false }
+        }
+        /// A one-line value: printable ASCII, no more than a header line holds.
+        func text(_ key: String, _ set: (String) -> Void) {
+            guard s.table.contains(key: key) else { return }
+            guard let v = s.string(key) else { ok = false; return }
+            guard !v.isEmpty, v.utf8.count <= 200, v.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) else {
+                diagnostics.report(s.keyPath(key), "must be 1 to 200 printable ASCII characters"); ok = false; return
+            }
+            set(v)
+        }
+        text("organization") { t.organization = $0 }
+        text("contact") { t.contact = $0 }
+        text("submitter") { v in
+            let d = v.lowercased()
+            if DomainName.isValidHostname(d) && d.contains(".") { t.submitter = d } else {
+                diagnostics.report(s.keyPath("submitter"), "must be a domain name (the reports' submitter)"); ok = false
+            }
+        }
+        text("from") { v in
+            if let m = Mailbox.parseForwardPath("<\(v)>") { t.from = m } else {
+                diagnostics.report(s.keyPath("from"), "must be a mail address"); ok = false
+            }
+        }
+        if ok, t.enabled {
+            if t.organization.isEmpty { diagnostics.report(s.keyPath("organization"), "required when tlsrpt is enabled"); ok = false }
+            if t.submitter.isEmpty { diagnostics.report(s.keyPath("submitter"), "required when tlsrpt is enabled"); ok = false }
+        }
+        if ok, t.contact.isEmpty, !t.submitter.isEmpty { t.contact = "mailto:postmaster@\(t.submitter)" }
+        return ok ? t : nil
     }
 
     func buildDNS() -> Config.DNS? {

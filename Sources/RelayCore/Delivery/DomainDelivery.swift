@@ -23,6 +23,7 @@ import RelayQueue
 import RelaySMTP
 import RelaySTS
 import RelayTLS
+import RelayTLSRPT
 import Dispatch
 import Logging
 #if canImport(Glibc)
@@ -70,6 +71,8 @@ public struct DeliveryEnvironment: Sendable {
     /// Learned TLS status, told what each MX session showed (nil:
     /// `[learned] enabled = false`).
     public let learned: LearnedStatus?
+    /// TLS-RPT counters (RFC 8460); nil when [tlsrpt] is off. Set after init.
+    public var tlsrpt: TLSRPTLedger?
     public let logger: Logger
     public private(set) var queue: DispatchQueue
     /// Seconds since the epoch; the queue runner's clock, so both judge the
@@ -146,7 +149,8 @@ public final class DomainDelivery: @unchecked Sendable {
 
     private func start() {
         dispatchPrecondition(condition: .onQueue(env.queue))
-        decision = env.engine.decide(domain)
+        // A TLS-RPT report goes opportunistically whatever the policy (it may be about that policy failing).
+        decision = message.envelope.tlsReport ? PolicyEngine(defaultLevel: .opportunistic, domains: [:]).decide(domain) : env.engine.decide(domain)
         let plan = DeliveryAttempt.Plan(domain: domain, decision: decision, indexes: indexes,
                                         config: env.config, credentials: env.relayCredentials)
         machine = DeliveryAttempt(plan: plan, selfListener: Self.selfListener(listeners: env.config.listeners.map(\.address)))
@@ -353,5 +357,6 @@ public final class DomainDelivery: @unchecked Sendable {
         var fields = logFields(hop: hop, tls: run?.tls, outcome: outcome, detail: detail)
         if let f = run?.tlsFailure { fields["tls_failure"] = "\(f.kind.rawValue)" }
         env.logger.info("delivery attempt", metadata: fields)
+        countForTLSRPT(hop: hop, run: run)
     }
 }

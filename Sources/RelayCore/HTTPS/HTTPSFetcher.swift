@@ -1,6 +1,8 @@
 // HTTPSFetcher: one GET over HTTPS with relayd's own I/O (Connector,
 // Connection) and TLS engine (TLSConnection), for the MTA-STS policy fetch
-// (RFC 8461 §3.3). The rules are the RFC's, held here so no caller can
+// (RFC 8461 §3.3); and one POST, for TLS-RPT reports (RFC 8460 §5.3),
+// with the same DNS, TLS (verified, never a fallback), deadline and
+// redirect rules, where any 2xx is success and its body is not read. The rules are the RFC's, held here so no caller can
 // loosen them: SNI is sent and the chain and the name `host` must verify
 // (a failure is a failure, never a fallback); only a 200 with media type
 // text/plain counts; redirects are reported, never followed; the body is
@@ -17,6 +19,7 @@
 import RelayDNS
 import RelayIO
 import RelayModel
+import RelaySync
 import RelayTLS
 import Dispatch
 #if canImport(Glibc)
@@ -94,8 +97,46 @@ public struct HTTPSFetcher: Sendable {
         guard let request = Self.request(host: name, path: path, port: port) else {
             return queue.async { completion(.failure(.invalidRequest("\"\(path)\" is not a path"))) }
         }
-        let run = HTTPSFetch(fetcher: self, host: name, request: request, queue: queue, completion: completion)
+        let run = HTTPSFetch(fetcher: self, host: name, request: request, judge: Self.judge, queue: queue,
+                             completion: completion)
         queue.async { run.start() }
+    }
+
+    /// POST https://host/path with `body`. Success is any 2xx status (the
+    /// response body is not read); a 3xx is reported, never followed; any
+    /// other status is `.status`. The completion runs on the post's own queue.
+    public func post(host: String, path: String, contentType: String, body: [UInt8],
+                     completion: @escaping @Sendable (Result<Int, HTTPSFetchFailure>) -> Void) {
+        let queue = DispatchQueue(label: "relayd.https.post")
+        var name = host
+        if name.hasSuffix(".") { name.removeLast() }
+        guard DomainName.isValidHostname(name) else {
+            return queue.async { completion(.failure(.invalidRequest("\"\(host)\" is not a host name"))) }
+        }
+        guard let request = Self.postRequest(host: name, path: path, port: port, contentType: contentType, body: body) else {
+            return queue.async { completion(.failure(.invalidRequest("\"\(path)\" is not a path, or \"\(contentType)\" not a media type"))) }
+        }
+        let status = Locked(0)
+        let run = HTTPSFetch(fetcher: self, host: name, request: request, judge: { head in
+            switch head.status {
+            case 200..<300: status.withLock { $0 = head.status }; return nil
+            case 300..<400: return .redirect(head.status, head.values(of: "Location").first)
+            default: return .status(head.status)
+            }
+        }, headIsEnough: true, queue: queue) { result in
+            completion(result.map { _ in status.withLock { $0 } })
+        }
+        queue.async { run.start() }
+    }
+
+    /// The POST request bytes, or nil when `path` or `contentType` could
+    /// end a line.
+    static func postRequest(host: String, path: String, port: UInt16, contentType: String, body: [UInt8]) -> [UInt8]? {
+        guard path.utf8.first == UInt8(ascii: "/"), path.utf8.allSatisfy({ $0 > 32 && $0 < 127 }),
+              !contentType.isEmpty, contentType.utf8.allSatisfy({ $0 >= 32 && $0 < 127 }) else { return nil }
+        let authority = port == 443 ? host : "\(host):\(port)"
+        return Array(("POST \(path) HTTP/1.1\r\nHost: \(authority)\r\nUser-Agent: relayd\r\n"
+            + "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n").utf8) + body
     }
 
     /// The request bytes, or nil when `path` is not `/` followed by
@@ -145,6 +186,10 @@ final class HTTPSFetch: ConnectionDelegate, @unchecked Sendable {
     private let fetcher: HTTPSFetcher
     private let host: String
     private let request: [UInt8]
+    /// What the head means: nil when the exchange may go on.
+    private let judge: @Sendable (HTTPResponse) -> HTTPSFetchFailure?
+    /// A POST: a head that passes the judge is the whole answer.
+    private let headIsEnough: Bool
     let queue: DispatchQueue
     private var completion: (@Sendable (Result<[UInt8], HTTPSFetchFailure>) -> Void)?
     /// Alive until the completion has run: the connection holds its
@@ -159,11 +204,14 @@ final class HTTPSFetch: ConnectionDelegate, @unchecked Sendable {
     private var parser = HTTPResponseParser(limits: .mtaSTS)
     private var headJudged = false
 
-    init(fetcher: HTTPSFetcher, host: String, request: [UInt8], queue: DispatchQueue,
-         completion: @escaping @Sendable (Result<[UInt8], HTTPSFetchFailure>) -> Void) {
+    init(fetcher: HTTPSFetcher, host: String, request: [UInt8],
+         judge: @escaping @Sendable (HTTPResponse) -> HTTPSFetchFailure?, headIsEnough: Bool = false,
+         queue: DispatchQueue, completion: @escaping @Sendable (Result<[UInt8], HTTPSFetchFailure>) -> Void) {
         self.fetcher = fetcher
         self.host = host
         self.request = request
+        self.judge = judge
+        self.headIsEnough = headIsEnough
         self.queue = queue
         self.completion = completion
     }
@@ -293,7 +341,8 @@ final class HTTPSFetch: ConnectionDelegate, @unchecked Sendable {
     private func handle(_ event: HTTPParseEvent) {
         if !headJudged, let head = parser.head {
             headJudged = true
-            if let failure = HTTPSFetcher.judge(head: head) { return finish(.failure(failure)) }
+            if let failure = judge(head) { return finish(.failure(failure)) }
+            if headIsEnough { return finish(.success([])) }
         }
         switch event {
         case .needMore: return

@@ -49,6 +49,14 @@ public struct Envelope: Equatable, Sendable {
     public var ret: Return?
     public var envelopeID: String?
     public var origin: Origin
+    /// This message carries a TLS-RPT report (RFC 8460 §5.3), which may be
+    /// about TLS failing on the very path it takes. Delivery must send it
+    /// with opportunistic TLS whatever the domain's policy (DANE, MTA-STS,
+    /// learned status, operator entry: none may defer or drop it for TLS),
+    /// and must not count its sessions in TLS-RPT (§5.4: a report about
+    /// the reports would never settle). Persisted as the queue file's
+    /// `tls-report 1` record; absent in files written before it: false.
+    public var tlsReport: Bool = false
 
     public init(sender: ReversePath, recipients: [Recipient] = [], bodyType: BodyType = .sevenBit,
                 smtpUTF8: Bool = false, ret: Return? = nil, envelopeID: String? = nil, origin: Origin) {

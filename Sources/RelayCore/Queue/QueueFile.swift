@@ -15,6 +15,7 @@
 //   body-type 7BIT|8BITMIME     smtputf8 <0|1>
 //   ret FULL|HDRS           envid <xtext>      (optional)
 //   rcpt <xtext address> <notify|-> <xtext orcpt|->   (one per recipient)
+//   tls-report 1            (optional: a TLS-RPT report, Envelope.tlsReport)
 //   size <n>
 //   <blank line>
 //   <n body bytes>
@@ -92,6 +93,7 @@ public enum QueueFile {
             let orcpt = r.originalRecipient.map(XText.encode) ?? "-"
             h += "rcpt \(XText.encode(r.mailbox.description)) \(notify) \(orcpt)\n"
         }
+        if e.tlsReport { h += "tls-report 1\n" }
         h += "size \(m.body.count)\n\n"
         return Array(h.utf8)
     }
@@ -219,6 +221,10 @@ public enum QueueFile {
             envelope.recipients.append(Envelope.Recipient(mailbox: mailbox, notify: notify, originalRecipient: orcpt))
         }
         guard !envelope.recipients.isEmpty else { throw QueueFileError.missing("rcpt") }
+        if let t = try optional("tls-report") {
+            guard t == ["1"] else { throw QueueFileError.badRecord("tls-report") }
+            envelope.tlsReport = true
+        }
         let size = try int(one("size"), "size")
         return QueueFileHeader(id: id, arrival: arrival, envelope: envelope, bodySize: size, bodyOffset: offset)
     }

@@ -17,3 +17,4 @@
 @_exported import RelayMTASTS
 @_exported import RelayLearned
 @_exported import RelaySTS
+@_exported import RelayTLSRPT

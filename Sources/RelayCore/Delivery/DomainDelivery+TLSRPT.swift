@@ -1,0 +1,80 @@
+// What each MX session tells TLS-RPT (RFC 8460): one event per address
+// tried, from what the `delivery attempt` line already knows. Called from
+// `log(...)`; `TLSRPTLedger.record` only counts in memory.
+//
+// Not counted: a message that is itself a TLS-RPT report (§5.4; its
+// Envelope.tlsReport flag), a smarthost or transport relay (not the
+// domain's MX), a plaintext retry (the failure it follows was counted), a
+// hop where TLS was never asked for, and a session that ended before the
+// TLS question came up (connect or greeting failures say nothing of TLS).
+// The policy is the MTA-STS policy the decision carried (enforce or
+// testing), else no-policy-found; DANE's tlsa events come with DANE.
+import RelayModel
+import RelaySMTP
+import RelaySTS
+import RelayTLS
+import RelayTLSRPT
+
+extension DomainDelivery {
+    func countForTLSRPT(hop: Hop?, run: ClientRunResult?) {
+        guard let ledger = env.tlsrpt, !message.envelope.tlsReport, let hop, hop.via == "mx", let run,
+              let event = Self.tlsrptEvent(domain: domain, sts: (decision.enforcedSTS ?? decision.testingSTS)?.policy,
+                                           host: hop.host, ip: "\(hop.address)", tls: hop.level.tlsRequirement,
+                                           verificationRequired: hop.requiresVerification, result: run)
+        else { return }
+        ledger.record(event)
+    }
+
+    /// The pure mapping: nil when the session says nothing about TLS.
+    static func tlsrptEvent(domain: String, sts: STSPolicy?, host: String, ip: String, tls: TLSRequirement,
+                            verificationRequired: Bool, result: ClientRunResult) -> TLSRPTEvent? {
+        guard tls != .never else { return nil }
+        let policy: TLSRPTPolicy
+        if let sts {
+            policy = TLSRPTPolicy(type: .sts, strings: sts.text.split(separator: "\n").map(String.init), domain: domain,
+                                  mxHosts: sts.mx)
+        } else {
+            policy = TLSRPTPolicy(type: .noPolicyFound, domain: domain)
+        }
+        func failure(_ type: TLSRPTResultType, code: String? = nil, info: String? = nil) -> TLSRPTEvent {
+            .failure(policy, TLSRPTFailure(resultType: type, receivingMXHostname: host, receivingIP: ip,
+                                           failureReasonCode: code, additionalInformation: info))
+        }
+        // Under MTA-STS the host must also be one the policy names (§4.1 of
+        // RFC 8461); enforce never connects to another, testing does.
+        if let sts, !sts.matches(mxHost: host) {
+            return failure(.validationFailure, info: "MX host not in the MTA-STS policy")
+        }
+        if let info = result.tls {
+            switch info.verification {
+            case .trusted:
+                return .success(policy)
+            case .failed(let f) where sts != nil || verificationRequired:
+                return failure(resultType(f), code: f.kind.rawValue, info: f.detail)
+            default:
+                // Opportunistic with no policy: TLS was had, as asked.
+                return sts == nil && !verificationRequired ? .success(policy)
+                    : failure(.certificateNotTrusted, code: "no-verification", info: "\(info.verification)")
+            }
+        }
+        switch result.outcome {
+        case .completed, .failed(.tlsNotOffered):
+            return failure(.starttlsNotSupported)
+        case .failed(.tlsRefused(let reply)):
+            return failure(.starttlsNotSupported, info: "STARTTLS refused: \(reply)")
+        case .failed(.tls(let f)):
+            return failure(resultType(f), code: f.kind.rawValue, info: f.detail)
+        default:
+            return nil
+        }
+    }
+
+    static func resultType(_ f: TLSFailure) -> TLSRPTResultType {
+        switch f.kind {
+        case .hostnameMismatch: return .certificateHostMismatch
+        case .certificateUntrusted: return f.detail.lowercased().contains("expired") ? .certificateExpired : .certificateNotTrusted
+        case .noPeerCertificate: return .certificateNotTrusted
+        default: return .validationFailure
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import RelayCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension TLSRPTSubmitter {
+    init(_ c: Config.TLSRPT) {
+        self.init(organization: c.organization, contact: c.contact, submitter: c.submitter)
+    }
+}
+
+/// `relayd report …`: reports relayd sends about its own deliveries.
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Send or show reports about delivery (TLS-RPT).",
+        subcommands: [TLSRPT.self])
+
+    /// `relayd report tlsrpt --day YYYY-MM-DD [--dry-run] [--json]`: a
+    /// day's TLS-RPT reports now, whatever the schedule. Through the running
+    /// daemon when there is one (it flushes its counters first and queues
+    /// the mail itself); otherwise here, under the spool lock, with report
+    /// mail left in the queue for the next start.
+    struct TLSRPT: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "tlsrpt",
+            abstract: "Send a day's TLS-RPT (RFC 8460) reports now, or show them.")
+        @OptionGroup var options: ConfigOption
+        @Option(help: "The UTC day, YYYY-MM-DD (default: yesterday).") var day: String?
+        @Flag(help: "Make the reports and say what would be sent; send nothing.") var dryRun = false
+        @Flag(help: "Print each report's JSON too.") var json = false
+        @Option(help: "Seconds to wait for the reports to be sent.") var timeout: Double = 120
+
+        func run() throws {
+            let config: Config
+            do { config = try ConfigLoader.load(path: options.config) } catch let e as ConfigErrors {
+                for error in e.errors { printError(error.description) }
+                throw ExitCode(1)
+            }
+            guard config.tlsrpt.enabled else {
+                printError("relayd report tlsrpt: TLS-RPT is not enabled ([tlsrpt] enabled = false)")
+                throw ExitCode(1)
+            }
+            let reportDay: TLSRPTDay
+            if let day {
+                guard let d = TLSRPTDay(day) else { throw ValidationError("'\(day)' is not a day (YYYY-MM-DD)") }
+                reportDay = d
+            } else {
+                reportDay = TLSRPTDay(containing: Int(time(nil))).previous
+            }
+            let request = TLSRPTRequest(day: reportDay, dryRun: dryRun, json: json)
+            let spool = try Spool(root: config.server.spoolDirectory)
+            do {
+                switch try SpoolLock.probe(spoolRoot: spool.root) {
+                case .daemon(let pid):
+                    print(try TLSRPTRequests(spool: spool).hand(request, to: pid, timeoutSeconds: timeout), terminator: "")
+                case .acquired(let lock):
+                    defer { lock.release() }
+                    print(try Self.standalone(request, config: config, spool: spool, timeout: timeout), terminator: "")
+                case .busy(let owner):
+                    printError("relayd report tlsrpt: the spool is locked by \(owner.map { "pid \($0)" } ?? "another process"); try again")
+                    throw ExitCode(1)
+                }
+            } catch let e as ExitCode {
+                throw e
+            } catch {
+                printError("relayd report tlsrpt: \(error)")
+                throw ExitCode(1)
+            }
+        }
+
+        static func standalone(_ request: TLSRPTRequest, config: Config, spool: Spool, timeout: Double) throws -> String {
+            let logger = Logger(label: "relayd") { LogfmtHandler(label: $0, level: .warning) }  // stderr
+            let now: @Sendable () -> Int = { Int(time(nil)) }
+            let ledger = TLSRPTLedger(store: TLSRPTStore(spool: spool, now: now), logger: logger, now: now)
+            let resolver = try CAresResolver(servers: config.dns.servers)
+            let fetcher = HTTPSFetcher(resolver: resolver, tlsContext: try OutboundSettings.clientTLSContext(config))
+            let transport = TLSRPTSender.Transport.live(resolver: resolver, fetcher: fetcher) { message in try spool.store(message) }
+            let sender = TLSRPTSender(ledger: ledger, submitter: TLSRPTSubmitter(config.tlsrpt), from: config.tlsrpt.from,
+                                      hostname: config.server.hostname, transport: transport, logger: logger, now: now)
+            let done = DispatchSemaphore(value: 0)
+            let out = Locked<[String]>([])
+            sender.sendNow(day: request.day, dryRun: request.dryRun, includeJSON: request.json) { lines in
+                out.withLock { $0 = lines }
+                done.signal()
+            }
+            guard done.wait(timeout: .now() + timeout) == .success else {
+                throw SystemError("the reports were not sent within \(Int(timeout))s", ETIMEDOUT)
+            }
+            var lines = out.withLock { $0 }
+            if lines.contains(where: { $0.hasPrefix("  mailto:") && $0.hasSuffix(": sent") }) {
+                lines.append("(no relayd running: the report mail waits in the queue for its next start)")
+            }
+            return lines.joined(separator: "\n") + "\n"
+        }
+    }
+}
