@@ -80,3 +80,50 @@ private func event(_ r: ClientRunResult, sts policy: STSPolicy? = nil, host: Str
         #expect(event(session(nil, .failed(.greeting(Reply(554, "5.0.0", "go away"))))) == nil)
     }
 }
+
+/// Sessions with a host DANE decided for are counted under its TLSA policy.
+@Suite struct DANESessionsForTLSRPT {
+    static let record = TLSARecord(usage: 3, selector: 1, matchingType: 1, data: Array(repeating: 0xab, count: 32))
+    static let usable = DANEHostState.usable(DANEPolicy(baseDomain: "mx1.example.com", records: [record]))
+
+    func event(_ r: ClientRunResult, _ state: DANEHostState = usable) -> TLSRPTEvent? {
+        DomainDelivery.tlsrptEvent(domain: "example.com", sts: sts, host: "mx1.example.com", ip: "192.0.2.25", tls: .required,
+                                   verificationRequired: true, result: r, dane: state)
+    }
+
+    func matched() -> ClientRunResult {
+        ClientRunResult(outcome: .completed([0: Reply(250, "2.0.0", "ok")]),
+                        tls: TLSSessionInfo(protocolVersion: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", cipherBits: 256,
+                                            forwardSecret: true, peerChainLength: 1, verification: .trusted, resumed: false,
+                                            daneMatch: Self.record), tlsFailure: nil)
+    }
+
+    @Test func aMatchIsASuccessOfTheTLSAPolicy() throws {
+        let e = try #require(event(matched()))
+        #expect(e.result == .success)
+        #expect(e.policy.type == .tlsa && e.policy.strings == [Self.record.presentation], "DANE, not the MTA-STS policy")
+    }
+
+    @Test(arguments: [
+        (ClientFailure.tls(TLSFailure(kind: .daneNoMatch, detail: "no matching DANE TLSA records")), TLSRPTResultType.tlsaInvalid),
+        (.tls(TLSFailure(kind: .hostnameMismatch, detail: "name")), .certificateHostMismatch),
+        (.tls(TLSFailure(kind: .certificateUntrusted, detail: "certificate has expired")), .certificateExpired),
+        (.tlsNotOffered, .starttlsNotSupported),
+        (.tls(TLSFailure(kind: .protocolError, detail: "")), .validationFailure),
+    ])
+    func failures(failure: ClientFailure, type: TLSRPTResultType) throws {
+        let e = try #require(event(ClientRunResult(outcome: .failed(failure), tls: nil, tlsFailure: nil)))
+        guard case .failure(let f) = e.result else { Issue.record("\(e)"); return }
+        #expect(f.resultType == type)
+        #expect(e.policy.type == .tlsa)
+    }
+
+    @Test func unusableRecordsWithTLSAreASuccess() throws {
+        let unverified = ClientRunResult(outcome: .completed([0: Reply(250, "2.0.0", "ok")]),
+                                         tls: TLSSessionInfo(protocolVersion: "TLSv1.3", cipher: "x", cipherBits: 256, forwardSecret: true,
+                                                             peerChainLength: 1, verification: .failed(TLSFailure(kind: .certificateUntrusted, detail: "")),
+                                                             resumed: false), tlsFailure: nil)
+        let e = try #require(event(unverified, .unusable([Self.record])))
+        #expect(e.result == .success && e.policy.type == .tlsa)
+    }
+}

@@ -194,43 +194,62 @@ def test_reports_by_mail_and_https_and_report_mail_not_counted(bed, https_server
                 pass
 
 
-def test_report_mail_ignores_the_tls_policy_it_reports_on(bed, tmp_path):
-    """plain.test offers no STARTTLS and is configured `forced`: its mail is
-    deferred, and that is what its report says. The report itself, sent to
-    an address at plain.test, must still arrive (in plaintext): a report
-    about TLS failing cannot wait for TLS."""
-    plain_mx = "127.0.0.22"
+def test_report_mail_passes_the_automatic_layers_but_never_the_operators_entry(bed, tmp_path):
+    """sts-strip.test publishes an enforce MTA-STS policy and its MX sits
+    behind a STARTTLS-stripping proxy: its mail is deferred, and that is
+    what its report says. The report itself, to an address at
+    sts-strip.test, must still arrive — in plaintext: a report about TLS
+    failing cannot wait for TLS, so MTA-STS, DANE and learned status do not
+    hold it (RFC 8460 §5.4). The operator's own entry still does: a report
+    to plain.test, which the operator set to `forced`, is never sent in
+    plaintext."""
     relayd = Relayd(tmp_path / "relayd", relay_domains=(), dns_servers=(DNS_IP,), ca_bundle=bed.ca.cert,
-                    extra='[tlsrpt]\nenabled = true\norganization = "E2E Org"\nsubmitter = "relay.e2e.test"\n',
+                    extra='[tlsrpt]\nenabled = true\norganization = "E2E Org"\nsubmitter = "relay.e2e.test"\n'
+                          '[mta_sts]\nenabled = true\nfetch_timeout = "5s"\n',
                     queue='retry_schedule = ["1s"]\nmax_lifetime = "10m"',
                     outbound='default_level = "opportunistic"\nconnect_timeout = "3s"\n'
                              '[outbound.domains]\n"plain.test" = "forced"\n').start()
     try:
         day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-        qid = submit(relayd, "user@plain.test", f"tlsrpt-forced-{uuid.uuid4().hex[:8]}")
-        wait_for(lambda: any(a.get("outcome") == "deferred" for a in log_lines(relayd, "delivery attempt", id=qid)),
+        tag = f"tlsrpt-sts-{uuid.uuid4().hex[:8]}"
+        qid = submit(relayd, "user@sts-strip.test", tag)
+        wait_for(lambda: any(a.get("outcome") == "deferred" and a.get("mta_sts") == "enforce"
+                             for a in log_lines(relayd, "delivery attempt", id=qid)), 30, "the MTA-STS mail deferred")
+        plain_qid = submit(relayd, "user@plain.test", f"tlsrpt-forced-{uuid.uuid4().hex[:8]}")
+        wait_for(lambda: any(a.get("outcome") == "deferred" for a in log_lines(relayd, "delivery attempt", id=plain_qid)),
                  20, "the forced mail deferred")
-        rua = f"mailto:tlsrpt-{uuid.uuid4().hex[:6]}@plain.test"
-        publish_tlsrpt(bed, "plain.test", rua)
+        rua = f"mailto:tlsrpt-{uuid.uuid4().hex[:6]}@sts-strip.test"
+        plain_rua = f"mailto:tlsrpt-{uuid.uuid4().hex[:6]}@plain.test"
+        publish_tlsrpt(bed, "sts-strip.test", rua)
+        publish_tlsrpt(bed, "plain.test", plain_rua)
         out = report(relayd, day)
-        assert f"{rua}: sent" in out, out
+        assert f"{rua}: sent" in out and f"{plain_rua}: sent" in out, out
 
         def reports():
-            return [m for m in bed.events(plain_mx) if m["event"] == "mail" and rua[len("mailto:"):] in " ".join(m["to"])]
-        wait_for(reports, 30, "the report mail at plain.test")
+            return [m for m in bed.postfix_messages() if rua[len("mailto:"):] in m["data"] and "TLS-Report-Domain" in m["data"]]
+        wait_for(reports, 30, "the report mail behind the stripping proxy")
         m = reports()[0]
-        assert not m["tls"], "no TLS to be had: sent in plaintext despite `forced`"
-        _, part = attachment(m["data"])
+        assert not m["tls"], "STARTTLS stripped: the report went in plaintext, as RFC 8460 asks"
+        _, part = attachment(m["data"].split("\n", 1)[1])
         rep = json.loads(gzip.decompress(part.get_payload(decode=True)))
-        check_schema(rep, "plain.test", day)
+        check_schema(rep, "sts-strip.test", day)
         p = rep["policies"][0]
+        assert p["policy"]["policy-type"] == "sts", p
         assert p["summary"]["total-successful-session-count"] == 0 and p["summary"]["total-failure-session-count"] >= 1
         assert {d["result-type"] for d in p["failure-details"]} == {"starttls-not-supported"}
-        # The user's mail is still held to `forced`.
+        # The user's mail is still held by the policy.
         assert not any(a.get("outcome") == "delivered" for a in log_lines(relayd, "delivery attempt", id=qid))
+
+        # The report to plain.test is held to the operator's `forced`.
+        report_line = lambda: [a for a in log_lines(relayd, "delivery attempt", domain="plain.test")
+                               if a.get("id") not in (plain_qid,)]
+        wait_for(lambda: any(a.get("outcome") == "deferred" for a in report_line()), 30, "the report to plain.test deferred")
+        assert all(a["layer"] == "operator" and a["tls"] == "none" and a["outcome"] != "delivered" for a in report_line())
+        assert not [e for e in bed.events("127.0.0.22") if e["event"] == "mail" and plain_rua[len("mailto:"):] in " ".join(e["to"])]
     finally:
         relayd.stop()
-        try:
-            bed.unbound_control("local_data_remove", "_smtp._tls.plain.test.")
-        except Exception:
-            pass
+        for d in ("sts-strip.test", "plain.test"):
+            try:
+                bed.unbound_control("local_data_remove", f"_smtp._tls.{d}.")
+            except Exception:
+                pass

@@ -69,8 +69,9 @@ public struct DeliveryAttempt {
 
         /// The plan for `domain` (normalised) under `config`: its transport
         /// entry (most specific key first) or the smarthost, else MX.
+        /// `automaticLayers` false (a TLS-RPT report): no DANE either.
         public init(domain: String, decision: PolicyDecision, indexes: [Int], config: Config,
-                    credentials: [String: Credentials]) {
+                    credentials: [String: Credentials], automaticLayers: Bool = true) {
             let outbound = config.outbound
             self.domain = domain
             self.decision = decision
@@ -80,7 +81,7 @@ public struct DeliveryAttempt {
             self.credentials = credentials
             self.mxPort = outbound.mxPort
             self.maxAddresses = outbound.maxAddressesPerAttempt
-            self.dane = config.dns.dnssec && relay == nil && decision.layer != .operatorEntry
+            self.dane = automaticLayers && config.dns.dnssec && relay == nil && decision.layer != .operatorEntry
         }
 
         /// The transport entry (most specific key first) or smarthost that

@@ -7,8 +7,12 @@
 // domain's MX), a plaintext retry (the failure it follows was counted), a
 // hop where TLS was never asked for, and a session that ended before the
 // TLS question came up (connect or greeting failures say nothing of TLS).
-// The policy is the MTA-STS policy the decision carried (enforce or
-// testing), else no-policy-found; DANE's tlsa events come with DANE.
+// The policy is the host's DANE TLSA records when DANE decided for it
+// (type tlsa: a record matched → success; nothing matched → tlsa-invalid;
+// a TLSA lookup that failed → dnssec-invalid, counted without a session;
+// records all unusable and TLS had → success, as RFC 7672 asks nothing
+// more), else the MTA-STS policy the decision carried (enforce or
+// testing), else no-policy-found.
 import RelayModel
 import RelaySMTP
 import RelaySTS
@@ -20,15 +24,23 @@ extension DomainDelivery {
         guard let ledger = env.tlsrpt, !message.envelope.tlsReport, let hop, hop.via == "mx", let run,
               let event = Self.tlsrptEvent(domain: domain, sts: (decision.enforcedSTS ?? decision.testingSTS)?.policy,
                                            host: hop.host, ip: "\(hop.address)", tls: hop.level.tlsRequirement,
-                                           verificationRequired: hop.requiresVerification, result: run)
+                                           verificationRequired: hop.requiresVerification, result: run, dane: hop.dane)
         else { return }
         ledger.record(event)
     }
 
+    /// A DANE host not contacted because its TLSA lookup failed.
+    func countDANEUnavailable(host: String, reason: String) {
+        guard let ledger = env.tlsrpt, !message.envelope.tlsReport else { return }
+        ledger.record(.failure(TLSRPTPolicy(type: .tlsa, domain: domain),
+                               TLSRPTFailure(resultType: .dnssecInvalid, receivingMXHostname: host, additionalInformation: reason)))
+    }
+
     /// The pure mapping: nil when the session says nothing about TLS.
     static func tlsrptEvent(domain: String, sts: STSPolicy?, host: String, ip: String, tls: TLSRequirement,
-                            verificationRequired: Bool, result: ClientRunResult) -> TLSRPTEvent? {
+                            verificationRequired: Bool, result: ClientRunResult, dane: DANEHostState? = nil) -> TLSRPTEvent? {
         guard tls != .never else { return nil }
+        if let dane, dane.applies { return daneEvent(domain: domain, host: host, ip: ip, state: dane, result: result) }
         let policy: TLSRPTPolicy
         if let sts {
             policy = TLSRPTPolicy(type: .sts, strings: sts.text.split(separator: "\n").map(String.init), domain: domain,
@@ -66,6 +78,49 @@ extension DomainDelivery {
             return failure(resultType(f), code: f.kind.rawValue, info: f.detail)
         default:
             return nil
+        }
+    }
+
+    /// A session with a host DANE decided for.
+    static func daneEvent(domain: String, host: String, ip: String, state: DANEHostState, result: ClientRunResult) -> TLSRPTEvent? {
+        let records: [TLSARecord]
+        switch state {
+        case .usable(let p): records = p.records
+        case .unusable(let r): records = r
+        default: return nil
+        }
+        let policy = TLSRPTPolicy(type: .tlsa, strings: records.map(\.presentation), domain: domain, mxHosts: [host])
+        func failure(_ type: TLSRPTResultType, code: String? = nil, info: String? = nil) -> TLSRPTEvent {
+            .failure(policy, TLSRPTFailure(resultType: type, receivingMXHostname: host, receivingIP: ip,
+                                           failureReasonCode: code, additionalInformation: info))
+        }
+        if let info = result.tls {
+            if case .unusable = state { return .success(policy) }
+            if info.daneMatch != nil { return .success(policy) }
+            if case .failed(let f) = info.verification { return failure(daneResultType(f), code: f.kind.rawValue, info: f.detail) }
+            return failure(.tlsaInvalid)
+        }
+        switch result.outcome {
+        case .completed, .failed(.tlsNotOffered):
+            return failure(.starttlsNotSupported)
+        case .failed(.tlsRefused(let reply)):
+            return failure(.starttlsNotSupported, info: "STARTTLS refused: \(reply)")
+        case .failed(.tls(let f)):
+            return failure(daneResultType(f), code: f.kind.rawValue, info: f.detail)
+        default:
+            return nil
+        }
+    }
+
+    /// Under DANE: no record matched is tlsa-invalid; a DANE-TA chain with
+    /// the wrong name or dates says so.
+    static func daneResultType(_ f: TLSFailure) -> TLSRPTResultType {
+        switch f.kind {
+        case .daneNoMatch: return .tlsaInvalid
+        case .hostnameMismatch: return .certificateHostMismatch
+        case .certificateUntrusted where f.detail.lowercased().contains("expired"): return .certificateExpired
+        case .certificateUntrusted: return .tlsaInvalid
+        default: return .validationFailure
         }
     }
 

@@ -149,12 +149,21 @@ public final class DomainDelivery: @unchecked Sendable {
 
     private func start() {
         dispatchPrecondition(condition: .onQueue(env.queue))
-        // A TLS-RPT report goes opportunistically whatever the policy (it may be about that policy failing).
-        decision = message.envelope.tlsReport ? PolicyEngine(defaultLevel: .opportunistic, domains: [:]).decide(domain) : env.engine.decide(domain)
+        let report = message.envelope.tlsReport
+        decision = report ? Self.reportDecision(domain, config: env.config) : env.engine.decide(domain)
         let plan = DeliveryAttempt.Plan(domain: domain, decision: decision, indexes: indexes,
-                                        config: env.config, credentials: env.relayCredentials)
+                                        config: env.config, credentials: env.relayCredentials, automaticLayers: !report)
         machine = DeliveryAttempt(plan: plan, selfListener: Self.selfListener(listeners: env.config.listeners.map(\.address)))
         for action in machine!.handle(.start) { perform(action) }
+    }
+
+    /// A TLS-RPT report (RFC 8460 §5.4) may be about the very policy that
+    /// fails, so the automatic layers — MTA-STS, DANE, learned status — do
+    /// not hold it back; the operator's own settings (default_level and
+    /// the [outbound.domains] entries) still do: they are never relaxed,
+    /// as `TLS-Required: No` never relaxes them (RFC 8689).
+    static func reportDecision(_ domain: String, config: Config) -> PolicyDecision {
+        PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains).decide(domain)
     }
 
     /// Hands the machine one event on env.queue and carries out its answer.
@@ -175,6 +184,7 @@ public final class DomainDelivery: @unchecked Sendable {
         case .resolveTLSA(let hosts):
             TLSALookup(resolver: env.dns).lookup(hosts, port: env.mxPort) { [self] states in feed(.tlsaResolved(states)) }
         case .daneUnavailable(let host, let reason):
+            countDANEUnavailable(host: host, reason: reason)
             env.logger.warning("DANE: TLSA lookup failed; MX host not contacted", metadata: [
                 "id": "\(message.id)", "domain": "\(domain)", "mx": "\(host)", "dane": "bogus", "reason": "\(reason)"])
         case .run(let hop, let tls):
