@@ -12,15 +12,19 @@
 //    digits; neither the order of the records nor where their strings are
 //    split changes the answer. Records are separated by 0x1E and the
 //    strings of a record by 0x1F in the input.
+//  - TLSRPTRecord.select (RFC 8460 `_smtp._tls` TXT) never crashes, keeps
+//    only mailto: and https: destinations, at least one, and neither the
+//    order of the records nor where their strings are split changes the
+//    answer.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSTS(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size >= 1 else { return 0 }
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     let input = Array(bytes.dropFirst())
-    if bytes[0] % 2 == 0 {
-        checkPolicy(input)
-    } else {
-        checkRecords(input)
+    switch bytes[0] % 3 {
+    case 0: checkPolicy(input)
+    case 1: checkRecords(input)
+    default: checkTLSRPT(input)
     }
     return 0
 }
@@ -73,4 +77,20 @@ func checkRecords(_ input: [UInt8]) {
     precondition(STSRecord.select(Array(records.reversed())) == result, "record order changed the answer")
     let joined = records.map { [Array($0.joined())] }
     precondition(STSRecord.select(joined) == result, "string boundaries changed the answer")
+}
+
+func checkTLSRPT(_ input: [UInt8]) {
+    let records: [[String]] = input.split(separator: 0x1e, omittingEmptySubsequences: false).map { record in
+        record.split(separator: 0x1f, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+    }
+    let result = TLSRPTRecord.select(records)
+    if let r = result {
+        precondition(!r.destinations.isEmpty, "a record without destinations")
+        for d in r.destinations {
+            let text = d.description
+            precondition(text.hasPrefix("mailto:") || text.hasPrefix("https://"), "unexpected scheme: \(text)")
+        }
+    }
+    precondition(TLSRPTRecord.select(Array(records.reversed())) == result, "record order changed the answer")
+    precondition(TLSRPTRecord.select(records.map { [$0.joined()] }) == result, "string boundaries changed the answer")
 }

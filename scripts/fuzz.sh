@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets and runs each for $1 seconds (default 60):
 #   server-session  SMTP commands, DATA and AUTH as a client sends them
 #   remote          DNS answers, SMTP replies and the client session
-#   sts             MTA-STS policy files and _mta-sts TXT records
+#   sts             MTA-STS policy files, _mta-sts and _smtp._tls TXT records
 #   probe-session   replies to relayd probe's dialogue (ProbeSession)
 #   learned         learned-status record files (LearnedRecordFormat)
 # Crashes land in .build-fuzz/<target>-crash-*.
@@ -23,7 +23,7 @@ for f in Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift; do
   sed '/^import Relay/d' "$f" > "$src/core/$(basename "$f")"
 done
 sed '/^import Relay/d' Sources/RelayCore/DNS/DNSMessage.swift > "$src/dns/DNSMessage.swift"
-for f in Sources/RelayCore/STS/*.swift; do
+for f in Sources/RelayCore/STS/*.swift Sources/RelayCore/TLSRPT/TLSRPTRecord.swift; do
   sed '/^import Relay/d' "$f" > "$src/sts/$(basename "$f")"
 done
 # The learned record's pure files, with the policy vocabulary they use.
