@@ -16,7 +16,9 @@ mkdir -p "$out"
 # MTA-STS parsers): it is compiled straight into one module with the fuzz
 # entry point, so the imports of its SwiftPM targets (RelayModel,
 # RelaySMTP, …) are dropped from copies of the files.
-src="$out/src"
+# Per run, so two fuzzers (one per core) can build at once.
+src="$out/src.$$"
+trap 'rm -rf "$src"' EXIT
 rm -rf "$src"
 mkdir -p "$src/core" "$src/dns" "$src/sts" "$src/learned"
 for f in Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift; do
