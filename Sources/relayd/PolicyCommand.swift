@@ -107,18 +107,21 @@ struct PolicyCommand: ParsableCommand {
 
     /// Hands a learned-status change to the running daemon, or carries it
     /// out here (under the spool lock) when none runs.
-    static func change(_ options: ConfigOption, _ change: LearnedChange, command: String) throws {
+    /// `here`: what to do without a daemon (default: apply the change to
+    /// the records on disk).
+    static func change(_ options: ConfigOption, _ change: LearnedChange, command: String,
+                       here: ((Config, Spool) throws -> String)? = nil) throws {
         let (config, spool, _) = try load(options)
         guard config.learned.enabled else {
             printError("relayd policy \(command): learned TLS status is disabled ([learned] enabled = false)")
             throw ExitCode(1)
         }
         do {
-            let result = try QueueAdmin(spool: spool).submit(.learned(change)) { request in
-                guard case .learned(let c) = request else { return "error: not a learned-status request" }
+            let result = try QueueAdmin(spool: spool).submit(.learned(change)) { _ in
+                if let here { return try here(config, spool) }
                 let status = writableLearnedStatus(config, spool)
-                _ = status.reload(c.domain)
-                return status.apply(c)
+                _ = status.reload(change.domain)
+                return status.apply(change)
             }
             print(result)
             if result.hasPrefix("error:") { throw ExitCode(1) }
@@ -231,22 +234,8 @@ struct PolicyCommand: ParsableCommand {
 
         func run() throws {
             let d = try PolicyCommand.domainArgument(domain)
-            let (config, spool, _) = try PolicyCommand.load(options)
-            guard config.learned.enabled else {
-                printError("relayd policy reprobe: learned TLS status is disabled ([learned] enabled = false)")
-                throw ExitCode(1)
-            }
-            do {
-                let result = try QueueAdmin(spool: spool).submit(.learned(.reprobe(domain: d, by: PolicyCommand.operatorName))) { _ in
-                    try Self.probeHere(config, spool, d)
-                }
-                print(result)
-                if result.hasPrefix("error:") { throw ExitCode(1) }
-            } catch let e as ExitCode {
-                throw e
-            } catch {
-                printError("relayd policy reprobe: \(error)")
-                throw ExitCode(1)
+            try PolicyCommand.change(options, .reprobe(domain: d, by: PolicyCommand.operatorName), command: "reprobe") { config, spool in
+                try Self.probeHere(config, spool, d)
             }
         }
 

@@ -69,13 +69,20 @@ extension DomainDelivery {
                     : failure(.certificateNotTrusted, code: "no-verification", info: "\(info.verification)")
             }
         }
-        switch result.outcome {
+        return withoutSession(result.outcome, resultType: resultType) { failure($0, code: $1, info: $2) }
+    }
+
+    /// A session that never had TLS: what stopped it, or nil when it
+    /// failed before the TLS question came up.
+    static func withoutSession(_ outcome: ClientOutcome, resultType: (TLSFailure) -> TLSRPTResultType,
+                               _ failure: (TLSRPTResultType, String?, String?) -> TLSRPTEvent) -> TLSRPTEvent? {
+        switch outcome {
         case .completed, .failed(.tlsNotOffered):
-            return failure(.starttlsNotSupported)
+            return failure(.starttlsNotSupported, nil, nil)
         case .failed(.tlsRefused(let reply)):
-            return failure(.starttlsNotSupported, info: "STARTTLS refused: \(reply)")
+            return failure(.starttlsNotSupported, nil, "STARTTLS refused: \(reply)")
         case .failed(.tls(let f)):
-            return failure(resultType(f), code: f.kind.rawValue, info: f.detail)
+            return failure(resultType(f), f.kind.rawValue, f.detail)
         default:
             return nil
         }
@@ -100,16 +107,7 @@ extension DomainDelivery {
             if case .failed(let f) = info.verification { return failure(daneResultType(f), code: f.kind.rawValue, info: f.detail) }
             return failure(.tlsaInvalid)
         }
-        switch result.outcome {
-        case .completed, .failed(.tlsNotOffered):
-            return failure(.starttlsNotSupported)
-        case .failed(.tlsRefused(let reply)):
-            return failure(.starttlsNotSupported, info: "STARTTLS refused: \(reply)")
-        case .failed(.tls(let f)):
-            return failure(daneResultType(f), code: f.kind.rawValue, info: f.detail)
-        default:
-            return nil
-        }
+        return withoutSession(result.outcome, resultType: daneResultType) { failure($0, code: $1, info: $2) }
     }
 
     /// Under DANE: no record matched is tlsa-invalid; a DANE-TA chain with

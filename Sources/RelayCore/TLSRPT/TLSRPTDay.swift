@@ -1,6 +1,8 @@
 // A report covers one UTC day (RFC 8460 §4.1: midnight to midnight UTC).
 // Days are written YYYY-MM-DD; conversions are civil-calendar arithmetic
-// on Unix seconds, with no time zone and no Foundation.
+// on Unix seconds (CivilDate), with no time zone and no Foundation.
+import RelayModel
+
 public struct TLSRPTDay: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// Days since 1970-01-01.
     public let index: Int
@@ -17,7 +19,7 @@ public struct TLSRPTDay: Hashable, Comparable, Sendable, CustomStringConvertible
               parts.allSatisfy({ $0.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }),
               let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]),
               y >= 1970, (1...12).contains(m), d >= 1, d <= Self.daysIn(month: m, year: y) else { return nil }
-        index = Self.days(year: y, month: m, day: d)
+        index = CivilDate.days(year: y, month: m, day: d)
     }
 
     public var start: Int { index * 86400 }
@@ -26,7 +28,7 @@ public struct TLSRPTDay: Hashable, Comparable, Sendable, CustomStringConvertible
     public var previous: TLSRPTDay { TLSRPTDay(index: index - 1) }
 
     public var description: String {
-        let (y, m, d) = Self.civil(index)
+        let (y, m, d) = CivilDate.civil(index)
         func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
         return "\(y)-\(two(m))-\(two(d))"
     }
@@ -46,25 +48,4 @@ public struct TLSRPTDay: Hashable, Comparable, Sendable, CustomStringConvertible
         }
     }
 
-    /// Howard Hinnant's days_from_civil.
-    static func days(year: Int, month: Int, day: Int) -> Int {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146097 + doe - 719468
-    }
-
-    static func civil(_ z0: Int) -> (Int, Int, Int) {
-        let z = z0 + 719468
-        let era = (z >= 0 ? z : z - 146096) / 146097
-        let doe = z - era * 146097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
-    }
 }
