@@ -2,6 +2,7 @@
 // DomainDelivery.countForTLSRPT.
 import Testing
 @testable import RelayDelivery
+@testable import RelayMTASTS
 @testable import RelayModel
 @testable import RelaySMTP
 @testable import RelaySTS
@@ -125,5 +126,28 @@ private func event(_ r: ClientRunResult, sts policy: STSPolicy? = nil, host: Str
                                                              resumed: false), tlsFailure: nil)
         let e = try #require(event(unverified, .unusable([Self.record])))
         #expect(e.result == .success && e.policy.type == .tlsa)
+    }
+}
+
+/// Sessions sent while the domain's MTA-STS policy could not be fetched.
+@Suite struct STSFetchProblemsForTLSRPT {
+    @Test(arguments: [
+        (STSDiscovery.FetchProblem.fetchError("policy fetch failed: timeout"), TLSRPTResultType.stsPolicyFetchError),
+        (.invalid("invalid policy: no mx"), .stsPolicyInvalid),
+        (.webPKI("policy fetch failed: certificate-untrusted"), .stsWebpkiInvalid),
+    ])
+    func eachProblemIsItsResultType(problem: STSDiscovery.FetchProblem, type: TLSRPTResultType) throws {
+        let r = ClientRunResult(outcome: .completed([0: Reply(250, "2.0.0", "ok")]), tls: nil, tlsFailure: nil)
+        let e = try #require(DomainDelivery.tlsrptEvent(domain: "example.com", sts: nil, host: "mx1.example.com", ip: "192.0.2.25",
+                                                        tls: .opportunistic, verificationRequired: false, result: r, stsProblem: problem))
+        guard case .failure(let f) = e.result else { Issue.record("\(e)"); return }
+        #expect(f.resultType == type && e.policy.type == .sts)
+    }
+
+    @Test func aConnectFailureSaysNothingEvenThen() {
+        let r = ClientRunResult(outcome: .failed(.connectFailed("refused")), tls: nil, tlsFailure: nil)
+        #expect(DomainDelivery.tlsrptEvent(domain: "example.com", sts: nil, host: "mx1.example.com", ip: "192.0.2.25",
+                                           tls: .opportunistic, verificationRequired: false, result: r,
+                                           stsProblem: .fetchError("x")) == nil)
     }
 }

@@ -177,6 +177,28 @@ let testingBody = "version: STSv1\nmode: testing\nmx: mx.example.test\nmax_age: 
         #expect(try bed.store.get("example.test") == nil)
     }
 
+    @Test func fetchProblemsAreKeptByKindUntilAFetchSucceeds() async throws {
+        var bed = try DiscoveryBed()
+        bed.txt("example.test", ["v=STSv1; id=1"])
+        bed.host.fail("example.test", .tls(TLSFailure(kind: .certificateUntrusted, detail: "self-signed")))
+        await bed.prepare("example.test")
+        guard case .webPKI? = bed.discovery.fetchProblem("example.test") else { Issue.record("not webPKI"); return }
+        bed.restart()
+        bed.txt("example.test", ["v=STSv1; id=2"])
+        bed.host.serve("example.test", "version: STSv1\nmode: enforce\nmx: bad_host!\nmax_age: 86400\n")
+        await bed.prepare("example.test")
+        guard case .invalid? = bed.discovery.fetchProblem("example.test") else { Issue.record("not invalid"); return }
+        bed.restart()
+        bed.txt("example.test", ["v=STSv1; id=3"])
+        bed.host.fail("example.test", .timeout)
+        await bed.prepare("example.test")
+        guard case .fetchError? = bed.discovery.fetchProblem("example.test") else { Issue.record("not a fetch error"); return }
+        bed.txt("example.test", ["v=STSv1; id=4"])
+        bed.host.serve("example.test", enforceBody)
+        await bed.prepare("example.test")
+        #expect(bed.discovery.fetchProblem("example.test") == nil)
+    }
+
     @Test func anExpiredPolicyIsNotApplied() async throws {
         let bed = try DiscoveryBed()
         bed.txt("example.test", ["v=STSv1; id=1"])

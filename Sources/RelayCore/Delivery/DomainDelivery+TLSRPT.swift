@@ -14,6 +14,7 @@
 // more), else the MTA-STS policy the decision carried (enforce or
 // testing), else no-policy-found.
 import RelayModel
+import RelayMTASTS
 import RelaySMTP
 import RelaySTS
 import RelayTLS
@@ -24,7 +25,8 @@ extension DomainDelivery {
         guard let ledger = env.tlsrpt, !message.envelope.tlsReport, let hop, hop.via == "mx", let run,
               let event = Self.tlsrptEvent(domain: domain, sts: (decision.enforcedSTS ?? decision.testingSTS)?.policy,
                                            host: hop.host, ip: "\(hop.address)", tls: hop.level.tlsRequirement,
-                                           verificationRequired: hop.requiresVerification, result: run, dane: hop.dane)
+                                           verificationRequired: hop.requiresVerification, result: run, dane: hop.dane,
+                                           stsProblem: env.mtaSTS?.fetchProblem(domain))
         else { return }
         ledger.record(event)
     }
@@ -38,9 +40,22 @@ extension DomainDelivery {
 
     /// The pure mapping: nil when the session says nothing about TLS.
     static func tlsrptEvent(domain: String, sts: STSPolicy?, host: String, ip: String, tls: TLSRequirement,
-                            verificationRequired: Bool, result: ClientRunResult, dane: DANEHostState? = nil) -> TLSRPTEvent? {
+                            verificationRequired: Bool, result: ClientRunResult, dane: DANEHostState? = nil,
+                            stsProblem: STSDiscovery.FetchProblem? = nil) -> TLSRPTEvent? {
         guard tls != .never else { return nil }
         if let dane, dane.applies { return daneEvent(domain: domain, host: host, ip: ip, state: dane, result: result) }
+        // A policy that could not be had: the session is a failure of the
+        // sts policy, of the kind the fetch failed with (RFC 8460 §4.3.2.2).
+        if sts == nil, let stsProblem, result.tls != nil || result.outcome.isTLSQuestionAnswered {
+            let (type, info): (TLSRPTResultType, String)
+            switch stsProblem {
+            case .fetchError(let why): (type, info) = (.stsPolicyFetchError, why)
+            case .invalid(let why): (type, info) = (.stsPolicyInvalid, why)
+            case .webPKI(let why): (type, info) = (.stsWebpkiInvalid, why)
+            }
+            return .failure(TLSRPTPolicy(type: .sts, domain: domain),
+                            TLSRPTFailure(resultType: type, receivingMXHostname: host, receivingIP: ip, additionalInformation: info))
+        }
         let policy: TLSRPTPolicy
         if let sts {
             policy = TLSRPTPolicy(type: .sts, strings: sts.text.split(separator: "\n").map(String.init), domain: domain,
@@ -131,3 +146,15 @@ extension DomainDelivery {
         }
     }
 }
+
+extension ClientOutcome {
+    /// Whether the session got as far as TLS being had or refused (not a
+    /// connect or greeting failure, which say nothing of TLS).
+    var isTLSQuestionAnswered: Bool {
+        switch self {
+        case .completed, .failed(.tlsNotOffered), .failed(.tlsRefused), .failed(.tls): return true
+        default: return false
+        }
+    }
+}
+

@@ -99,6 +99,21 @@ public final class STSDiscovery: Sendable {
     /// the cached policy applies (or, with none, no policy is known).
     public static let failedFetchBackoff = 300
     private let failedFetches = Locked<[String: (id: String, at: Int)]>([:])
+    /// Why the last fetch of a domain's policy gave none, until one
+    /// succeeds (TLS-RPT counts sessions sent meanwhile, RFC 8460 §4.3.2.2).
+    private let fetchProblems = Locked<[String: FetchProblem]>([:])
+
+    public enum FetchProblem: Equatable, Sendable {
+        /// The policy host could not be reached or answered badly.
+        case fetchError(String)
+        /// What it served is not a valid policy.
+        case invalid(String)
+        /// Its certificate chain or name did not verify.
+        case webPKI(String)
+    }
+
+    /// The domain's last fetch problem, if no fetch has succeeded since.
+    public func fetchProblem(_ domain: String) -> FetchProblem? { fetchProblems.withLock { $0[domain] } }
 
     public init(resolver: any DNSResolving, fetcher: any STSPolicyFetching, store: any STSCacheStore,
                 policies: STSPolicies, logger: Logger, now: @escaping @Sendable () -> Int) {
@@ -236,13 +251,17 @@ public final class STSDiscovery: Sendable {
             let t = now()
             switch result {
             case .failure(let f):
-                failed(domain, id: id, at: t, problem: "policy fetch failed: \(f)", cached: cached)
+                let problem = "policy fetch failed: \(f)"
+                if case .tls = f { noteProblem(domain, .webPKI(problem)) } else { noteProblem(domain, .fetchError(problem)) }
+                failed(domain, id: id, at: t, problem: problem, cached: cached)
             case .success(let body):
                 switch STSPolicy.parse(body) {
                 case .failure(let e):
+                    noteProblem(domain, .invalid("invalid policy: \(e)"))
                     failed(domain, id: id, at: t, problem: "invalid policy: \(e)", cached: cached)
                 case .success(let policy):
                     failedFetches.withLock { _ = $0.removeValue(forKey: domain) }
+                    fetchProblems.withLock { _ = $0.removeValue(forKey: domain) }
                     let record = CachedSTSPolicy(domain: domain, id: id, policy: policy, fetched: t)
                     keep(record)
                     logger.info("MTA-STS policy fetched", metadata: [
@@ -252,6 +271,10 @@ public final class STSDiscovery: Sendable {
             }
             finish(domain)
         }
+    }
+
+    private func noteProblem(_ domain: String, _ problem: FetchProblem) {
+        fetchProblems.withLock { $0[domain] = problem }
     }
 
     /// A fetch under `id` that gave no policy: not tried again for a while,
