@@ -82,6 +82,12 @@ private func info(_ verification: TLSVerification) -> TLSSessionInfo {
 
 private let accepted = ClientOutcome.completed([0: Reply(250, "2.0.0", "ok")])
 
+private func daneInfo() -> TLSSessionInfo {
+    TLSSessionInfo(protocolVersion: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", cipherBits: 256, forwardSecret: true,
+                   peerChainLength: 1, verification: .trusted, resumed: false,
+                   daneMatch: TLSARecord(usage: 3, selector: 1, matchingType: 1, data: Array(repeating: 1, count: 32)))
+}
+
 struct EvidenceCase: Sendable, CustomStringConvertible {
     let name: String
     let result: ClientRunResult
@@ -95,6 +101,8 @@ struct EvidenceCase: Sendable, CustomStringConvertible {
     static let cases: [EvidenceCase] = [
         .init(name: "verified", result: ClientRunResult(outcome: accepted, tls: info(.trusted), tlsFailure: nil),
               tls: .opportunistic, seen: .verified, missing: ""),
+        .init(name: "DANE-authenticated teaches TLS, not verified", result: ClientRunResult(outcome: accepted, tls: daneInfo(), tlsFailure: nil),
+              tls: .required, seen: .tls, missing: ""),
         .init(name: "unverified", result: ClientRunResult(outcome: accepted, tls: info(.failed(TLSFailure(kind: .hostnameMismatch, detail: ""))), tlsFailure: nil),
               tls: .opportunistic, seen: .tls, missing: "verification"),
         .init(name: "no STARTTLS at opportunistic", result: ClientRunResult(outcome: accepted, tls: nil, tlsFailure: nil),

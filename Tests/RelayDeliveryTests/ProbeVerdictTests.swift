@@ -110,6 +110,11 @@ struct VerdictRow: CustomTestStringConvertible, Sendable {
         #expect(!dns.probe.answered && dns.probe.detail.contains("SERVFAIL"))
     }
 
+    @Test func aDANEAuthenticatedProbeTeachesTLSNotVerified() {
+        let r = domain([ProbeVerdictUnderDANE.matched()]).learnedReport(at: 1)
+        #expect(r.probe.seen == .tls && r.hosts.map(\.seen) == [.tls])
+    }
+
     @Test func aFailedHandshakeIsPlaintextAndAnUnverifiedOneIsTLS() {
         let failed = V.result(offered: true, failure: ProbeFailure(step: .handshake, detail: "protocol-below-floor"))
         #expect(domain([failed]).learnedReport(at: 1).probe.seen == .plaintext)

@@ -17,6 +17,9 @@ extension DomainDelivery {
     /// (TLS not tried, or the session failed before the question came up).
     static func evidence(_ result: ClientRunResult, tls: TLSRequirement) -> (seen: TLSEvidence, reason: String, missing: String)? {
         if let info = result.tls {
+            // DANE authentication is not the chain-and-name verification
+            // `verify` would later demand of the host: it teaches "TLS".
+            if info.daneMatch != nil { return (.tls, "TLS, DANE-authenticated", "") }
             if info.verification == .trusted { return (.verified, "verified TLS", "") }
             return (.tls, "TLS, \(info.verification)", "verification")
         }

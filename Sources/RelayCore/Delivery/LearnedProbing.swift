@@ -12,6 +12,9 @@ import RelayTLS
 extension DomainProbeResult {
     public func learnedReport(at now: Int) -> LearnedProbeReport {
         func seen(_ r: HostProbeResult) -> TLSEvidence? {
+            // Judged under DANE, "verified" means a TLSA record matched, not
+            // the chain and name `verify` demands: that teaches "TLS".
+            if r.tls?.daneMatch != nil { return .tls }
             switch ProbeVerdict.classify(r) {
             case .noAnswer: return nil
             case .noSTARTTLS, .tlsFailed, .brokenAfterTLS: return .plaintext
