@@ -117,6 +117,8 @@ struct EvidenceCase: Sendable, CustomStringConvertible {
               tls: .required, seen: .plaintext, missing: "handshake-failed"),
         .init(name: "verification refused", result: ClientRunResult(outcome: .failed(.tls(TLSFailure(kind: .certificateUntrusted, detail: ""))), tls: nil, tlsFailure: nil),
               tls: .required, seen: .tls, missing: "verification"),
+        .init(name: "DANE mismatch: the host does TLS", result: ClientRunResult(outcome: .failed(.tls(TLSFailure(kind: .daneNoMatch, detail: ""))), tls: nil, tlsFailure: nil),
+              tls: .required, seen: .tls, missing: "verification"),
         .init(name: "unreachable says nothing", result: ClientRunResult(outcome: .failed(.connectFailed("refused")), tls: nil, tlsFailure: nil),
               tls: .required, seen: nil, missing: ""),
         .init(name: "421 greeting says nothing", result: ClientRunResult(outcome: .failed(.greeting(Reply(421, "4.3.2", "busy"))), tls: nil, tlsFailure: nil),

@@ -32,7 +32,7 @@ extension DomainDelivery {
             return (.plaintext, "STARTTLS not offered", "starttls-not-offered")
         case .failed(.tlsRefused(let r)):
             return (.plaintext, "STARTTLS refused: \(r)", "starttls-refused")
-        case .failed(.tls(let f)) where f.kind == .certificateUntrusted || f.kind == .hostnameMismatch:
+        case .failed(.tls(let f)) where f.kind == .certificateUntrusted || f.kind == .hostnameMismatch || f.kind == .daneNoMatch:
             // The handshake stopped at verification: the host does TLS.
             return (.tls, "TLS, \(f.kind.rawValue)", "verification")
         case .failed(.tls(let f)):
