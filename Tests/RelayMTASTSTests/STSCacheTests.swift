@@ -47,6 +47,16 @@ final class DamagedLog: @unchecked Sendable {
         #expect(try store.list() == ["example.test"])
     }
 
+    @Test func aCarriageReturnBeforeALineBreakIsDamageNotAJoinedLine() throws {
+        var r = CachedSTSPolicy(domain: "example.test", id: "1", policy: try policy(enforcePolicy), fetched: 1_800_000_000)
+        r.lastResult = "ok"
+        var bytes = r.encoded()
+        let i = try #require(bytes.firstIndex(of: 10))
+        bytes.insert(13, at: i)
+        #expect(throws: STSCacheError.self) { try CachedSTSPolicy.decode(bytes) }
+        #expect(try CachedSTSPolicy.decode(r.encoded()) == r)
+    }
+
     @Test func aMissingRecordIsNil() throws {
         #expect(try store.get("nothing.test") == nil)
         #expect(try store.delete("nothing.test") == false)

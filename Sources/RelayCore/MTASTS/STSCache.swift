@@ -59,7 +59,11 @@ public struct CachedSTSPolicy: Equatable, Sendable {
     }
 
     public static func decode(_ content: [UInt8]) throws -> CachedSTSPolicy {
-        let lines = String(decoding: content, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        // Split on bytes: a Swift String joins "\r\n" into one Character,
+        // so a CR before a newline would hide the line break. Every field
+        // is printable ASCII (free text is xtext); anything else is damage.
+        guard content.allSatisfy({ ($0 >= 0x20 && $0 < 0x7f) || $0 == 10 }) else { throw STSCacheError.malformed("encoding") }
+        let lines = content.split(separator: 10, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
         guard lines.count == 8, lines[0] == magic, lines[7].isEmpty else { throw STSCacheError.malformed("layout") }
         func field(_ i: Int, _ key: String) throws -> String {
             let line = lines[i]
