@@ -102,7 +102,11 @@ func medianTimeRatio(pairs: Int, _ a: () -> Void, _ b: () -> Void) -> Double {
                                     { #expect(!verifier.verify(username: unknownNames.next()!, password: wrong)) },
                                     { #expect(!verifier.verify(username: file.known, password: wrong)) })
         print("AUTH timing, \(file.name): unknown/known median ratio \(ratio)")
-        #expect((0.8...1.25).contains(ratio), "unknown/known = \(ratio)")
+        // A decoy of the wrong cost is off by 2x or more (rounds 5000 vs
+        // 20000 is 4x; see the next test); ±30 % around 1 tolerates what a
+        // loaded 2-core machine does to CPU-time medians (0.77 was seen for
+        // 16 pairs while helpers were compiling) and still catches that.
+        #expect((0.7...1.43).contains(ratio), "unknown/known = \(ratio)")
     }
 
     @Test("the ratio test sees a decoy of the wrong cost: the old fixed yescrypt decoy in a SHA-512-crypt file")
