@@ -18,9 +18,13 @@ RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev zlib1g-dev pkg-config openssl
 # serves local zones and forwards the rest), postfix's ca-certificates (the
 # bed has its own CA), python3-dnspython's HTTP/DoH stack, python3-pytest's
 # pygments, systemd's dbus and timesyncd (only `systemd-analyze` offline is
-# used), testssl.sh's GOST engine. No test calls ip, ps or mkpasswd.
+# used), testssl.sh's GOST engine, prometheus' prometheus-node-exporter
+# (the tests scrape relayd and a stub, not the machine). No test calls ip,
+# ps or mkpasswd.
 # ldnsutils signs the bed's DNSSEC zone (ldns-keygen, -signzone, -key2ds).
-TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace
+# prometheus brings promtool (checks contrib/'s dashboard queries and alert
+# rules) and the server the metrics tests scrape with.
+TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace prometheus
 
 .PHONY: all deps test-deps bench-deps build release debug dev-setup run test unit e2e check-example install clean fuzz bench tsan
 

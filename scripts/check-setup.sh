@@ -190,6 +190,19 @@ EOF
       fail "python3 cannot import dns (dnspython)" python3-dnspython
   fi
 
+  # tests/e2e/test_contrib.py: promtool checks the dashboard's queries and
+  # the alert rules and runs their unit tests; prometheus (the server, same
+  # package) scrapes a stub exposition and answers the query API.
+  if ! has promtool || ! has prometheus; then
+    fail "promtool or prometheus is missing" prometheus
+  else
+    printf 'groups:\n- name: probe\n  rules:\n  - alert: Probe\n    expr: sum(rate(relayd_probe_total[5m])) > 0\n    for: 1m\n' > "$tmp/rules.yml"
+    if ! promtool --version >/dev/null 2>&1 || ! prometheus --version >/dev/null 2>&1 ||
+       ! promtool check rules "$tmp/rules.yml" >/dev/null 2>&1; then
+      fail "promtool or prometheus does not run, or promtool cannot check alert rules" prometheus
+    fi
+  fi
+
   # tests/e2e/test_service_unit.py: with no systemd as PID 1, the unit is
   # checked by systemd-analyze (verify, security --offline=true, and the
   # syscall-filter groups), and a real run is traced with strace -f.

@@ -45,7 +45,7 @@ class Relayd:
 
     def __init__(self, workdir, client_networks=("127.0.0.1/32",), relay_domains=("example.org",),
                  extra="", limits="", outbound="", queue="", dns_servers=("127.0.0.1:9",), ca_bundle=None,
-                 idle_timeout="30s", certificate="mx", tls="", dns=""):
+                 idle_timeout="30s", certificate="mx", tls="", dns="", metrics=False):
         # DNS defaults to a dead loopback port: a test relayd must never ask
         # the machine's own resolver (which is not on loopback).
         # `certificate` names a fixture pair: "mx" (P-256, signed by the test
@@ -59,6 +59,11 @@ class Relayd:
         self.smtps_port = free_port()
         self.log_path = self.dir / "relayd.log"
         self.proc = None
+        # metrics=True adds a [metrics] table on a free port: scrape
+        # self.metrics_address (prometheus_harness.Prometheus takes it as a target).
+        self.metrics_port = free_port() if metrics else None
+        self.metrics_address = f"127.0.0.1:{self.metrics_port}" if metrics else None
+        metrics_table = f'[metrics]\naddress = "{self.metrics_address}"\n' if metrics else ""
         users = self.dir / "users"
         if not users.exists():
             users.write_text(f"{USER}:{hash_password(PASSWORD)}\n")
@@ -109,7 +114,7 @@ idle_timeout = "{idle_timeout}"
 {limits}
 [log]
 level = "debug"
-""")
+{metrics_table}""")
 
     def start(self, timeout=15):
         self.log = open(self.log_path, "ab")
