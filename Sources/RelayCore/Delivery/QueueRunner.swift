@@ -561,10 +561,10 @@ public final class QueueRunner: @unchecked Sendable {
         guard warning > 0, state.delayNoticeSent == 0, !pending.isEmpty, t - message.arrival >= warning else { return }
         let delays = pending.map { i -> DSN.Delay in
             let r = state.recipients[i]
-            // Waiting on TLS: the last failure was a TLS-policy one.
-            let onTLS = !r.tlsDetail.isEmpty && (r.tlsDetail == r.detail || r.enhancedStatus.hasPrefix("4.7."))
-            return DSN.Delay(recipientIndex: i, status: r.enhancedStatus,
-                             diagnostic: r.detail.isEmpty ? "not yet delivered" : r.detail, tlsReason: onTLS ? r.tlsDetail : nil)
+            // Waiting on TLS: the last failure was a TLS-policy one (the
+            // same test as `relayd queue list --reason tls`).
+            return DSN.Delay(recipientIndex: i, status: r.enhancedStatus, diagnostic: r.detail.isEmpty ? "not yet delivered" : r.detail,
+                             tlsReason: r.waitsOnTLS ? (r.tlsDetail.isEmpty ? r.detail : r.tlsDetail) : nil)
         }
         let id = QueueID.generate()
         let headersOnly = QueuedMessage(id: message.id, arrival: message.arrival, envelope: message.envelope, body: message.body.prefix())
