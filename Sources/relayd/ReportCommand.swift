@@ -51,7 +51,7 @@ struct ReportCommand: ParsableCommand {
             let logger = Logger(label: "relayd.report") { _ in StreamLogHandler.standardError(label: "relayd.report") }
             let now = Int(time(nil))
             let days = TLSReport.days(since: ConfigLoader.parseDuration(since) ?? 0, now: now)
-            let tally = TLSTally(spool: spool, logger: logger, now: { now })
+            let tally = TLSTally(spool: spool, logger: logger, now: { now }, setsAsideDamaged: false)
             let report = TLSReport(tally.counts(days: days), days: days)
             print(json ? try report.json() : report.text, terminator: json ? "\n" : "")
         }

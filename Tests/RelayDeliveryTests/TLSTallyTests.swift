@@ -51,6 +51,10 @@ private let noon = day0 * 86400 + 43200
         let dnsOnly = DomainDelivery.tallyEvent(domain: "servfail.test", outcome: .deferred(status: "4.4.3"), layer: "default",
                                                 level: "opportunistic", tried: false, run: nil)
         #expect(dnsOnly.session == nil && dnsOnly.outcome == "deferred", "no address tried: a message, no session")
+        #expect(TLSTallyEvent.sessionLabel(session(nil, outcome: .failed(.rejected(Reply(550, "5.1.1", "no"), stage: .rcpt)))) == "plaintext",
+                "a refused recipient in a plaintext transaction: the envelope went in the clear")
+        #expect(TLSTallyEvent.sessionLabel(session(nil, outcome: .failed(.greeting(Reply(421, nil, "busy"))))) == "no-transaction")
+        #expect(TLSTallyEvent.sessionLabel(session(nil, outcome: .failed(.connectionLost(stage: .starttls)))) == "no-transaction")
     }
 
     private func failureOf(_ kind: TLSFailure.Kind) -> TLSFailure { TLSFailure(kind: kind, detail: "x") }
@@ -118,8 +122,12 @@ private let noon = day0 * 86400 + 43200
         var data = try #require(FileManager.default.contents(atPath: path))
         data[data.count - 30] ^= 1
         try data.write(to: URL(fileURLWithPath: path))
+        let clock = clock
+        let reader = TLSTally(spool: t.spool, logger: logger, now: { clock.now }, setsAsideDamaged: false)
+        #expect(reader.counts(days: day0...day0).isEmpty)
+        #expect(t.spool.recordNames(TLSTally.folder) == ["2025-12-02_plain.test"], "the report only reads")
         #expect(tally().counts(days: day0...day0).isEmpty)
-        #expect(t.spool.recordNames(TLSTally.folder).isEmpty, "set aside as .damaged-")
+        #expect(t.spool.recordNames(TLSTally.folder).isEmpty, "the daemon sets it aside as .damaged-")
     }
 
     @Test func theFileFormIsAllOrNothing() throws {

@@ -2,7 +2,9 @@
 // tls`): the session's TLS outcome when an address was tried, the
 // fallback it led to, and on the concluding line the attempt's outcome,
 // the transport a delivery went by and the layer that decided. Called from
-// `log(...)`; TLSTally.record only counts in memory.
+// `log(...)`; TLSTally.record only counts in memory. Unlike TLS-RPT, every
+// message counts, TLS-RPT report mail and relay hops included: the tally
+// is about what left this host and how.
 import RelaySMTP
 
 extension DomainDelivery {

@@ -33,9 +33,11 @@ public struct TLSTallyCounts: Equatable, Sendable {
         case layers = "layer"
         /// Plaintext deliveries by the "<layer>/<level>" that allowed them.
         case plaintextLayers = "plaintext-layer"
-        /// Sessions (addresses tried) by TLS outcome: a transport as above,
+        /// Sessions (addresses tried) by TLS outcome: a transport as above
+        /// ("plaintext": a transaction went on without TLS),
         /// "starttls-not-offered", "starttls-refused", "tls-failed/<kind>",
-        /// "unreachable".
+        /// "unreachable" (no connection), "no-transaction" (the session
+        /// ended before TLS or a transaction: greeting refused, lost).
         case sessions = "session"
         /// "plaintext-retry" (opportunistic after a failed handshake),
         /// "relay" (handed to the domain's fallback relay).
@@ -146,13 +148,19 @@ public struct TLSTallyEvent: Equatable, Sendable {
         guard let run else { return nil }
         if let tls = run.tls { return transport(tls) }
         if let f = run.tlsFailure { return "tls-failed/\(f.kind.rawValue)" }
+        func plaintextIf(_ stage: ClientSession.Stage) -> String {
+            [.mail, .rcpt, .data, .body, .done, .rset].contains(stage) ? "plaintext" : "no-transaction"
+        }
         switch run.outcome {
+        case .completed: return "plaintext"
         case .failed(.tlsNotOffered): return "starttls-not-offered"
         case .failed(.tlsRefused): return "starttls-refused"
         case .failed(.tls(let f)): return "tls-failed/\(f.kind.rawValue)"
         case .failed(.connectFailed), .failed(.keptConnectionLost): return "unreachable"
-        case .failed(.greeting), .failed(.connectionLost(stage: .greeting)), .failed(.connectionLost(stage: .ehlo)): return "unreachable"
-        default: return "plaintext"
+        case .failed(.rejected(_, let stage)), .failed(.connectionLost(let stage)), .failed(.timeout(let stage)):
+            return plaintextIf(stage)
+        case .failed(.greeting), .failed(.authRejected), .failed(.protocolError), .failed(.needsSMTPUTF8), .failed(.messageTooBig):
+            return "no-transaction"
         }
     }
 
@@ -195,15 +203,20 @@ public final class TLSTally: Sendable {
     let logger: Logger
     let now: @Sendable () -> Int
     public let maxDomainsPerDay: Int
+    /// The daemon sets a damaged record aside (and starts it afresh);
+    /// `relayd report tls` only reads, and reports it.
+    let setsAsideDamaged: Bool
     private let state = Locked(State())
     /// Serialises flushes (an Int, not Void: see TLSRPTLedger).
     private let writeLock = Locked<Int>(0)
 
-    public init(spool: Spool, logger: Logger, now: @escaping @Sendable () -> Int, maxDomainsPerDay: Int = 10_000) {
+    public init(spool: Spool, logger: Logger, now: @escaping @Sendable () -> Int, maxDomainsPerDay: Int = 10_000,
+                setsAsideDamaged: Bool = true) {
         self.spool = spool
         self.logger = logger
         self.now = now
         self.maxDomainsPerDay = maxDomainsPerDay
+        self.setsAsideDamaged = setsAsideDamaged
     }
 
     static func today(_ t: Int) -> Int { t >= 0 ? t / 86400 : (t - 86399) / 86400 }
@@ -292,8 +305,12 @@ public final class TLSTally: Sendable {
                 guard let c = TLSTallyCounts.decode(data), c.recordName == name else { throw SpoolRecordError.damaged }
                 out.append(c)
             } catch {
-                logger.error("TLS tally: damaged record set aside", metadata: ["record": "\(name)", "error": "\(error)"])
-                _ = try? spool.setRecordAside(Self.folder, name, now: now())
+                if setsAsideDamaged {
+                    logger.error("TLS tally: damaged record set aside", metadata: ["record": "\(name)", "error": "\(error)"])
+                    _ = try? spool.setRecordAside(Self.folder, name, now: now())
+                } else {
+                    logger.error("TLS tally: damaged record not counted", metadata: ["record": "\(name)", "error": "\(error)"])
+                }
             }
         }
         return out
