@@ -552,13 +552,16 @@ public final class QueueRunner: @unchecked Sendable {
     /// waited that long with recipients pending, its sender is told once,
     /// at the end of the first attempt past the mark. That it was sent is
     /// kept in the state, written with the deferral right after, so a
-    /// restart does not send it again. Marked as sent also when nobody may
-    /// get one (null sender, NOTIFY): the question is settled for good. A
+    /// restart does not send it again. Nothing is marked when nobody may
+    /// get one (null sender, no pending recipient's NOTIFY has DELAY): the
+    /// state says only what was sent, and that check reads no body. A
     /// notice that cannot be written is tried again after the next attempt.
     private func sendDelayNoticeIfDue(_ message: SpooledMessage, state: inout DeliveryState, now t: Int) {
         let warning = environment.config.queue.delayWarning
         let pending = state.pendingIndexes
-        guard warning > 0, state.delayNoticeSent == 0, !pending.isEmpty, t - message.arrival >= warning else { return }
+        guard warning > 0, state.delayNoticeSent == 0, !pending.isEmpty, t - message.arrival >= warning,
+              case .mailbox = message.envelope.sender,
+              pending.contains(where: { DSN.wantsDelayNotice(message.envelope.recipients[$0]) }) else { return }
         let delays = pending.map { i -> DSN.Delay in
             let r = state.recipients[i]
             // Waiting on TLS: the last failure was a TLS-policy one (the
@@ -570,11 +573,7 @@ public final class QueueRunner: @unchecked Sendable {
         let headersOnly = QueuedMessage(id: message.id, arrival: message.arrival, envelope: message.envelope, body: message.body.prefix())
         guard let notice = DSN.delayNotice(for: headersOnly, delays: delays, waited: t - message.arrival,
                                            retryUntil: message.arrival + environment.config.queue.maxLifetime,
-                                           hostname: environment.config.server.hostname, id: id, now: t) else {
-            state.delayNoticeSent = t
-            logger.info("no delay notice sent (null sender or NOTIFY)", metadata: ["id": "\(message.id)"])
-            return
-        }
+                                           hostname: environment.config.server.hostname, id: id, now: t) else { return }
         do {
             try spool.store(notice)
         } catch {
