@@ -35,30 +35,76 @@ struct QueueCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "One line per message (or JSON).")
+        static let configuration = CommandConfiguration(
+            abstract: "One line per message (or JSON), optionally filtered.",
+            discussion: """
+                Filters combine (all must hold): --domain D (a recipient in D), --older-than 2h \
+                (arrived at least that long ago), --state incoming|active|deferred|hold, --reason TEXT \
+                (a pending recipient's last error contains TEXT; --reason tls selects every message \
+                waiting on a TLS failure and shows its type).
+                """)
         @OptionGroup var options: ConfigOption
-        @Flag(help: "Only deferred messages.") var deferred = false
+        @Flag(help: "Only deferred messages (the same as --state deferred).") var deferred = false
         @Option(help: "Only messages with a recipient in this domain.") var domain: String?
+        @Option(name: .customLong("older-than"), help: "Only messages queued at least this long ago (30s, 5m, 4h, 2d).")
+        var olderThan: String?
+        @Option(help: "Only messages in this state: incoming, active, deferred or hold.") var state: String?
+        @Option(help: "Only messages with a pending recipient whose last error contains this text; 'tls': waiting on TLS.")
+        var reason: String?
         @Flag(help: "JSON array instead of text.") var json = false
+
+        func filter() throws -> QueueFilter {
+            var folder: Spool.Folder? = deferred ? .deferred : nil
+            if let state {
+                guard let f = Spool.Folder(rawValue: state.lowercased()), [.incoming, .active, .deferred, .hold].contains(f) else {
+                    throw ValidationError("--state: expected incoming, active, deferred or hold, not '\(state)'")
+                }
+                if deferred && f != .deferred { throw ValidationError("--deferred and --state \(state) contradict each other") }
+                folder = f
+            }
+            var age: Int?
+            if let olderThan {
+                guard let seconds = ConfigLoader.parseDuration(olderThan) else {
+                    throw ValidationError("--older-than: expected a duration such as 30s, 5m, 4h or 2d, not '\(olderThan)'")
+                }
+                age = seconds
+            }
+            if let reason, reason.isEmpty { throw ValidationError("--reason: give some text, or 'tls'") }
+            return QueueFilter(domain: domain, olderThan: age, folder: folder, reason: reason)
+        }
+
+        func validate() throws { _ = try filter() }
+
+        func orNull(_ v: Any?) -> Any { v ?? NSNull() }
+        func nonEmpty(_ s: String?) -> String? { s.flatMap { $0.isEmpty ? nil : $0 } }
 
         func run() throws {
             let admin = try QueueCommand.admin(options)
-            var entries = admin.entries(folders: deferred ? [.deferred] : [.incoming, .active, .deferred, .hold])
-            if let domain { entries = entries.filter { $0.matches(domain: domain.lowercased()) } }
+            let filter = try filter()
             let now = Int(Date().timeIntervalSince1970)
+            let entries = filter.apply(admin.entries(folders: filter.folders), now: now)
             if json {
+                // Every key is always present (null when it does not apply),
+                // so scripts need not test for them.
                 let rows: [[String: Any]] = entries.map { e in
-                    var row: [String: Any] = [
+                    [
                         "id": e.id, "state": e.folder.rawValue, "age_seconds": now - e.message.arrival,
+                        "arrival": e.message.arrival,
                         "sender": e.message.envelope.sender.description,
-                        "recipients": e.recipients.map { r in
-                            ["address": r.0.description, "status": r.1?.status.rawValue ?? "pending", "detail": r.1?.detail ?? ""]
+                        "recipients": e.recipients.map { r -> [String: Any] in
+                            [
+                                "address": r.0.description, "status": r.1?.status.rawValue ?? "pending", "detail": r.1?.detail ?? "",
+                                "enhanced_status": orNull(nonEmpty(r.1?.enhancedStatus)),
+                                "tls_failure": orNull(r.1?.tlsFailureType),
+                                "tls_detail": orNull(nonEmpty(r.1?.tlsDetail)),
+                            ]
                         },
                         "attempts": e.state?.attempts ?? 0,
+                        "next_attempt": orNull(e.folder == .deferred ? e.state?.nextAttempt : nil),
+                        "last_error": orNull(e.lastError),
+                        "waiting_on_tls": e.recipients.contains { $0.1?.waitsOnTLS == true },
+                        "delay_notice_sent": orNull(e.state.flatMap { $0.delayNoticeSent == 0 ? nil : $0.delayNoticeSent }),
                     ]
-                    if let next = e.state?.nextAttempt, e.folder == .deferred { row["next_attempt"] = next }
-                    if let err = e.lastError { row["last_error"] = err }
-                    return row
                 }
                 let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
@@ -69,8 +115,9 @@ struct QueueCommand: ParsableCommand {
                 let next = e.folder == .deferred ? " next-in=\(max(0, (e.state?.nextAttempt ?? now) - now))s" : ""
                 print("\(e.id) \(e.folder.rawValue) age=\(age)s attempts=\(e.state?.attempts ?? 0)\(next) from=<\(e.message.envelope.sender)>")
                 for (rcpt, status) in e.recipients {
+                    let tls = status?.tlsFailureType.map { " tls-failure=\($0)" } ?? ""
                     let detail = status?.detail.isEmpty == false ? " (\(status!.detail))" : ""
-                    print("    <\(rcpt)> \(status?.status.rawValue ?? "pending")\(detail)")
+                    print("    <\(rcpt)> \(status?.status.rawValue ?? "pending")\(tls)\(detail)")
                 }
             }
             print("\(entries.count) message\(entries.count == 1 ? "" : "s")")

@@ -17,8 +17,45 @@ extension TLSRPTSubmitter {
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "Send or show reports about delivery (TLS-RPT).",
-        subcommands: [TLSRPT.self])
+        abstract: "Send or show reports about delivery (TLS-RPT, the TLS tally).",
+        subcommands: [TLSRPT.self, TLS.self])
+
+    /// `relayd report tls --since 7d [--json]`: per destination domain, how
+    /// mail left over the last days — messages and sessions by TLS outcome,
+    /// the layer that decided, plaintext deliveries and what allowed them,
+    /// drops and fallbacks — from the daemon's tally under
+    /// spool/tls-tally/ (flushed every minute and at stop, so a running
+    /// daemon's last minute may be missing).
+    struct TLS: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "tls",
+            abstract: "What left in the clear, and why: TLS outcomes per destination domain.")
+        @OptionGroup var options: ConfigOption
+        @Option(help: "How far back: a duration (1d, 7d, 12h); UTC days from the one that contains now minus this, to today.")
+        var since: String = "7d"
+        @Flag(help: "JSON instead of text.") var json = false
+
+        func validate() throws {
+            guard ConfigLoader.parseDuration(since) != nil else {
+                throw ValidationError("--since: expected a duration such as 1d, 7d or 12h, not '\(since)'")
+            }
+        }
+
+        func run() throws {
+            let config: Config
+            do { config = try ConfigLoader.load(path: options.config) } catch let e as ConfigErrors {
+                for error in e.errors { printError(error.description) }
+                throw ExitCode(1)
+            }
+            let spool = try Spool(root: config.server.spoolDirectory)
+            let logger = Logger(label: "relayd.report") { _ in StreamLogHandler.standardError(label: "relayd.report") }
+            let now = Int(time(nil))
+            let days = TLSReport.days(since: ConfigLoader.parseDuration(since) ?? 0, now: now)
+            let tally = TLSTally(spool: spool, logger: logger, now: { now }, setsAsideDamaged: false)
+            let report = TLSReport(tally.counts(days: days), days: days)
+            print(json ? try report.json() : report.text, terminator: json ? "\n" : "")
+        }
+    }
 
     /// `relayd report tlsrpt --day YYYY-MM-DD [--dry-run] [--json]`: a
     /// day's TLS-RPT reports now, whatever the schedule. Through the running

@@ -88,6 +88,9 @@ final class Daemon: @unchecked Sendable {
     /// flushed with the learned records every minute, and the sender, ticked
     /// on the same timer. Kept across reloads (a change needs a restart).
     let tlsrpt: (ledger: TLSRPTLedger, sender: TLSRPTSender, requests: TLSRPTRequests)?
+    /// The TLS tally of `relayd report tls`: always on, flushed with the
+    /// learned records every minute and at stop; kept across reloads.
+    let tlsTally: TLSTally
     private var signalSources: [any DispatchSourceSignal] = []
     /// Every ten minutes (plus jitter): cached MTA-STS policies that are a
     /// day old or near expiry are fetched again.
@@ -137,6 +140,9 @@ final class Daemon: @unchecked Sendable {
         learned.load()
         var environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
                                                            stsStore: stsStore, stsPolicies: stsPolicies, learned: learned)
+        tlsTally = TLSTally(spool: spool, logger: logger, now: { Int(time(nil)) })
+        tlsTally.load()
+        environment.tlsTally = tlsTally
         var tlsrptLedger: TLSRPTLedger?
         if config.tlsrpt.enabled {
             let store = TLSRPTStore(spool: spool, now: { Int(time(nil)) }, onDamaged: { [logger] name, aside in
@@ -188,8 +194,9 @@ final class Daemon: @unchecked Sendable {
         stsRefreshTimer = timer
         let flush = DispatchSource.makeTimerSource(queue: signalQueue)
         flush.schedule(deadline: .now() + .seconds(60), repeating: .seconds(60), leeway: .seconds(5))
-        flush.setEventHandler { [learned, tlsrpt] in
+        flush.setEventHandler { [learned, tlsrpt, tlsTally] in
             learned.flush()
+            tlsTally.flush()
             if let tlsrpt {
                 tlsrpt.ledger.flush()
                 tlsrpt.sender.tick()
@@ -270,9 +277,10 @@ final class Daemon: @unchecked Sendable {
         spoolLock.withdrawRequests()
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
         runner.stop()
-        inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt] in
+        inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt, tlsTally] in
             learned.flush()
             tlsrpt?.ledger.flush()
+            tlsTally.flush()
             unlink(spool.root + "/relayd.pid")
             logger.info("stopped")
             exit(0)
@@ -290,6 +298,7 @@ final class Daemon: @unchecked Sendable {
                                                                stsStore: stsStore, stsPolicies: stsPolicies,
                                                                learned: learned)
             environment.tlsrpt = tlsrpt?.ledger
+            environment.tlsTally = tlsTally
             for key in config.changesNeedingRestart(from: started) {
                 logger.warning("needs a restart; keeping the running value", metadata: ["key": "\(key)"])
             }

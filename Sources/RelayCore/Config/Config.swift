@@ -126,15 +126,22 @@ public struct Config: Sendable {
         /// (handed over by the inbound side, waiting or being delivered);
         /// everything else is streamed from the spool.
         public let memoryBudget: Int
+        /// Seconds a message may wait with recipients still pending before
+        /// its sender gets one delay notice (RFC 3464 `Action: delayed`);
+        /// 0 sends none.
+        public let delayWarning: Int
 
-        public init(retrySchedule: [Int], maxLifetime: Int, minFreeSpace: Int, memoryBudget: Int = Queue.defaultMemoryBudget) {
+        public init(retrySchedule: [Int], maxLifetime: Int, minFreeSpace: Int, memoryBudget: Int = Queue.defaultMemoryBudget,
+                    delayWarning: Int = Queue.defaultDelayWarning) {
             self.retrySchedule = retrySchedule
             self.maxLifetime = maxLifetime
             self.minFreeSpace = minFreeSpace
             self.memoryBudget = memoryBudget
+            self.delayWarning = delayWarning
         }
 
         public static let defaultMemoryBudget = 128 * 1024 * 1024
+        public static let defaultDelayWarning = 4 * 3600
     }
 
     /// `[mta_sts]`: RFC 8461 policy discovery and enforcement for mail

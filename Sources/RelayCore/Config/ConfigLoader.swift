@@ -320,7 +320,18 @@ struct ConfigBuilder {
                 if v >= 0 { budget = v } else { diagnostics.report(q.keyPath("memory_budget"), "must not be negative"); ok = false }
             } else { ok = false }
         }
-        return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime, minFreeSpace: minFree, memoryBudget: budget) : nil
+        var delayWarning = defaults.delayWarning
+        if let raw = q.raw("delay_warning") {
+            // "0" (or 0) turns delay notices off; anything else is a
+            // duration of at least one second.
+            if raw.int == 0 || raw.string == "0" {
+                delayWarning = 0
+            } else if let d = duration(q, "delay_warning") {
+                delayWarning = d
+            } else { ok = false }
+        }
+        return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime, minFreeSpace: minFree, memoryBudget: budget,
+                                 delayWarning: delayWarning) : nil
     }
 
     func buildMTASTS() -> Config.MTASTS? {

@@ -73,6 +73,9 @@ public struct DeliveryEnvironment: Sendable {
     public let learned: LearnedStatus?
     /// TLS-RPT counters (RFC 8460); nil when [tlsrpt] is off. Set after init.
     public var tlsrpt: TLSRPTLedger?
+    /// The TLS tally of `relayd report tls`; nil in tests that do not
+    /// count. Set after init, like tlsrpt.
+    public var tlsTally: TLSTally?
     public let logger: Logger
     public private(set) var queue: DispatchQueue
     /// Seconds since the epoch; the queue runner's clock, so both judge the
@@ -368,5 +371,6 @@ public final class DomainDelivery: @unchecked Sendable {
         if let f = run?.tlsFailure { fields["tls_failure"] = "\(f.kind.rawValue)" }
         env.logger.info("delivery attempt", metadata: fields)
         countForTLSRPT(hop: hop, run: run)
+        countForTLSTally(outcome, hop: hop, run: run)
     }
 }

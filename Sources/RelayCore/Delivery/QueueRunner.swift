@@ -510,6 +510,7 @@ public final class QueueRunner: @unchecked Sendable {
                                               "dropped": "\(state.recipients.filter { $0.status == .dropped }.count)"])
             return
         }
+        sendDelayNoticeIfDue(message, state: &state, now: t)
         let schedule = environment.config.queue.retrySchedule
         let delay = schedule[min(state.attempts - 1, schedule.count - 1)]
         state.nextAttempt = t + delay + jitter(delay)
@@ -545,6 +546,45 @@ public final class QueueRunner: @unchecked Sendable {
     static func duration(_ seconds: Int) -> String {
         seconds >= 86400 && seconds % 86400 == 0 ? "\(seconds / 86400)d"
             : seconds >= 3600 ? "\(seconds / 3600)h" : seconds >= 60 ? "\(seconds / 60)m" : "\(seconds)s"
+    }
+
+    /// The delay notice (`[queue] delay_warning`): once the message has
+    /// waited that long with recipients pending, its sender is told once,
+    /// at the end of the first attempt past the mark. That it was sent is
+    /// kept in the state, written with the deferral right after, so a
+    /// restart does not send it again. Nothing is marked when nobody may
+    /// get one (null sender, no pending recipient's NOTIFY has DELAY): the
+    /// state says only what was sent, and that check reads no body. A
+    /// notice that cannot be written is tried again after the next attempt.
+    private func sendDelayNoticeIfDue(_ message: SpooledMessage, state: inout DeliveryState, now t: Int) {
+        let warning = environment.config.queue.delayWarning
+        let pending = state.pendingIndexes
+        guard warning > 0, state.delayNoticeSent == 0, !pending.isEmpty, t - message.arrival >= warning,
+              case .mailbox = message.envelope.sender,
+              pending.contains(where: { DSN.wantsDelayNotice(message.envelope.recipients[$0]) }) else { return }
+        let delays = pending.map { i -> DSN.Delay in
+            let r = state.recipients[i]
+            // Waiting on TLS: the last failure was a TLS-policy one (the
+            // same test as `relayd queue list --reason tls`).
+            return DSN.Delay(recipientIndex: i, status: r.enhancedStatus, diagnostic: r.detail.isEmpty ? "not yet delivered" : r.detail,
+                             tlsReason: r.waitsOnTLS ? (r.tlsDetail.isEmpty ? r.detail : r.tlsDetail) : nil)
+        }
+        let id = QueueID.generate()
+        let headersOnly = QueuedMessage(id: message.id, arrival: message.arrival, envelope: message.envelope, body: message.body.prefix())
+        guard let notice = DSN.delayNotice(for: headersOnly, delays: delays, waited: t - message.arrival,
+                                           retryUntil: message.arrival + environment.config.queue.maxLifetime,
+                                           hostname: environment.config.server.hostname, id: id, now: t) else { return }
+        do {
+            try spool.store(notice)
+        } catch {
+            logger.error("cannot queue delay notice; trying after the next attempt", metadata: ["id": "\(message.id)", "error": "\(error)"])
+            return
+        }
+        state.delayNoticeSent = t
+        known.insert(id)
+        fresh.append(id)
+        logger.info("delay notice queued", metadata: ["id": "\(id)", "original": "\(message.id)", "to": "<\(message.envelope.sender)>",
+                                                      "recipients": "\(delays.filter { DSN.wantsDelayNotice(message.envelope.recipients[$0.recipientIndex]) }.count)"])
     }
 
     /// Queues the DSN; false only when it could not be written.

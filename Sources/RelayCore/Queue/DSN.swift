@@ -91,6 +91,120 @@ public enum DSN {
         return QueuedMessage(id: id, arrival: now, envelope: env, body: body)
     }
 
+    /// A recipient still waiting, for a delay notice.
+    public struct Delay: Sendable {
+        public let recipientIndex: Int
+        /// The last attempt's RFC 3463 status (a 4.x.x; anything else is
+        /// written as 4.0.0).
+        public let status: String
+        /// The last error.
+        public let diagnostic: String
+        /// Why TLS could not be had, when the last failure was a TLS-policy
+        /// one: the notice says the message waits for TLS.
+        public let tlsReason: String?
+
+        public init(recipientIndex: Int, status: String, diagnostic: String, tlsReason: String? = nil) {
+            self.recipientIndex = recipientIndex
+            self.status = status
+            self.diagnostic = diagnostic
+            self.tlsReason = tlsReason
+        }
+    }
+
+    /// Whether this recipient wants to hear that its delivery is delayed.
+    /// RFC 3461 §4.1 leaves the default (no NOTIFY) to the implementation,
+    /// "FAILURE" or "FAILURE,DELAY"; relayd takes the latter, as Postfix
+    /// does with delay_warning_time set. NOTIFY=NEVER, or a list without
+    /// DELAY, means no notice.
+    public static func wantsDelayNotice(_ r: Envelope.Recipient) -> Bool {
+        guard let notify = r.notify else { return true }
+        return notify.contains(.delay)
+    }
+
+    /// The delay notice (RFC 3464 `Action: delayed`), or nil when none may
+    /// be sent: a null sender, or no delayed recipient asked for one.
+    /// `retryUntil` is when relayd stops trying (arrival + max_lifetime).
+    public static func delayNotice(for original: QueuedMessage, delays: [Delay], waited: Int, retryUntil: Int,
+                                   hostname: String, id: String, now: Int) -> QueuedMessage? {
+        guard case .mailbox(let sender) = original.envelope.sender else { return nil }
+        let reportable = delays.filter { wantsDelayNotice(original.envelope.recipients[$0.recipientIndex]) }
+        guard !reportable.isEmpty else { return nil }
+        let boundary = "=_relayd_\(id)"
+        var text = ""
+        text += "From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r\n"
+        text += "To: <\(fieldText(sender.description, unicode: true))>\r\n"
+        text += "Subject: Delayed Mail (still being retried)\r\n"
+        text += "Date: \(RFC5322Date.format(now))\r\n"
+        text += "Message-ID: <\(id)@\(hostname)>\r\n"
+        text += "Auto-Submitted: auto-replied\r\n"
+        text += "MIME-Version: 1.0\r\n"
+        text += "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"\(boundary)\"\r\n"
+        text += "\r\nThis is a MIME-encapsulated delivery status notification.\r\n"
+
+        text += "\r\n--\(boundary)\r\n"
+        text += "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        text += "This is relayd at \(hostname).\r\n\r\n"
+        text += "Your message has not yet been delivered to one or more recipients\r\n"
+        text += "after \(durationText(waited)) in the queue. This is a warning only; you do not\r\n"
+        text += "need to send the message again. Delivery will be retried until\r\n"
+        text += "\(RFC5322Date.format(retryUntil)); you will be told if it fails.\r\n\r\n"
+        for d in reportable {
+            let mailbox = original.envelope.recipients[d.recipientIndex].mailbox.description
+            text += "<\(fieldText(mailbox, unicode: true))>: \(fieldText(d.diagnostic))\r\n"
+            if let tls = d.tlsReason {
+                text += "    The message is waiting for TLS: relayd's TLS policy for this\r\n"
+                text += "    destination forbids sending it unencrypted or unverified, and\r\n"
+                text += "    TLS could not be had: \(fieldText(tls))\r\n"
+            }
+        }
+
+        text += "\r\n--\(boundary)\r\n"
+        text += "Content-Type: message/delivery-status\r\n\r\n"
+        text += "Reporting-MTA: dns; \(hostname)\r\n"
+        text += "X-Relayd-Queue-ID: \(original.id)\r\n"
+        if let envid = original.envelope.envelopeID { text += "Original-Envelope-Id: \(XText.encode(envid))\r\n" }
+        text += "Arrival-Date: \(RFC5322Date.format(original.arrival))\r\n"
+        for d in reportable {
+            let r = original.envelope.recipients[d.recipientIndex]
+            text += "\r\n"
+            if let orcpt = r.originalRecipient { text += "Original-Recipient: \(fieldText(orcpt))\r\n" }
+            text += "Final-Recipient: rfc822; \(fieldText(r.mailbox.description, unicode: true))\r\n"
+            text += "Action: delayed\r\n"
+            text += "Status: \(transientStatusCode(d.status))\r\n"
+            text += "Diagnostic-Code: x-relayd; \(fieldText(d.diagnostic))\r\n"
+            text += "Will-Retry-Until: \(RFC5322Date.format(retryUntil))\r\n"
+        }
+
+        // Headers only, whatever RET asked: the message is still on its way.
+        text += "\r\n--\(boundary)\r\n"
+        text += "Content-Type: text/rfc822-headers\r\n\r\n"
+        var body = Array(text.utf8)
+        body += headers(of: original.body)
+        if body.last != 10 { body += [13, 10] }
+        body += Array("\r\n--\(boundary)--\r\n".utf8)
+
+        let env = Envelope(sender: .null, recipients: [Envelope.Recipient(mailbox: sender, notify: [.never])],
+                           bodyType: original.envelope.bodyType, smtpUTF8: sender.needsSMTPUTF8,
+                           origin: Envelope.Origin(clientAddress: "127.0.0.1", heloName: hostname, esmtp: true))
+        return QueuedMessage(id: id, arrival: now, envelope: env, body: body)
+    }
+
+    /// "4 hours", "2 seconds", for the human-readable part.
+    static func durationText(_ seconds: Int) -> String {
+        func unit(_ n: Int, _ name: String) -> String { "\(n) \(name)\(n == 1 ? "" : "s")" }
+        if seconds >= 86400 && seconds % 86400 == 0 { return unit(seconds / 86400, "day") }
+        if seconds >= 3600 { return unit(seconds / 3600, "hour") }
+        if seconds >= 60 { return unit(seconds / 60, "minute") }
+        return unit(seconds, "second")
+    }
+
+    /// A 4.x.x status for a delayed recipient: a recorded status that is
+    /// not a transient RFC 3463 code becomes 4.0.0.
+    static func transientStatusCode(_ s: String) -> String {
+        let code = statusCode(s)
+        return code.hasPrefix("4.") ? code : "4.0.0"
+    }
+
     /// The header section of a message, up to and including the blank line.
     static func headers(of body: [UInt8]) -> [UInt8] {
         var i = 0

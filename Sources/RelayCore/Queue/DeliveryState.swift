@@ -3,11 +3,14 @@
 // were made, when the next is due and why the last one failed. Written
 // atomically (tmp, fsync, rename, directory fsync) after each attempt and
 // before the queue file is removed, so a crash can repeat a delivery
-// (at-least-once) but never forget one.
+// (at-least-once) but never forget one. The delay-notice line is optional:
+// files written before delay notices existed read as "none sent yet", and a
+// message that never got one is written exactly as before.
 //
 //   relayd-state 1
 //   attempts <n>
 //   next <unix seconds>
+//   delay-notice <unix seconds>          (only once a delay notice was sent)
 //   rcpt <index> pending|delivered|bounced|dropped <status or -> <xtext last reason or -> <xtext last TLS reason or ->
 //   end <FNV-1a 64 of the lines above>
 import RelayModel
@@ -36,6 +39,9 @@ public struct DeliveryState: Equatable, Sendable {
     public var attempts: Int
     public var nextAttempt: Int
     public var recipients: [Recipient]
+    /// When the sender was told the message is delayed (unix seconds);
+    /// 0 while no delay notice was sent. One per message.
+    public var delayNoticeSent: Int = 0
 
     public init(recipientCount: Int, nextAttempt: Int = 0) {
         attempts = 0
@@ -48,6 +54,7 @@ public struct DeliveryState: Equatable, Sendable {
 
     public func encode() -> [UInt8] {
         var s = "relayd-state 1\nattempts \(attempts)\nnext \(nextAttempt)\n"
+        if delayNoticeSent != 0 { s += "delay-notice \(delayNoticeSent)\n" }
         for (i, r) in recipients.enumerated() {
             let detail = r.detail.isEmpty ? "-" : XText.encode(r.detail)
             let status = r.enhancedStatus.isEmpty ? "-" : r.enhancedStatus
@@ -74,7 +81,12 @@ public struct DeliveryState: Equatable, Sendable {
         var state = DeliveryState(recipientCount: 0)
         state.attempts = try value(lines[1], "attempts")
         state.nextAttempt = try value(lines[2], "next")
-        for (n, line) in lines.dropFirst(3).enumerated() {
+        var rcptLines = lines.dropFirst(3)
+        if let line = rcptLines.first, line.hasPrefix("delay-notice ") {
+            state.delayNoticeSent = try value(line, "delay-notice")
+            rcptLines = rcptLines.dropFirst()
+        }
+        for (n, line) in rcptLines.enumerated() {
             let parts = line.split(separator: " ")
             guard parts.count == 6, parts[0] == "rcpt", Int(parts[1]) == n,
                   let status = Status(rawValue: String(parts[2])) else { throw QueueFileError.badRecord("rcpt") }
