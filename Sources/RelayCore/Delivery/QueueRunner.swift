@@ -16,6 +16,7 @@
 // are bounded by `[queue] memory_budget` (BodyCache); the rest are read
 // from the spool as they are sent.
 import RelayLearned
+import RelayMetrics
 import RelayQueue
 import RelaySMTP
 import Dispatch
@@ -72,6 +73,7 @@ public final class QueueRunner: @unchecked Sendable {
             timer = t
             rescan()
             pump()
+            publishGauges(force: true)
         }
     }
 
@@ -194,6 +196,36 @@ public final class QueueRunner: @unchecked Sendable {
         processRequests()
         if inFlight.isEmpty && !hasFresh && now() - lastRescan >= 60 { rescan() }
         pump()
+        publishGauges()
+    }
+
+    private var lastGauges = Int.min
+    /// Seconds between two readings of the queue folders for the gauges.
+    static let gaugeInterval = 5
+
+    /// The queue and policy-cache gauges, owned here: the queue folders'
+    /// valid queue files counted (the spool is the truth, whatever is in
+    /// flight), the oldest one's age from its id (ids are arrival times),
+    /// and the sizes of the MTA-STS and learned caches. At most every
+    /// `gaugeInterval` seconds, on the runner's timer.
+    private func publishGauges(force: Bool = false) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard let metrics = environment.metrics else { return }
+        let t = now()
+        guard force || t - lastGauges >= Self.gaugeInterval else { return }
+        lastGauges = t
+        var counts: [RelayMetrics.QueueState: Int] = [:]
+        var oldest: String?
+        for (state, folder) in [(RelayMetrics.QueueState.incoming, Spool.Folder.incoming), (.active, .active),
+                                (.deferred, .deferred), (.hold, .hold)] {
+            let ids = spool.list(folder).filter(QueueID.isValid)
+            counts[state] = ids.count
+            if let first = ids.min(), oldest.map({ first < $0 }) ?? true { oldest = first }
+        }
+        let age = oldest.flatMap(QueueID.seconds(of:)).map { Double(t - $0) } ?? 0
+        metrics.setQueue(counts, oldestAgeSeconds: age)
+        if let sts = environment.mtaSTS { metrics.setPolicyCacheEntries(.mtaSTS, sts.policies.domains.count) }
+        if let learned = environment.learned { metrics.setPolicyCacheEntries(.learned, learned.domains.count) }
     }
 
     private var lastRescan = 0

@@ -14,6 +14,9 @@
 // through `factory`.
 import CoreMetrics
 import Prometheus
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public final class RelayMetrics: Sendable {
     /// Where an inbound message was refused, from the reply relayd sent.
@@ -170,6 +173,13 @@ public final class RelayMetrics: Sendable {
     /// The full name in `metricName`: relayd's names are written out whole.
     static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    /// CLOCK_MONOTONIC in seconds: what callers time durations with.
+    public static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     static func duration(_ seconds: Double) -> Duration {
