@@ -73,7 +73,11 @@ public final class QueueRunner: @unchecked Sendable {
             timer = t
             rescan()
             pump()
-            publishGauges(force: true)
+            let g = DispatchSource.makeTimerSource(queue: queue)
+            g.setEventHandler { [weak self] in self?.publishGauges() }
+            g.schedule(deadline: .now(), repeating: .seconds(Self.gaugeInterval), leeway: .milliseconds(500))
+            g.resume()
+            gaugeTimer = g
         }
     }
 
@@ -152,7 +156,7 @@ public final class QueueRunner: @unchecked Sendable {
     }
 
     /// Stops starting new deliveries (those running finish and are filed).
-    public func stop() { queue.sync { stopped = true; timer?.cancel() } }
+    public func stop() { queue.sync { stopped = true; timer?.cancel(); gaugeTimer?.cancel() } }
 
     // MARK: scheduling
     //
@@ -196,24 +200,21 @@ public final class QueueRunner: @unchecked Sendable {
         processRequests()
         if inFlight.isEmpty && !hasFresh && now() - lastRescan >= 60 { rescan() }
         pump()
-        publishGauges()
     }
 
-    private var lastGauges = Int.min
-    /// Seconds between two readings of the queue folders for the gauges.
+    /// Reads the queue folders for the gauges every `gaugeInterval` seconds.
+    private var gaugeTimer: (any DispatchSourceTimer)?
     static let gaugeInterval = 5
 
     /// The queue and policy-cache gauges, owned here: the queue folders'
     /// valid queue files counted (the spool is the truth, whatever is in
     /// flight), the oldest one's age from its id (ids are arrival times),
     /// and the sizes of the MTA-STS and learned caches. At most every
-    /// `gaugeInterval` seconds, on the runner's timer.
-    private func publishGauges(force: Bool = false) {
+    /// `gaugeInterval` seconds, on the gauge timer.
+    func publishGauges() {
         dispatchPrecondition(condition: .onQueue(queue))
-        guard let metrics = environment.metrics else { return }
+        guard let metrics = environment.metrics, !stopped else { return }
         let t = now()
-        guard force || t - lastGauges >= Self.gaugeInterval else { return }
-        lastGauges = t
         var counts: [RelayMetrics.QueueState: Int] = [:]
         var oldest: String?
         for (state, folder) in [(RelayMetrics.QueueState.incoming, Spool.Folder.incoming), (.active, .active),
