@@ -119,7 +119,8 @@ let package = Package(
         tests("RelayPolicyTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS", "RelayQueue",
                         "RelayConfig", "RelayDelivery"]),
         tests("RelayDeliveryTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS", "RelayTLSRPT"]),
+                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS", "RelayTLSRPT",
+                        "RelayMetrics"]),
         tests("RelaySTSTests", ["RelayModel", "RelaySTS"]),
         tests("RelayMetricsTests", ["RelayMetrics"]),
         tests("RelayMTASTSTests", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
@@ -128,6 +129,6 @@ let package = Package(
                                    "RelayTLSRPT"]),
         tests("RelayLearnedTests", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", "RelayLearned"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                        "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore"]),
+                        "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics"]),
     ]
 )
