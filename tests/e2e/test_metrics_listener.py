@@ -4,6 +4,7 @@ surplus clients cost neither scrapes nor SMTP, and the daemon stays up.
 
 Every loop here is bounded in count and in time."""
 import re
+import signal
 import smtplib
 import socket
 import time
@@ -111,6 +112,22 @@ def test_counters_move_by_what_was_done(metered):
     # The runner publishes the queue gauges on its timer.
     after = wait_for(port, 'relayd_queue_messages{state="deferred"}', 2, timeout=30)
     assert after["relayd_queue_oldest_message_age_seconds"] >= 0
+
+
+def test_reload_keeps_the_listener_and_the_counts(metered):
+    r, port = metered, metered.metrics_port
+    send(r, ["b@example.org"])
+    listener = f'relayd_messages_received_total{{listener="127.0.0.1:{r.smtp_port}"}}'
+    assert wait_for(port, listener, 1)[listener] == 1
+    r.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "msg=reloaded" not in r.log_text():
+        assert time.monotonic() < deadline, r.log_text()
+        time.sleep(0.05)
+    assert scrape(port)[listener] == 1
+    send(r, ["c@example.org"])
+    assert wait_for(port, listener, 2)[listener] == 2
+    assert r.log_text().count("metrics listening") == 1
 
 
 def test_bad_requests_are_refused(metered):

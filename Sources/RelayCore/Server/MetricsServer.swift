@@ -48,8 +48,7 @@ public final class MetricsServer: @unchecked Sendable {
         self.readDeadline = readDeadline
     }
 
-    /// Binds and starts accepting; returns the port bound (the configured
-    /// one, or the kernel's choice for port 0).
+    /// Binds and starts accepting; returns the port bound.
     @discardableResult
     public func start() throws -> UInt16 {
         try queue.sync {
