@@ -28,6 +28,8 @@ let settings: [SwiftSetting] = [
 ]
 
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let coreMetrics = Target.Dependency.product(name: "CoreMetrics", package: "swift-metrics")
+let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
 
 /// A role under Sources/RelayCore/<folder>.
 func role(_ name: String, _ folder: String, _ dependencies: [Target.Dependency]) -> Target {
@@ -50,6 +52,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // C shims over system libraries.
@@ -65,6 +69,7 @@ let package = Package(
         role("RelayLog", "Log", [logging]),
         role("RelaySync", "Sync", []),
         role("RelaySTS", "STS", ["RelayModel"]),
+        role("RelayMetrics", "Metrics", [coreMetrics, prometheus]),
 
         // One system library each.
         role("RelayTLS", "TLS", ["RelayModel", "COpenSSL"]),
@@ -86,10 +91,10 @@ let package = Package(
         // Outbound, then the server on top.
         role("RelayDelivery", "Delivery", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS",
                                            "RelayIO", "RelayQueue", "RelayConfig", "RelaySync", "RelaySTS",
-                                           "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", logging]),
+                                           "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", "RelayMetrics", logging]),
         role("RelayCore", "Server", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                                      "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", "RelaySync",
-                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", logging]),
+                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", "RelayMetrics", logging]),
 
         .executableTarget(
             name: "relayd",
@@ -100,7 +105,7 @@ let package = Package(
         // Tests: one target per role, named after it, and shared helpers.
         .target(name: "RelayTestSupport",
                 dependencies: ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS", "RelayAuth",
-                               "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", logging],
+                               "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics", logging],
                 path: "Tests/RelayTestSupport", exclude: ["Fixtures"], swiftSettings: settings),
         tests("RelaySMTPTests", ["RelayModel", "RelaySMTP"]),
         tests("RelayTLSTests", ["RelayModel", "RelayTLS"]),
@@ -114,14 +119,16 @@ let package = Package(
         tests("RelayPolicyTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayTLS", "RelayDNS", "RelayQueue",
                         "RelayConfig", "RelayDelivery"]),
         tests("RelayDeliveryTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS", "RelayTLSRPT"]),
+                        "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS", "RelayTLSRPT",
+                        "RelayMetrics"]),
         tests("RelaySTSTests", ["RelayModel", "RelaySTS"]),
+        tests("RelayMetricsTests", ["RelayMetrics"]),
         tests("RelayMTASTSTests", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
                                    "RelaySync", "RelayMTASTS"]),
         tests("RelayTLSRPTTests", ["RelayModel", "RelayQueue", "RelaySync", "RelayDNS", "RelayHTTPS", "RelayTLS",
                                    "RelayTLSRPT"]),
         tests("RelayLearnedTests", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", "RelayLearned"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                        "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore"]),
+                        "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics"]),
     ]
 )

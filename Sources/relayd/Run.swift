@@ -68,6 +68,11 @@ final class Daemon: @unchecked Sendable {
     let spoolLock: SpoolLock
     let spool: Spool
     let inbound: InboundServer
+    /// Every Prometheus metric, made once here and handed to the inbound
+    /// server and the delivery environment (kept across reloads).
+    let metrics: RelayMetrics
+    /// The scrape listener ([metrics] address); nil when off.
+    let metricsServer: MetricsServer?
     let resolver: CAresResolver
     let runner: QueueRunner
     /// The MTA-STS cache: on disk under the spool, in memory for the
@@ -125,7 +130,12 @@ final class Daemon: @unchecked Sendable {
             logger.error("queue file failed its self-check; moved to corrupt/", metadata: ["id": "\(id)", "reason": "\(reason)"])
         }
         logger.info("spool ready", metadata: ["path": "\(spool.root)", "messages": "\(report.intact)"])
-        inbound = InboundServer(settings: try InboundSettings(config: config), spool: spool, logger: logger)
+        let metrics = RelayMetrics(listeners: InboundServer.metricsLabels(config),
+                                   build: RelayMetrics.BuildInfo(version: RelaydVersion.string, openssl: TLSLibrary.runtimeVersion,
+                                                                 cares: CAresLibrary.runtimeVersion))
+        self.metrics = metrics
+        metricsServer = config.metrics.address.map { MetricsServer(address: $0, metrics: metrics, logger: logger) }
+        inbound = InboundServer(settings: try InboundSettings(config: config), spool: spool, logger: logger, metrics: metrics)
         resolver = try CAresResolver(servers: config.dns.servers)
         stsStore = FileSTSCacheStore(spool: spool, now: { Int(time(nil)) }, onDamaged: { [logger] domain, aside in
             logger.warning("MTA-STS cache record damaged; set aside, the policy will be fetched again",
@@ -143,6 +153,7 @@ final class Daemon: @unchecked Sendable {
         tlsTally = TLSTally(spool: spool, logger: logger, now: { Int(time(nil)) })
         tlsTally.load()
         environment.tlsTally = tlsTally
+        environment.metrics = metrics
         var tlsrptLedger: TLSRPTLedger?
         if config.tlsrpt.enabled {
             let store = TLSRPTStore(spool: spool, now: { Int(time(nil)) }, onDamaged: { [logger] name, aside in
@@ -182,7 +193,14 @@ final class Daemon: @unchecked Sendable {
         // Before the listeners log "listening": whoever waits for that line
         // finds the pid file already there.
         writePIDFile()
-        do { try inbound.start() } catch {
+        do {
+            // Metrics first: a scraper may watch the start itself, and a
+            // metrics address in use stops the start before any SMTP
+            // listener accepts mail.
+            try metricsServer?.start()
+            try inbound.start()
+        } catch {
+            metricsServer?.stop()
             unlink(spool.root + "/relayd.pid")
             throw error
         }
@@ -277,6 +295,7 @@ final class Daemon: @unchecked Sendable {
         spoolLock.withdrawRequests()
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
         runner.stop()
+        metricsServer?.stop()
         inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt, tlsTally] in
             learned.flush()
             tlsrpt?.ledger.flush()
@@ -299,6 +318,7 @@ final class Daemon: @unchecked Sendable {
                                                                learned: learned)
             environment.tlsrpt = tlsrpt?.ledger
             environment.tlsTally = tlsTally
+            environment.metrics = metrics
             for key in config.changesNeedingRestart(from: started) {
                 logger.warning("needs a restart; keeping the running value", metadata: ["key": "\(key)"])
             }

@@ -24,6 +24,8 @@ public struct Config: Sendable {
     public var learned = LearnedSettings()
     /// `[tlsrpt]`: SMTP TLS reporting (RFC 8460).
     public var tlsrpt = TLSRPT()
+    /// `[metrics]`: the Prometheus scrape listener.
+    public var metrics = Metrics()
 
     public struct Server: Sendable {
         /// The name in the greeting, EHLO and Received headers.
@@ -171,6 +173,13 @@ public struct Config: Sendable {
         public init() {}
     }
 
+    /// `[metrics]`. No address (the default, or `address = ""`): no
+    /// metrics listener.
+    public struct Metrics: Equatable, Sendable {
+        public var address: HostPort?
+        public init() {}
+    }
+
     public struct DNS: Sendable {
         /// Resolvers to ask; empty means the system's (/etc/resolv.conf).
         public let servers: [HostPort]
@@ -237,6 +246,7 @@ public struct Config: Sendable {
         runningWindows.enabled = true
         if windows != runningWindows { keys.append("learned") }
         if tlsrpt != running.tlsrpt { keys.append("tlsrpt") }
+        if metrics != running.metrics { keys.append("metrics.address") }
         return keys
     }
 }

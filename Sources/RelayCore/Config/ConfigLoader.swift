@@ -85,15 +85,17 @@ struct ConfigBuilder {
         let mtaSTS = buildMTASTS()
         let learned = buildLearned()
         let tlsrpt = buildTLSRPT()
+        let metrics = buildMetrics(listeners: listeners ?? [])
         root.finish()
         guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log, let mtaSTS,
-              let learned, let tlsrpt
+              let learned, let tlsrpt, let metrics
         else { return nil }
         var config = Config(file: file, server: server, listeners: listeners, tls: tls, relay: relay,
                             outbound: outbound, queue: queue, dns: dns, limits: limits, log: log)
         config.mtaSTS = mtaSTS
         config.learned = learned
         config.tlsrpt = tlsrpt
+        config.metrics = metrics
         return config
     }
 
@@ -425,6 +427,28 @@ struct ConfigBuilder {
         }
         if ok, t.contact.isEmpty, !t.submitter.isEmpty { t.contact = "mailto:postmaster@\(t.submitter)" }
         return ok ? t : nil
+    }
+
+    /// `[metrics] address`: an IP address (or "*") with an optional port,
+    /// 9464 by default, like a listener's; empty means no metrics listener.
+    /// It may not share an address with an SMTP listener.
+    func buildMetrics(listeners: [Config.Listener]) -> Config.Metrics? {
+        var m = Config.Metrics()
+        guard let s = section("metrics", required: false) else { return root.table.contains(key: "metrics") ? nil : m }
+        defer { s.finish() }
+        guard s.table.contains(key: "address") else { return m }
+        guard let text = s.string("address") else { return nil }
+        if text.isEmpty { return m }
+        guard let address = HostPort(text, defaultPort: 9464), IPAddress(address.host) != nil || address.host == "*" else {
+            diagnostics.report(s.keyPath("address"), "'\(text)' is not an IP address with optional port (e.g. \"127.0.0.1:9464\"; empty for none)")
+            return nil
+        }
+        if address.port != 0, listeners.contains(where: { $0.address == address }) {
+            diagnostics.report(s.keyPath("address"), "address \(address) is used by a listener")
+            return nil
+        }
+        m.address = address
+        return m
     }
 
     func buildDNS() -> Config.DNS? {

@@ -54,6 +54,7 @@ extension DomainDelivery {
               let record = before, let level = record.learned,
               seen < (decision.requiresVerification ? .verified : .tls) else { return }
         learned.countDowngradeDeferred()
+        env.metrics?.downgradeSuspected()
         env.logger.warning("suspected TLS downgrade; not sent below the learned level, deferred", metadata: [
             "id": "\(message.id)", "domain": "\(domain)", "mx": "\(hop.host)", "ip": "\(hop.address)",
             "missing": "\(missing)", "seen": "\(reason)", "learned": "\(record.summary(of: level))",

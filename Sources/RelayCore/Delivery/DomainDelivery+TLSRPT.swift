@@ -22,19 +22,21 @@ import RelayTLSRPT
 
 extension DomainDelivery {
     func countForTLSRPT(hop: Hop?, run: ClientRunResult?) {
-        guard let ledger = env.tlsrpt, !message.envelope.tlsReport, let hop, hop.via == "mx", let run,
+        guard env.tlsrpt != nil || env.metrics != nil, !message.envelope.tlsReport, let hop, hop.via == "mx", let run,
               let event = Self.tlsrptEvent(domain: domain, sts: (decision.enforcedSTS ?? decision.testingSTS)?.policy,
                                            host: hop.host, ip: "\(hop.address)", tls: hop.level.tlsRequirement,
                                            verificationRequired: hop.requiresVerification, result: run, dane: hop.dane,
                                            stsProblem: env.mtaSTS?.fetchProblem(domain))
         else { return }
-        ledger.record(event)
+        env.tlsrpt?.record(event)
+        if case .failure(let f) = event.result { env.metrics?.tlsFailure(Self.metricsFailureType(f.resultType)) }
     }
 
     /// A DANE host not contacted because its TLSA lookup failed.
     func countDANEUnavailable(host: String, reason: String) {
-        guard let ledger = env.tlsrpt, !message.envelope.tlsReport else { return }
-        ledger.record(.failure(TLSRPTPolicy(type: .tlsa, domain: domain),
+        guard !message.envelope.tlsReport else { return }
+        env.metrics?.tlsFailure(.dnssecInvalid)
+        env.tlsrpt?.record(.failure(TLSRPTPolicy(type: .tlsa, domain: domain),
                                TLSRPTFailure(resultType: .dnssecInvalid, receivingMXHostname: host, additionalInformation: reason)))
     }
 

@@ -16,6 +16,7 @@ import RelayConfig
 import RelayDNS
 import RelayIO
 import RelayLearned
+import RelayMetrics
 import RelayModel
 import RelayPolicy
 import RelayMTASTS
@@ -76,6 +77,8 @@ public struct DeliveryEnvironment: Sendable {
     /// The TLS tally of `relayd report tls`; nil in tests that do not
     /// count. Set after init, like tlsrpt.
     public var tlsTally: TLSTally?
+    /// The Prometheus metrics; nil: not counted. Set after init.
+    public var metrics: RelayMetrics?
     public let logger: Logger
     public private(set) var queue: DispatchQueue
     /// Seconds since the epoch; the queue runner's clock, so both judge the
@@ -128,6 +131,8 @@ public final class DomainDelivery: @unchecked Sendable {
     private(set) var decision: PolicyDecision
     private var machine: DeliveryAttempt?
     private var completion: ((DomainDeliveryReport) -> Void)?
+    /// Monotonic seconds when run() was called, for the duration histogram.
+    private(set) var startedAt = 0.0
 
     public init(env: DeliveryEnvironment, message: SpooledMessage, domain: String, recipientIndexes: [Int]) {
         self.env = env
@@ -143,6 +148,7 @@ public final class DomainDelivery: @unchecked Sendable {
     /// started.
     public func run(completion: @escaping (DomainDeliveryReport) -> Void) {
         self.completion = completion
+        startedAt = RelayMetrics.monotonicSeconds()
         if let sts = env.mtaSTS, DeliveryAttempt.Plan.relay(for: domain, config: env.config) == nil {
             sts.prepare(domain) { [self] in env.queue.async { [self] in start() } }
         } else {
@@ -198,6 +204,7 @@ public final class DomainDelivery: @unchecked Sendable {
         case .log(let outcome, let hop, let run, let detail):
             log(outcome, hop: hop, run: run, detail: detail)
         case .handingToFallback(let relay, let reason):
+            env.metrics?.deliveryAttempt(.fallback)
             env.logger.notice("TLS to destination unavailable; handing to fallback relay",
                               metadata: ["id": "\(message.id)", "domain": "\(domain)", "fallback": "\(relay)", "reason": "\(reason)"])
         case .notInSTSPolicy(let host, let sts):
@@ -303,6 +310,7 @@ public final class DomainDelivery: @unchecked Sendable {
         let lifetimeExceeded = env.now() - message.arrival >= env.config.queue.maxLifetime
         let outcome = AttemptOutcome.concluding(indexes.compactMap { results[$0] }, lifetimeExceeded: lifetimeExceeded)
         if logged { log(outcome, hop: hop, run: run, detail: detail) }
+        countConclusion(outcome, results: results)
         if decision.enforcedSTS != nil, results.values.contains(where: { if case .failed(let f) = $0 { return !f.isPermanent }; return false }) {
             env.mtaSTS?.recheckAfterFailure(domain)
         }
@@ -370,6 +378,7 @@ public final class DomainDelivery: @unchecked Sendable {
         var fields = logFields(hop: hop, tls: run?.tls, outcome: outcome, detail: detail)
         if let f = run?.tlsFailure { fields["tls_failure"] = "\(f.kind.rawValue)" }
         env.logger.info("delivery attempt", metadata: fields)
+        countSession(hop: hop, run: run)
         countForTLSRPT(hop: hop, run: run)
         countForTLSTally(outcome, hop: hop, run: run)
     }

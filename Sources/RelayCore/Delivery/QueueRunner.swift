@@ -16,6 +16,7 @@
 // are bounded by `[queue] memory_budget` (BodyCache); the rest are read
 // from the spool as they are sent.
 import RelayLearned
+import RelayMetrics
 import RelayQueue
 import RelaySMTP
 import Dispatch
@@ -72,6 +73,11 @@ public final class QueueRunner: @unchecked Sendable {
             timer = t
             rescan()
             pump()
+            let g = DispatchSource.makeTimerSource(queue: queue)
+            g.setEventHandler { [weak self] in self?.publishGauges() }
+            g.schedule(deadline: .now(), repeating: .seconds(Self.gaugeInterval), leeway: .milliseconds(500))
+            g.resume()
+            gaugeTimer = g
         }
     }
 
@@ -150,7 +156,7 @@ public final class QueueRunner: @unchecked Sendable {
     }
 
     /// Stops starting new deliveries (those running finish and are filed).
-    public func stop() { queue.sync { stopped = true; timer?.cancel() } }
+    public func stop() { queue.sync { stopped = true; timer?.cancel(); gaugeTimer?.cancel() } }
 
     // MARK: scheduling
     //
@@ -194,6 +200,33 @@ public final class QueueRunner: @unchecked Sendable {
         processRequests()
         if inFlight.isEmpty && !hasFresh && now() - lastRescan >= 60 { rescan() }
         pump()
+    }
+
+    /// Reads the queue folders for the gauges every `gaugeInterval` seconds.
+    private var gaugeTimer: (any DispatchSourceTimer)?
+    static let gaugeInterval = 5
+
+    /// The queue and policy-cache gauges, owned here: the queue folders'
+    /// valid queue files counted (the spool is the truth, whatever is in
+    /// flight), the oldest one's age from its id (ids are arrival times),
+    /// and the sizes of the MTA-STS and learned caches. At most every
+    /// `gaugeInterval` seconds, on the gauge timer.
+    func publishGauges() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard let metrics = environment.metrics, !stopped else { return }
+        let t = now()
+        var counts: [RelayMetrics.QueueState: Int] = [:]
+        var oldest: String?
+        for (state, folder) in [(RelayMetrics.QueueState.incoming, Spool.Folder.incoming), (.active, .active),
+                                (.deferred, .deferred), (.hold, .hold)] {
+            let ids = spool.list(folder).filter(QueueID.isValid)
+            counts[state] = ids.count
+            if let first = ids.min(), oldest.map({ first < $0 }) ?? true { oldest = first }
+        }
+        let age = oldest.flatMap(QueueID.seconds(of:)).map { Double(t - $0) } ?? 0
+        metrics.setQueue(counts, oldestAgeSeconds: age)
+        if let sts = environment.mtaSTS { metrics.setPolicyCacheEntries(.mtaSTS, sts.policies.domains.count) }
+        if let learned = environment.learned { metrics.setPolicyCacheEntries(.learned, learned.domains.count) }
     }
 
     private var lastRescan = 0

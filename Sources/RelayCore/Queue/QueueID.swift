@@ -30,6 +30,18 @@ public enum QueueID {
         return make(microseconds: micros, random: UInt32.random(in: 0...UInt32.max))
     }
 
+    /// The arrival time an id carries, in whole seconds since the epoch;
+    /// nil for anything `make` did not produce.
+    public static func seconds(of id: String) -> Int? {
+        guard isValid(id) else { return nil }
+        var t: UInt64 = 0
+        for b in id.utf8.prefix(11) {
+            guard let v = alphabet.firstIndex(of: b) else { return nil }
+            t = t << 5 | UInt64(v)
+        }
+        return Int(t / 1_000_000)
+    }
+
     /// Exactly what `make` produces; anything else in a queue folder is
     /// not ours (or was tampered with) and is never read as a message.
     public static func isValid(_ s: String) -> Bool {

@@ -7,6 +7,7 @@
 @_exported import RelayDNS
 @_exported import RelayIO
 @_exported import RelayLog
+@_exported import RelayMetrics
 @_exported import RelayModel
 @_exported import RelayPolicy
 @_exported import RelayQueue

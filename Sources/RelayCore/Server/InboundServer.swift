@@ -14,6 +14,7 @@
 import RelayAuth
 import RelayConfig
 import RelayIO
+import RelayMetrics
 import RelayModel
 import RelayQueue
 import RelaySMTP
@@ -42,6 +43,8 @@ public final class InboundServer: @unchecked Sendable {
     let committer: SpoolCommitter
     let authQueue = DispatchQueue(label: "relayd.auth", attributes: .concurrent)
     let throttle: AuthThrottle
+    /// Sessions, messages and refusals are counted here (nil: not at all).
+    let metrics: RelayMetrics?
     /// Replaced whole on reload; read on acceptQueue.
     private var settings: InboundSettings
     private var listeners: [(Listener, Config.Listener)] = []
@@ -54,12 +57,13 @@ public final class InboundServer: @unchecked Sendable {
     /// Called (from any queue) with each message once it is durably queued.
     public var onQueued: (@Sendable (QueuedMessage) -> Void)?
 
-    public init(settings: InboundSettings, spool: Spool, logger: Logger) {
+    public init(settings: InboundSettings, spool: Spool, logger: Logger, metrics: RelayMetrics? = nil) {
         self.settings = settings
         self.spool = spool
         self.logger = logger
+        self.metrics = metrics
         self.throttle = AuthThrottle(maxFailures: settings.config.limits.authFailuresPerIP)
-        self.committer = SpoolCommitter(spool: spool, logger: logger)
+        self.committer = SpoolCommitter(spool: spool, logger: logger, metrics: metrics)
     }
 
     /// Binds every configured listener; throws if any cannot be bound (and
@@ -107,6 +111,7 @@ public final class InboundServer: @unchecked Sendable {
         }
         if let refusal {
             logger.warning("connection refused", metadata: ["client": "\(ip)", "reply": "\(refusal)"])
+            if !stopping { metrics?.messageRefused(.rateLimited) }
             queue.async {
                 connection.start()
                 if listener.kind != .smtps { connection.send(refusal.wire) }
@@ -118,7 +123,18 @@ public final class InboundServer: @unchecked Sendable {
                                      settings: settings, client: ip)
         sessions[ObjectIdentifier(session)] = session
         perIP[ip, default: 0] += 1
+        metrics?.sessionOpened(listener: Self.metricsLabel(listener))
         queue.async { session.begin() }
+    }
+
+    /// The `listener` label: the listener's address as configured.
+    static func metricsLabel(_ listener: Config.Listener) -> String {
+        "\(listener.address)"
+    }
+
+    /// The `listener` label values: one per configured listener.
+    public static func metricsLabels(_ config: Config) -> [String] {
+        config.listeners.map(metricsLabel)
     }
 
     /// Called by a session when its connection is gone.

@@ -12,6 +12,7 @@
 // from them.
 import RelayConfig
 import RelayIO
+import RelayMetrics
 import RelayModel
 import RelayQueue
 import RelaySMTP
@@ -92,6 +93,9 @@ final class InboundSession: ConnectionDelegate, @unchecked Sendable {
                 lastReply = reply
                 if reply.code >= 400 {
                     logger.notice("refused", metadata: ["command": "\(session.lastVerb)", "reply": "\(reply)"])
+                    if let reason = RelayMetrics.RefusalReason.of(reply, verb: session.lastVerb) {
+                        server.metrics?.messageRefused(reason)
+                    }
                 }
             case .startTLS:
                 flushReplies()
@@ -146,6 +150,7 @@ final class InboundSession: ConnectionDelegate, @unchecked Sendable {
                 if ok {
                     logger.info("authenticated", metadata: ["user": "\(credentials.username)", "mechanism": "\(mechanism.rawValue)"])
                 } else {
+                    server.metrics?.authFailed()
                     logger.warning("authentication failed", metadata: ["user": "\(credentials.username)",
                                                                        "mechanism": "\(mechanism.rawValue)",
                                                                        "ip_blocked": "\(blocked)"])
@@ -171,6 +176,7 @@ final class InboundSession: ConnectionDelegate, @unchecked Sendable {
                     deadlines.messageCompleted(at: now())
                     armDeadline()
                     server.onQueued?(message)
+                    server.metrics?.messageReceived(listener: InboundServer.metricsLabel(listener))
                     logger.info("queued", metadata: [
                         "id": "\(id)", "from": "<\(envelope.sender)>", "nrcpt": "\(envelope.recipients.count)",
                         "size": "\(message.body.count)", "tls": "\(envelope.origin.tlsVersion ?? "none")",
@@ -249,6 +255,7 @@ final class InboundSession: ConnectionDelegate, @unchecked Sendable {
             "bytes_in": "\(connection.bytesIn)", "bytes_out": "\(connection.bytesOut)",
             "tls": "\(connection.tlsInfo?.protocolVersion ?? "none")", "messages": "\(messages)",
         ])
+        server.metrics?.sessionClosed(listener: InboundServer.metricsLabel(listener), tls: connection.tlsInfo != nil)
         server.finished(self)
     }
 }

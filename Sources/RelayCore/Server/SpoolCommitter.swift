@@ -5,6 +5,7 @@
 // and file fsync, the incoming/ directory is fsynced once per batch, and
 // each client hears 250 only after its own message is durable.
 import RelayQueue
+import RelayMetrics
 import RelaySMTP
 import Dispatch
 import Logging
@@ -15,13 +16,16 @@ final class SpoolCommitter: Sendable {
 
     let spool: Spool
     let logger: Logger
+    /// Times each batch (relayd_spool_commit_duration_seconds).
+    let metrics: RelayMetrics?
     private let queue = DispatchQueue(label: "relayd.spool")
     /// Stores waiting for the next batch, and whether a drain is running.
     private let waiting = Locked<(pending: [(QueuedMessage, Completion)], draining: Bool)>(([], false))
 
-    init(spool: Spool, logger: Logger) {
+    init(spool: Spool, logger: Logger, metrics: RelayMetrics? = nil) {
         self.spool = spool
         self.logger = logger
+        self.metrics = metrics
     }
 
     func submit(_ message: QueuedMessage, completion: @escaping Completion) {
@@ -41,7 +45,9 @@ final class SpoolCommitter: Sendable {
                 return w.pending
             }
             if batch.isEmpty { return }
+            let started = RelayMetrics.monotonicSeconds()
             let results = spool.store(batch: batch.map(\.0))
+            metrics?.spoolCommitted(seconds: RelayMetrics.monotonicSeconds() - started)
             for ((message, completion), result) in zip(batch, results) {
                 switch result {
                 case .success:
