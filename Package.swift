@@ -69,7 +69,7 @@ let package = Package(
         role("RelayLog", "Log", [logging]),
         role("RelaySync", "Sync", []),
         role("RelaySTS", "STS", ["RelayModel"]),
-        role("RelayMetrics", "Metrics", [coreMetrics, prometheus]),
+        role("RelayMetrics", "Metrics", ["RelayModel", coreMetrics, prometheus]),
 
         // One system library each.
         role("RelayTLS", "TLS", ["RelayModel", "COpenSSL"]),
@@ -122,7 +122,7 @@ let package = Package(
                         "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelaySTS", "RelayMTASTS", "RelayTLSRPT",
                         "RelayMetrics"]),
         tests("RelaySTSTests", ["RelayModel", "RelaySTS"]),
-        tests("RelayMetricsTests", ["RelayMetrics"]),
+        tests("RelayMetricsTests", ["RelayModel", "RelayMetrics"]),
         tests("RelayMTASTSTests", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",
                                    "RelaySync", "RelayMTASTS"]),
         tests("RelayTLSRPTTests", ["RelayModel", "RelayQueue", "RelaySync", "RelayDNS", "RelayHTTPS", "RelayTLS",

@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import RelayModel
 @testable import RelayTLSRPT
 
 /// RFC 8460 §4.4's members as a table: where each sits, its JSON type, and

@@ -61,11 +61,6 @@ extension DomainDelivery {
         }
     }
 
-    static func metricsFailureType(_ type: TLSRPTResultType) -> RelayMetrics.TLSFailureType {
-        // The same RFC 8460 words on both sides.
-        RelayMetrics.TLSFailureType(rawValue: type.rawValue)!
-    }
-
     func countSession(hop: Hop?, run: ClientRunResult?) {
         guard let metrics = env.metrics, let hop, let run, let outcome = Self.tlsOutcome(run) else { return }
         metrics.outboundSession(layer: Self.metricsLayer(hop.layer ?? decision.layer), outcome: outcome)

@@ -29,7 +29,7 @@ extension DomainDelivery {
                                            stsProblem: env.mtaSTS?.fetchProblem(domain))
         else { return }
         env.tlsrpt?.record(event)
-        if case .failure(let f) = event.result { env.metrics?.tlsFailure(Self.metricsFailureType(f.resultType)) }
+        if case .failure(let f) = event.result { env.metrics?.tlsFailure(f.resultType) }
     }
 
     /// A DANE host not contacted because its TLSA lookup failed.

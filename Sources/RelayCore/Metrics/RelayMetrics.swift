@@ -13,6 +13,7 @@
 // back with `render()`. The same registry is open to swift-metrics users
 // through `factory`.
 import CoreMetrics
+import RelayModel
 import Prometheus
 #if canImport(Glibc)
 import Glibc
@@ -53,20 +54,6 @@ public final class RelayMetrics: Sendable {
         case failed
     }
 
-    /// The RFC 8460 §4.3 result types.
-    public enum TLSFailureType: String, CaseIterable, Sendable {
-        case starttlsNotSupported = "starttls-not-supported"
-        case certificateHostMismatch = "certificate-host-mismatch"
-        case certificateExpired = "certificate-expired"
-        case certificateNotTrusted = "certificate-not-trusted"
-        case validationFailure = "validation-failure"
-        case tlsaInvalid = "tlsa-invalid"
-        case dnssecInvalid = "dnssec-invalid"
-        case daneRequired = "dane-required"
-        case stsPolicyFetchError = "sts-policy-fetch-error"
-        case stsPolicyInvalid = "sts-policy-invalid"
-        case stsWebpkiInvalid = "sts-webpki-invalid"
-    }
 
     public enum QueueState: String, CaseIterable, Sendable {
         case incoming, active, deferred, hold
@@ -105,7 +92,7 @@ public final class RelayMetrics: Sendable {
     private let authFailures: Prometheus.Counter
     private let attempts: [AttemptResult: Prometheus.Counter]
     private let outboundTLS: [String: Prometheus.Counter]
-    private let tlsFailures: [TLSFailureType: Prometheus.Counter]
+    private let tlsFailures: [TLSRPTResultType: Prometheus.Counter]
     private let queueMessages: [QueueState: Prometheus.Gauge]
     private let queueOldest: Prometheus.Gauge
     private let deliveryDuration: Prometheus.DurationHistogram
@@ -153,7 +140,7 @@ public final class RelayMetrics: Sendable {
             }
         }
         outboundTLS = tls
-        tlsFailures = Dictionary(uniqueKeysWithValues: TLSFailureType.allCases.map {
+        tlsFailures = Dictionary(uniqueKeysWithValues: TLSRPTResultType.allCases.map {
             ($0, r.makeCounter(descriptor: Self.descriptor("relayd_tls_failures_total", "Outbound TLS failures by RFC 8460 result type."), labels: [("result_type", $0.rawValue)]))
         })
         queueMessages = Dictionary(uniqueKeysWithValues: QueueState.allCases.map {
@@ -224,7 +211,7 @@ public final class RelayMetrics: Sendable {
         outboundTLS["\(layer.rawValue)/\(outcome.rawValue)"]!.increment()
     }
 
-    public func tlsFailure(_ type: TLSFailureType) {
+    public func tlsFailure(_ type: TLSRPTResultType) {
         tlsFailures[type]!.increment()
     }
 

@@ -7,28 +7,12 @@
 // values, so the report is written from them without a table of spellings.
 
 /// §4.4 "policy-type".
+import RelayModel
+
 public enum TLSRPTPolicyType: String, CaseIterable, Sendable {
     case sts
     case tlsa
     case noPolicyFound = "no-policy-found"
-}
-
-/// §4.3 result types: exactly the RFC's eleven.
-public enum TLSRPTResultType: String, CaseIterable, Sendable {
-    // Negotiation failures (§4.3.1).
-    case starttlsNotSupported = "starttls-not-supported"
-    case certificateHostMismatch = "certificate-host-mismatch"
-    case certificateExpired = "certificate-expired"
-    case certificateNotTrusted = "certificate-not-trusted"
-    case validationFailure = "validation-failure"
-    // Policy failures, DANE (§4.3.2.1).
-    case tlsaInvalid = "tlsa-invalid"
-    case dnssecInvalid = "dnssec-invalid"
-    case daneRequired = "dane-required"
-    // Policy failures, MTA-STS (§4.3.2.2).
-    case stsPolicyFetchError = "sts-policy-fetch-error"
-    case stsPolicyInvalid = "sts-policy-invalid"
-    case stsWebpkiInvalid = "sts-webpki-invalid"
 }
 
 /// The policy a session was held to, as the report's "policy" object names
