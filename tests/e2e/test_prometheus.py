@@ -63,6 +63,15 @@ def test_prometheus_counts_what_was_sent(bed, tmp_path):
             assert wait_arrived(bed, POSTFIX, t)[0]["tls"]
         for t in plain_tags:
             assert not wait_arrived(bed, PLAIN, t)[0]["tls"]
+        # Hold the deferred message so its count stops moving, then the
+        # deferrals Prometheus saw must equal those the log shows.
+        import subprocess
+        from relayd_harness import RELAYD
+        held = subprocess.run([str(RELAYD), "queue", "hold", deferred, "--config", str(relayd.config)],
+                              capture_output=True, text=True, timeout=30)
+        if "being delivered now" in held.stdout:
+            wait_for(lambda: "held" in subprocess.run([str(RELAYD), "queue", "hold", deferred, "--config", str(relayd.config)],
+                                                      capture_output=True, text=True, timeout=30).stdout, 20, "the message held")
         deferrals = len(concluded(relayd, deferred, "deferred"))
 
         def value(expr):
@@ -74,9 +83,8 @@ def test_prometheus_counts_what_was_sent(bed, tmp_path):
         prom.wait_for_value('sum(relayd_delivery_attempts_total{result="delivered"})', lambda v: v >= 5, timeout=20)
         assert value('sum(relayd_delivery_attempts_total{result="delivered"})') == 5
         assert value('sum(relayd_delivery_attempts_total{result="dropped"})') == 1
-        # Deferrals keep coming every second: at least those the log showed
-        # before the last scrape.
-        assert value('sum(relayd_delivery_attempts_total{result="deferred"})') >= min(deferrals, 2)
+        prom.wait_for_value('sum(relayd_delivery_attempts_total{result="deferred"})', lambda v: v >= deferrals, timeout=20)
+        assert value('sum(relayd_delivery_attempts_total{result="deferred"})') == len(concluded(relayd, deferred, "deferred"))
         assert value('sum(relayd_outbound_tls_sessions_total{layer="default",outcome="pkix_verified"})') == 3
         assert value('sum(relayd_outbound_tls_sessions_total{layer="default",outcome="plaintext"})') == 2
         assert value('sum(relayd_tls_exclusive_drops_total)') == 1
