@@ -37,13 +37,36 @@ public enum DSN {
         guard case .mailbox(let sender) = original.envelope.sender else { return nil }
         let reportable = failures.filter { wantsFailureNotice(original.envelope.recipients[$0.recipientIndex]) }
         guard !reportable.isEmpty else { return nil }
+        var human = "Your message could not be delivered to one or more recipients.\r\n"
+        human += "It was not sent to them; the reasons follow.\r\n\r\n"
+        for f in reportable {
+            let mailbox = original.envelope.recipients[f.recipientIndex].mailbox.description
+            human += "<\(fieldText(mailbox, unicode: true))>: \(fieldText(f.diagnostic))\r\n"
+        }
+        let fields = reportable.map { f -> (index: Int, fields: [String]) in
+            var lines = ["Action: failed", "Status: \(statusCode(f.status))"]
+            if let mta = f.remoteMTA { lines.append("Remote-MTA: dns; \(fieldText(mta))") }
+            lines.append("Diagnostic-Code: x-relayd; \(fieldText(f.diagnostic))")
+            return (f.recipientIndex, lines)
+        }
+        return report(for: original, to: sender, subject: "Undelivered Mail Returned to Sender", human: human,
+                      recipients: fields, full: original.envelope.ret == .full, hostname: hostname, id: id, now: now)
+    }
+
+    /// The multipart/report (RFC 6522) both notices share: the headers,
+    /// the human-readable part, the message/delivery-status part with one
+    /// block per recipient (`recipients`: index and the fields after
+    /// Final-Recipient), and the original (whole, or headers only), sent
+    /// from the null sender to `sender` with NOTIFY=NEVER.
+    static func report(for original: QueuedMessage, to sender: Mailbox, subject: String, human: String,
+                       recipients: [(index: Int, fields: [String])], full: Bool,
+                       hostname: String, id: String, now: Int) -> QueuedMessage {
         let boundary = "=_relayd_\(id)"
-        let date = RFC5322Date.format(now)
         var text = ""
         text += "From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r\n"
         text += "To: <\(fieldText(sender.description, unicode: true))>\r\n"
-        text += "Subject: Undelivered Mail Returned to Sender\r\n"
-        text += "Date: \(date)\r\n"
+        text += "Subject: \(subject)\r\n"
+        text += "Date: \(RFC5322Date.format(now))\r\n"
         text += "Message-ID: <\(id)@\(hostname)>\r\n"
         text += "Auto-Submitted: auto-replied\r\n"
         text += "MIME-Version: 1.0\r\n"
@@ -53,12 +76,7 @@ public enum DSN {
         text += "\r\n--\(boundary)\r\n"
         text += "Content-Type: text/plain; charset=utf-8\r\n\r\n"
         text += "This is relayd at \(hostname).\r\n\r\n"
-        text += "Your message could not be delivered to one or more recipients.\r\n"
-        text += "It was not sent to them; the reasons follow.\r\n\r\n"
-        for f in reportable {
-            let mailbox = original.envelope.recipients[f.recipientIndex].mailbox.description
-            text += "<\(fieldText(mailbox, unicode: true))>: \(fieldText(f.diagnostic))\r\n"
-        }
+        text += human
 
         text += "\r\n--\(boundary)\r\n"
         text += "Content-Type: message/delivery-status\r\n\r\n"
@@ -66,19 +84,15 @@ public enum DSN {
         text += "X-Relayd-Queue-ID: \(original.id)\r\n"
         if let envid = original.envelope.envelopeID { text += "Original-Envelope-Id: \(XText.encode(envid))\r\n" }
         text += "Arrival-Date: \(RFC5322Date.format(original.arrival))\r\n"
-        for f in reportable {
-            let r = original.envelope.recipients[f.recipientIndex]
+        for (index, fields) in recipients {
+            let r = original.envelope.recipients[index]
             text += "\r\n"
             if let orcpt = r.originalRecipient { text += "Original-Recipient: \(fieldText(orcpt))\r\n" }
             text += "Final-Recipient: rfc822; \(fieldText(r.mailbox.description, unicode: true))\r\n"
-            text += "Action: failed\r\n"
-            text += "Status: \(statusCode(f.status))\r\n"
-            if let mta = f.remoteMTA { text += "Remote-MTA: dns; \(fieldText(mta))\r\n" }
-            text += "Diagnostic-Code: x-relayd; \(fieldText(f.diagnostic))\r\n"
+            for line in fields { text += line + "\r\n" }
         }
 
         text += "\r\n--\(boundary)\r\n"
-        let full = original.envelope.ret == .full
         text += full ? "Content-Type: message/rfc822\r\n\r\n" : "Content-Type: text/rfc822-headers\r\n\r\n"
         var body = Array(text.utf8)
         body += full ? original.body : headers(of: original.body)
@@ -129,64 +143,27 @@ public enum DSN {
         guard case .mailbox(let sender) = original.envelope.sender else { return nil }
         let reportable = delays.filter { wantsDelayNotice(original.envelope.recipients[$0.recipientIndex]) }
         guard !reportable.isEmpty else { return nil }
-        let boundary = "=_relayd_\(id)"
-        var text = ""
-        text += "From: Mail Delivery System <MAILER-DAEMON@\(hostname)>\r\n"
-        text += "To: <\(fieldText(sender.description, unicode: true))>\r\n"
-        text += "Subject: Delayed Mail (still being retried)\r\n"
-        text += "Date: \(RFC5322Date.format(now))\r\n"
-        text += "Message-ID: <\(id)@\(hostname)>\r\n"
-        text += "Auto-Submitted: auto-replied\r\n"
-        text += "MIME-Version: 1.0\r\n"
-        text += "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"\(boundary)\"\r\n"
-        text += "\r\nThis is a MIME-encapsulated delivery status notification.\r\n"
-
-        text += "\r\n--\(boundary)\r\n"
-        text += "Content-Type: text/plain; charset=utf-8\r\n\r\n"
-        text += "This is relayd at \(hostname).\r\n\r\n"
-        text += "Your message has not yet been delivered to one or more recipients\r\n"
-        text += "after \(durationText(waited)) in the queue. This is a warning only; you do not\r\n"
-        text += "need to send the message again. Delivery will be retried until\r\n"
-        text += "\(RFC5322Date.format(retryUntil)); you will be told if it fails.\r\n\r\n"
+        var human = "Your message has not yet been delivered to one or more recipients\r\n"
+        human += "after \(durationText(waited)) in the queue. This is a warning only; you do not\r\n"
+        human += "need to send the message again. Delivery will be retried until\r\n"
+        human += "\(RFC5322Date.format(retryUntil)); you will be told if it fails.\r\n\r\n"
         for d in reportable {
             let mailbox = original.envelope.recipients[d.recipientIndex].mailbox.description
-            text += "<\(fieldText(mailbox, unicode: true))>: \(fieldText(d.diagnostic))\r\n"
+            human += "<\(fieldText(mailbox, unicode: true))>: \(fieldText(d.diagnostic))\r\n"
             if let tls = d.tlsReason {
-                text += "    The message is waiting for TLS: relayd's TLS policy for this\r\n"
-                text += "    destination forbids sending it unencrypted or unverified, and\r\n"
-                text += "    TLS could not be had: \(fieldText(tls))\r\n"
+                human += "    The message is waiting for TLS: relayd's TLS policy for this\r\n"
+                human += "    destination forbids sending it unencrypted or unverified, and\r\n"
+                human += "    TLS could not be had: \(fieldText(tls))\r\n"
             }
         }
-
-        text += "\r\n--\(boundary)\r\n"
-        text += "Content-Type: message/delivery-status\r\n\r\n"
-        text += "Reporting-MTA: dns; \(hostname)\r\n"
-        text += "X-Relayd-Queue-ID: \(original.id)\r\n"
-        if let envid = original.envelope.envelopeID { text += "Original-Envelope-Id: \(XText.encode(envid))\r\n" }
-        text += "Arrival-Date: \(RFC5322Date.format(original.arrival))\r\n"
-        for d in reportable {
-            let r = original.envelope.recipients[d.recipientIndex]
-            text += "\r\n"
-            if let orcpt = r.originalRecipient { text += "Original-Recipient: \(fieldText(orcpt))\r\n" }
-            text += "Final-Recipient: rfc822; \(fieldText(r.mailbox.description, unicode: true))\r\n"
-            text += "Action: delayed\r\n"
-            text += "Status: \(transientStatusCode(d.status))\r\n"
-            text += "Diagnostic-Code: x-relayd; \(fieldText(d.diagnostic))\r\n"
-            text += "Will-Retry-Until: \(RFC5322Date.format(retryUntil))\r\n"
+        let fields = reportable.map { d -> (index: Int, fields: [String]) in
+            (d.recipientIndex, ["Action: delayed", "Status: \(transientStatusCode(d.status))",
+                                "Diagnostic-Code: x-relayd; \(fieldText(d.diagnostic))",
+                                "Will-Retry-Until: \(RFC5322Date.format(retryUntil))"])
         }
-
         // Headers only, whatever RET asked: the message is still on its way.
-        text += "\r\n--\(boundary)\r\n"
-        text += "Content-Type: text/rfc822-headers\r\n\r\n"
-        var body = Array(text.utf8)
-        body += headers(of: original.body)
-        if body.last != 10 { body += [13, 10] }
-        body += Array("\r\n--\(boundary)--\r\n".utf8)
-
-        let env = Envelope(sender: .null, recipients: [Envelope.Recipient(mailbox: sender, notify: [.never])],
-                           bodyType: original.envelope.bodyType, smtpUTF8: sender.needsSMTPUTF8,
-                           origin: Envelope.Origin(clientAddress: "127.0.0.1", heloName: hostname, esmtp: true))
-        return QueuedMessage(id: id, arrival: now, envelope: env, body: body)
+        return report(for: original, to: sender, subject: "Delayed Mail (still being retried)", human: human,
+                      recipients: fields, full: false, hostname: hostname, id: id, now: now)
     }
 
     /// "4 hours", "2 seconds", for the human-readable part.
