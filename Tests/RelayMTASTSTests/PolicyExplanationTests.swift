@@ -5,6 +5,7 @@
 import Foundation
 import Testing
 @testable import RelayMTASTS
+import RelayModel
 @testable import RelayPolicy
 @testable import RelaySTS
 import RelayTestSupport

@@ -11,12 +11,41 @@ public struct Envelope: Equatable, Sendable {
         public let notify: [Notify]?
         /// ORCPT as received: "rfc822;user@example.com" (xtext-decoded).
         public let originalRecipient: String?
+        /// A copy made by the forwarding table: the address it was sent to
+        /// (nil: the client named this recipient itself).
+        public var forwardedFrom: Mailbox? = nil
+        /// The least TLS level this recipient's copy may travel at, whatever
+        /// the domain's policy says (`[forwarding] tls_only`); nil: none.
+        public var tlsFloor: PolicyLevel? = nil
 
-        public init(mailbox: Mailbox, notify: [Notify]? = nil, originalRecipient: String? = nil) {
+        public init(mailbox: Mailbox, notify: [Notify]? = nil, originalRecipient: String? = nil,
+                    forwardedFrom: Mailbox? = nil, tlsFloor: PolicyLevel? = nil) {
             self.mailbox = mailbox
             self.notify = notify
             self.originalRecipient = originalRecipient
+            self.forwardedFrom = forwardedFrom
+            self.tlsFloor = tlsFloor
         }
+    }
+
+    /// A message whose sender asked for stronger handling (a subject tag or
+    /// the escalate header, `[escalation]`): every recipient's level is at
+    /// least `level`. Persisted, so retries and restarts keep it.
+    public struct Escalation: Equatable, Sendable, CustomStringConvertible {
+        public enum Source: String, Sendable {
+            case subjectTag = "subject-tag"
+            case header
+        }
+        public var level: PolicyLevel
+        public var source: Source
+
+        public init(level: PolicyLevel, source: Source) {
+            self.level = level
+            self.source = source
+        }
+
+        /// "verify by subject-tag", as the log and `relayd queue show` say it.
+        public var description: String { "\(level.rawValue) by \(source.rawValue)" }
     }
 
     /// How the message reached relayd, for the Received header and logs.
@@ -57,6 +86,17 @@ public struct Envelope: Equatable, Sendable {
     /// the reports would never settle). Persisted as the queue file's
     /// `tls-report 1` record; absent in files written before it: false.
     public var tlsReport: Bool = false
+    /// RFC 8689: the client sent `MAIL FROM:<…> REQUIRETLS`. Every hop must
+    /// then be found securely, authenticated and itself offer REQUIRETLS,
+    /// or the message is returned (5.7.30). Record `requiretls 1`.
+    public var requireTLS: Bool = false
+    /// RFC 8689 §5: the header section carries `TLS-Required: No`. Whether
+    /// it is honoured is decided at delivery (`[relay]
+    /// honor_tls_required_no`, and never with REQUIRETLS). Record
+    /// `tls-required-no 1`.
+    public var tlsRequiredNo: Bool = false
+    /// Record `escalated <level> <source>`; nil: not escalated.
+    public var escalation: Escalation? = nil
 
     public init(sender: ReversePath, recipients: [Recipient] = [], bodyType: BodyType = .sevenBit,
                 smtpUTF8: Bool = false, ret: Return? = nil, envelopeID: String? = nil, origin: Origin) {

@@ -1,29 +1,8 @@
-// The outbound TLS policy vocabulary of SPEC.md. Levels are ordered by
-// strength so "an upgrade can only raise" is a comparison, not a convention.
+// The outbound TLS policy vocabulary of SPEC.md: what each level (Model
+// holds the ordered levels) asks of the SMTP client, and a per-domain entry.
+import RelayModel
 import RelaySMTP
-public enum PolicyLevel: String, CaseIterable, Comparable, Sendable {
-    case none
-    case opportunistic
-    case forced
-    case verify
-    case tlsExclusive = "tls-exclusive"
-
-    public init?(configName: String) { self.init(rawValue: configName) }
-
-    public static var configNames: String { allCases.map(\.rawValue).joined(separator: ", ") }
-
-    var strength: Int {
-        switch self {
-        case .none: return 0
-        case .opportunistic: return 1
-        case .forced: return 2
-        case .verify: return 3
-        case .tlsExclusive: return 4
-        }
-    }
-
-    public static func < (a: PolicyLevel, b: PolicyLevel) -> Bool { a.strength < b.strength }
-
+extension PolicyLevel {
     /// What the SMTP client must do about STARTTLS at this level.
     public var tlsRequirement: TLSRequirement {
         switch self {

@@ -14,8 +14,13 @@
 //   from <xtext address>    (empty for the null sender)
 //   body-type 7BIT|8BITMIME     smtputf8 <0|1>
 //   ret FULL|HDRS           envid <xtext>      (optional)
-//   rcpt <xtext address> <notify|-> <xtext orcpt|->   (one per recipient)
+//   rcpt <xtext address> <notify|-> <xtext orcpt|-> [<floor|-> <xtext forwarded-from|->]
+//                           (one per recipient; the last two only for a
+//                           forwarded copy or a recipient with a TLS floor)
 //   tls-report 1            (optional: a TLS-RPT report, Envelope.tlsReport)
+//   requiretls 1            (optional: RFC 8689 REQUIRETLS)
+//   tls-required-no 1       (optional: the header said TLS-Required: No)
+//   escalated <level> <subject-tag|header>   (optional)
 //   size <n>
 //   <blank line>
 //   <n body bytes>
@@ -91,9 +96,16 @@ public enum QueueFile {
         for r in e.recipients {
             let notify = r.notify.map { $0.map(\.rawValue).joined(separator: ",") } ?? "-"
             let orcpt = r.originalRecipient.map(XText.encode) ?? "-"
-            h += "rcpt \(XText.encode(r.mailbox.description)) \(notify) \(orcpt)\n"
+            h += "rcpt \(XText.encode(r.mailbox.description)) \(notify) \(orcpt)"
+            if r.tlsFloor != nil || r.forwardedFrom != nil {
+                h += " \(r.tlsFloor?.rawValue ?? "-") \(r.forwardedFrom.map { XText.encode($0.description) } ?? "-")"
+            }
+            h += "\n"
         }
         if e.tlsReport { h += "tls-report 1\n" }
+        if e.requireTLS { h += "requiretls 1\n" }
+        if e.tlsRequiredNo { h += "tls-required-no 1\n" }
+        if let x = e.escalation { h += "escalated \(x.level.rawValue) \(x.source.rawValue)\n" }
         h += "size \(m.body.count)\n\n"
         return Array(h.utf8)
     }
@@ -168,6 +180,12 @@ public enum QueueFile {
             }
             return s
         }
+        /// A record that is either absent (false) or exactly "<key> 1".
+        func flag(_ key: String) throws -> Bool {
+            guard let f = try optional(key) else { return false }
+            guard f == ["1"] else { throw QueueFileError.badRecord(key) }
+            return true
+        }
         func int(_ fields: [Substring], _ key: String) throws -> Int {
             guard fields.count == 1, let v = Int(fields[0]), v >= 0 else { throw QueueFileError.badRecord(key) }
             return v
@@ -204,7 +222,7 @@ public enum QueueFile {
         }
         if let e = try optional("envid") { envelope.envelopeID = try text(e, "envid") }
         for (key, fields) in records where key == "rcpt" {
-            guard fields.count == 3, let addr = XText.decode(String(fields[0])),
+            guard fields.count == 3 || fields.count == 5, let addr = XText.decode(String(fields[0])),
                   let mailbox = Mailbox.parseForwardPath("<\(addr)>") else { throw QueueFileError.badRecord("rcpt") }
             var notify: [Envelope.Notify]?
             if fields[1] != "-" {
@@ -218,12 +236,29 @@ public enum QueueFile {
                 guard let o = XText.decode(String(fields[2])) else { throw QueueFileError.badRecord("rcpt orcpt") }
                 orcpt = o
             }
-            envelope.recipients.append(Envelope.Recipient(mailbox: mailbox, notify: notify, originalRecipient: orcpt))
+            var recipient = Envelope.Recipient(mailbox: mailbox, notify: notify, originalRecipient: orcpt)
+            if fields.count == 5 {
+                if fields[3] != "-" {
+                    guard let floor = PolicyLevel(rawValue: String(fields[3])) else { throw QueueFileError.badRecord("rcpt floor") }
+                    recipient.tlsFloor = floor
+                }
+                if fields[4] != "-" {
+                    guard let f = XText.decode(String(fields[4])), let m = Mailbox.parseForwardPath("<\(f)>") else {
+                        throw QueueFileError.badRecord("rcpt forwarded-from")
+                    }
+                    recipient.forwardedFrom = m
+                }
+            }
+            envelope.recipients.append(recipient)
         }
         guard !envelope.recipients.isEmpty else { throw QueueFileError.missing("rcpt") }
-        if let t = try optional("tls-report") {
-            guard t == ["1"] else { throw QueueFileError.badRecord("tls-report") }
-            envelope.tlsReport = true
+        envelope.tlsReport = try flag("tls-report")
+        envelope.requireTLS = try flag("requiretls")
+        envelope.tlsRequiredNo = try flag("tls-required-no")
+        if let x = try optional("escalated") {
+            guard x.count == 2, let level = PolicyLevel(rawValue: String(x[0])),
+                  let source = Envelope.Escalation.Source(rawValue: String(x[1])) else { throw QueueFileError.badRecord("escalated") }
+            envelope.escalation = Envelope.Escalation(level: level, source: source)
         }
         let size = try int(one("size"), "size")
         return QueueFileHeader(id: id, arrival: arrival, envelope: envelope, bodySize: size, bodyOffset: offset)
