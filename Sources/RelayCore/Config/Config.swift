@@ -26,6 +26,10 @@ public struct Config: Sendable {
     public var tlsrpt = TLSRPT()
     /// `[metrics]`: the Prometheus scrape listener.
     public var metrics = Metrics()
+    /// `[escalation]`, `[forwarding]`, `[smime]`: per-message controls.
+    public var escalation = Escalation()
+    public var forwarding = Forwarding()
+    public var smime = SMIME()
 
     public struct Server: Sendable {
         /// The name in the greeting, EHLO and Received headers.
@@ -74,6 +78,9 @@ public struct Config: Sendable {
         public let requireTLSNetworks: [IPNetwork]
         /// Senders in these domains must arrive over TLS (".d" = subdomains).
         public let requireTLSSenderDomains: [String]
+        /// RFC 8689 §5: a `TLS-Required: No` header relaxes the automatic
+        /// layers (MTA-STS, DANE, learned) for its message. Default true.
+        public var honorTLSRequiredNo = true
     }
 
     public struct Outbound: Sendable {

@@ -148,9 +148,26 @@ extension ConfigBuilder {
         }
         guard let level = parseLevel(levelName, at: sub.keyPath("level")) else { return nil }
         var strength = DomainPolicy.Strength.verify
-        let fallback = sub.string("fallback")
+        var fallback = sub.string("fallback")
         if fallback != nil && level != .forced && level != .verify {
             diagnostics.report(sub.keyPath("fallback"), "only forced and verify take a fallback"); return nil
+        }
+        // The stronger channel: "relay:NAME" is the fallback relay by
+        // another name; "smime" encrypts the message itself.
+        var smime = false
+        if let c = sub.string("channel") {
+            guard level == .forced || level == .verify else {
+                diagnostics.report(sub.keyPath("channel"), "only forced and verify take a channel"); return nil
+            }
+            switch parseChannel(c, at: sub.keyPath("channel")) {
+            case .smime?: smime = true
+            case .relay(let name)?:
+                if fallback != nil && fallback != name {
+                    diagnostics.report(sub.keyPath("channel"), "names relay '\(name)' but fallback names '\(fallback!)'"); return nil
+                }
+                fallback = name
+            case nil: return nil
+            }
         }
         if let s = sub.string("strength") {
             guard level == .tlsExclusive else {
@@ -161,6 +178,14 @@ extension ConfigBuilder {
             }
             strength = parsed
         }
-        return DomainPolicy(level: level, exclusiveStrength: strength, fallback: fallback)
+        return DomainPolicy(level: level, exclusiveStrength: strength, fallback: fallback, smime: smime)
+    }
+
+    /// `"smime"` or `"relay:NAME"` (the relay is checked where relays are).
+    func parseChannel(_ text: String, at path: String) -> Config.SecureChannel? {
+        if text == "smime" { return .smime }
+        if text.hasPrefix("relay:"), !text.dropFirst(6).isEmpty { return .relay(String(text.dropFirst(6))) }
+        diagnostics.report(path, "'\(text)' is not a channel (expected \"smime\" or \"relay:NAME\")")
+        return nil
     }
 }

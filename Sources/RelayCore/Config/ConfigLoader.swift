@@ -86,9 +86,12 @@ struct ConfigBuilder {
         let learned = buildLearned()
         let tlsrpt = buildTLSRPT()
         let metrics = buildMetrics(listeners: listeners ?? [])
+        let smime = buildSMIME()
+        let escalation = buildEscalation(relays: outbound?.relays ?? [:], smime: smime)
+        let forwarding = buildForwarding(relay: relay)
         root.finish()
         guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log, let mtaSTS,
-              let learned, let tlsrpt, let metrics
+              let learned, let tlsrpt, let metrics, let smime, let escalation, let forwarding
         else { return nil }
         var config = Config(file: file, server: server, listeners: listeners, tls: tls, relay: relay,
                             outbound: outbound, queue: queue, dns: dns, limits: limits, log: log)
@@ -96,6 +99,13 @@ struct ConfigBuilder {
         config.learned = learned
         config.tlsrpt = tlsrpt
         config.metrics = metrics
+        config.escalation = escalation
+        config.forwarding = forwarding
+        config.smime = smime
+        if outbound.domains.values.contains(where: \.smime) || outbound.defaultPolicy.smime, smime.certificateDirectory == nil {
+            diagnostics.report("smime", "a domain's channel is \"smime\" but [smime] certificate_directory is not set")
+            return nil
+        }
         return config
     }
 
@@ -269,9 +279,12 @@ struct ConfigBuilder {
             }
             return out
         }
-        let relay = Config.Relay(clientNetworks: networks("client_networks"), domains: domains("domains"),
+        var relay = Config.Relay(clientNetworks: networks("client_networks"), domains: domains("domains"),
                                  requireTLSNetworks: networks("require_tls_networks"),
                                  requireTLSSenderDomains: domains("require_tls_sender_domains"))
+        if r.table.contains(key: "honor_tls_required_no") {
+            if let b = r.bool("honor_tls_required_no") { relay.honorTLSRequiredNo = b } else { ok = false }
+        }
         return ok ? relay : nil
     }
 

@@ -23,11 +23,17 @@ public struct DomainPolicy: Equatable, Sendable {
     /// Name of an [[outbound.relay]] that receives the message when TLS to
     /// the destination cannot be had (forced and verify only).
     public let fallback: String?
+    /// `channel = "smime"`: when TLS to the destination cannot be had,
+    /// relayd encrypts the message to each recipient's certificate and
+    /// delivers it at the domain's level without this entry's demand (the
+    /// relay channel is `fallback`).
+    public let smime: Bool
 
-    public init(level: PolicyLevel, exclusiveStrength: Strength = .verify, fallback: String? = nil) {
+    public init(level: PolicyLevel, exclusiveStrength: Strength = .verify, fallback: String? = nil, smime: Bool = false) {
         self.level = level
         self.exclusiveStrength = exclusiveStrength
         self.fallback = fallback
+        self.smime = smime
     }
 
     /// Whether the MX certificate chain and name must verify.

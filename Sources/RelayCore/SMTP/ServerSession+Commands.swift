@@ -61,6 +61,9 @@ extension ServerSession {
     var extensions: [String] {
         var ext = ["PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN"]
         if configuration.startTLSAvailable && !isEncrypted { ext.append("STARTTLS") }
+        // RFC 8689 §4.1: offered only where the session is protected by
+        // TLS (after STARTTLS, or from the first byte on 465).
+        if isEncrypted { ext.append("REQUIRETLS") }
         // RFC 4954 §4 and SPEC: AUTH only inside TLS, never offered in plaintext.
         if configuration.authAvailable && isEncrypted && authenticatedUser == nil { ext.append("AUTH PLAIN LOGIN") }
         return ext
@@ -208,6 +211,13 @@ extension ServerSession {
                     return reject(Reply(501, "5.5.4", "Bad ENVID parameter"))
                 }
                 env.envelopeID = id
+            case ("REQUIRETLS", nil):
+                // RFC 8689 §4.1: only on a TLS session, where it was offered.
+                guard isEncrypted else {
+                    return reject(Reply(530, "5.7.10", "REQUIRETLS needs a TLS session: issue STARTTLS first"))
+                }
+                guard !env.requireTLS else { return reject(Reply(501, "5.5.4", "REQUIRETLS given twice")) }
+                env.requireTLS = true
             case ("AUTH", _):
                 continue  // RFC 4954 §5: accepted; relayd does not propagate it
             default:
