@@ -66,6 +66,10 @@ public struct DeliveryAttempt {
         /// DANE applies: `[dns] dnssec`, mail to MX hosts, and no operator
         /// entry for the domain (the escape hatch for broken DANE).
         public let dane: Bool
+        /// RFC 8689 REQUIRETLS: every hop must be found securely (DNSSEC,
+        /// an MTA-STS policy, or the operator's relay), authenticated
+        /// (DANE or a verified chain) and offer REQUIRETLS.
+        public var requireTLS = false
 
         /// The plan for `domain` (normalised) under `config`: its transport
         /// entry (most specific key first) or the smarthost, else MX.
@@ -289,6 +293,16 @@ public struct DeliveryAttempt {
                 kept = kept.filter { (dane[$0.name]?.applies ?? false) || sts.policy.matches(mxHost: $0.name) }
             }
         }
+        if plan.requireTLS {
+            kept = kept.filter { h in
+                guard let why = Self.notFoundSecurely(h, dane: dane[h.name], sts: plan.decision.enforcedSTS ?? plan.decision.testingSTS) else {
+                    return true
+                }
+                failures.append(DeliveryFailure(.permanent, status: "5.7.30", reason: "REQUIRETLS support required: \(why)",
+                                                cause: .requireTLS))
+                return false
+            }
+        }
         return kept.flatMap { h in
             h.addresses.sorted(by: { $0.isV4 && !$1.isV4 }).map { ip in
                 var hop = Hop(host: h.name, address: ip, port: plan.mxPort, implicitTLS: false, level: plan.decision.level,
@@ -310,9 +324,30 @@ public struct DeliveryAttempt {
                 default:
                     break
                 }
-                return hop
+                return plan.requireTLS ? Self.authenticated(hop) : hop
             }
         }
+    }
+
+    /// RFC 8689 §4.2.1: an MX host a REQUIRETLS message may go to was found
+    /// securely — DNSSEC-validated (its DANE records, or its own address
+    /// answers, authenticated) or listed by the domain's MTA-STS policy.
+    /// nil: it was; otherwise why not.
+    static func notFoundSecurely(_ h: MXHost, dane: DANEHostState?, sts: STSDecision?) -> String? {
+        if case .usable? = dane { return nil }
+        if h.secure { return nil }
+        if let sts, sts.policy.matches(mxHost: h.name) { return nil }
+        return "MX host \(h.name) was not found securely (no DNSSEC, not listed in an MTA-STS policy)"
+    }
+
+    /// A hop for a REQUIRETLS message: TLS required and the certificate
+    /// authenticated (DANE when usable, else a verified chain and name).
+    static func authenticated(_ hop: Hop) -> Hop {
+        var h = Hop(host: hop.host, address: hop.address, port: hop.port, implicitTLS: hop.implicitTLS,
+                    level: max(hop.level, .verify), requiresVerification: true, credentials: hop.credentials,
+                    via: hop.via, preference: hop.preference, dane: hop.dane, layer: hop.layer)
+        if h.level != hop.level || !hop.requiresVerification { h.layer = .message }
+        return h
     }
 
     /// A relay on the way to the destination has its own level, but never
@@ -323,9 +358,12 @@ public struct DeliveryAttempt {
         let own = DomainPolicy(level: relay.level).requiresVerification
         let level = leg == .destination ? max(relay.level, plan.decision.level) : relay.level
         let verify = leg == .destination ? plan.decision.requiresVerification || own : own
-        return Hop(host: relay.address.host, address: ip, port: relay.address.port, implicitTLS: relay.implicitTLS,
-                   level: level, requiresVerification: verify, credentials: plan.credentials[relay.name],
-                   via: label(leg)!)
+        let hop = Hop(host: relay.address.host, address: ip, port: relay.address.port, implicitTLS: relay.implicitTLS,
+                      level: level, requiresVerification: verify, credentials: plan.credentials[relay.name],
+                      via: label(leg)!)
+        // A relay the operator configured counts as found securely; its
+        // certificate must still verify for a REQUIRETLS message.
+        return plan.requireTLS ? Self.authenticated(hop) : hop
     }
 
     private mutating func tryAddresses(_ hops: [Hop], leg: Leg) -> [Action] {
@@ -407,6 +445,13 @@ public struct DeliveryAttempt {
         let last = failures.last(where: \.tlsPolicy) ?? failures.last
             ?? DeliveryFailure(.transient, status: "4.4.4", reason: "no addresses to try")
         let detail = failures.last?.description ?? last.description
+        // REQUIRETLS (RFC 8689 §4.2.1): when no address could take it as
+        // the RFC asks, the message is returned with 5.7.30; an address
+        // that was down or failed otherwise may yet, so that waits.
+        if plan.requireTLS, let refusal = failures.last(where: { $0.cause == .requireTLS }),
+           failures.allSatisfy({ $0.cause == .requireTLS }) {
+            return concludeAll(.failed(refusal), hop: hop, run: run, detail: detail)
+        }
         switch afterEveryAddressFailed() {
         case .drop:
             return concludeAll(.dropped(last.reason), hop: hop, run: run, detail: detail)
@@ -502,6 +547,9 @@ public struct DeliveryAttempt {
             return DeliveryFailure(.transient, status: "4.4.2", reason: "\(at): timeout during \(stage.rawValue)")
         case .needsSMTPUTF8:
             return DeliveryFailure(.permanent, status: "5.6.7", reason: "\(at) does not support SMTPUTF8, which this message needs")
+        case .requireTLSNotOffered:
+            return DeliveryFailure(.permanent, status: "5.7.30",
+                                   reason: "REQUIRETLS support required: \(at) does not offer REQUIRETLS", cause: .requireTLS)
         case .messageTooBig(let limit):
             return DeliveryFailure(.permanent, status: "5.3.4", reason: "message is larger than \(at)'s limit of \(limit) bytes")
         }

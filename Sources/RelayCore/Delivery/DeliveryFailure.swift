@@ -22,6 +22,12 @@ public struct DeliveryFailure: Error, Equatable, Sendable, CustomStringConvertib
         case tlsPolicy
         /// No connection, or it was lost: says nothing about the hop's TLS.
         case unreachable
+        /// RFC 8689: the message carries REQUIRETLS and this hop cannot
+        /// take it (not found securely, or REQUIRETLS not offered). Not a
+        /// TLS-policy failure: it neither drops (tls-exclusive) nor waits
+        /// for TLS; when every address fails so, the message is returned
+        /// with 5.7.30.
+        case requireTLS
         /// Anything else: the remote's verdict, a timeout, the message.
         case other
     }

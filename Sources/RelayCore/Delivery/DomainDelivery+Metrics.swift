@@ -43,6 +43,7 @@ extension DomainDelivery {
         case .mtaSTS: return .mtaSTS
         case .learned: return .learned
         case .defaultLevel: return .default
+        case .message: return .message
         }
     }
 

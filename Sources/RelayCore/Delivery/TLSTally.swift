@@ -159,7 +159,8 @@ public struct TLSTallyEvent: Equatable, Sendable {
         case .failed(.connectFailed), .failed(.keptConnectionLost): return "unreachable"
         case .failed(.rejected(_, let stage)), .failed(.connectionLost(let stage)), .failed(.timeout(let stage)):
             return plaintextIf(stage)
-        case .failed(.greeting), .failed(.authRejected), .failed(.protocolError), .failed(.needsSMTPUTF8), .failed(.messageTooBig):
+        case .failed(.greeting), .failed(.authRejected), .failed(.protocolError), .failed(.needsSMTPUTF8), .failed(.messageTooBig),
+             .failed(.requireTLSNotOffered):
             return "no-transaction"
         }
     }

@@ -43,6 +43,9 @@ public final class RelayMetrics: Sendable {
         case mtaSTS = "mta_sts"
         case learned
         case `default`
+        /// The message raised its own level (escalation, a forwarded
+        /// copy's floor, REQUIRETLS).
+        case message
     }
 
     /// What an outbound session showed of TLS.

@@ -21,6 +21,10 @@ public enum PolicyLayer: String, CaseIterable, Sendable {
     case mtaSTS = "mta-sts"
     case learned
     case defaultLevel = "default"
+    /// Not a layer the engine asks: the message itself raised the level
+    /// over whatever the others decided (an escalation tag or header, a
+    /// forwarded copy's TLS floor, REQUIRETLS). It only ever raises.
+    case message
 }
 
 public struct LayerVerdict: Equatable, Sendable {
@@ -69,6 +73,17 @@ public struct PolicyDecision: Equatable, Sendable, CustomStringConvertible {
     public let verdicts: [LayerVerdict]
 
     public var tlsRequirement: TLSRequirement { level.tlsRequirement }
+
+    public init(domain: String, level: PolicyLevel, requiresVerification: Bool, layer: PolicyLayer, reason: String,
+                fallback: String?, verdicts: [LayerVerdict]) {
+        self.domain = domain
+        self.level = level
+        self.requiresVerification = requiresVerification
+        self.layer = layer
+        self.reason = reason
+        self.fallback = fallback
+        self.verdicts = verdicts
+    }
 
     /// An enforce MTA-STS policy that binds this delivery: only MX hosts it
     /// lists may be contacted, with verified TLS. It binds whether it

@@ -64,6 +64,9 @@ public enum ClientFailure: Equatable, Sendable, CustomStringConvertible {
     /// The message needs SMTPUTF8 and the server does not offer it.
     case needsSMTPUTF8
     case messageTooBig(limit: Int)
+    /// RFC 8689: the message carries REQUIRETLS and the server, on its TLS
+    /// session, does not offer it. Nothing of the envelope was sent.
+    case requireTLSNotOffered
 
     public var description: String {
         switch self {
@@ -80,6 +83,7 @@ public enum ClientFailure: Equatable, Sendable, CustomStringConvertible {
         case .timeout(let stage): return "timeout during \(stage.rawValue)"
         case .needsSMTPUTF8: return "message needs SMTPUTF8, which the server does not support"
         case .messageTooBig(let limit): return "message larger than the server's SIZE limit \(limit)"
+        case .requireTLSNotOffered: return "message requires REQUIRETLS, which the server does not offer"
         }
     }
 
@@ -338,6 +342,9 @@ public struct ClientSession: Sendable {
         if let limit = extensions["SIZE"].flatMap({ Int($0) }), limit > 0, configuration.bodySize > limit {
             return quitFailing(.messageTooBig(limit: limit))
         }
+        // RFC 8689 §4.2.1: a REQUIRETLS message goes only over TLS to a
+        // server that offers REQUIRETLS there, and says so on MAIL.
+        if env.requireTLS && (!tlsActive || extensions["REQUIRETLS"] == nil) { return quitFailing(.requireTLSNotOffered) }
         var mail = "MAIL FROM:<\(env.sender)>"
         if extensions["SIZE"] != nil { mail += " SIZE=\(configuration.bodySize)" }
         if env.bodyType == .eightBitMIME && extensions["8BITMIME"] != nil { mail += " BODY=8BITMIME" }
@@ -345,6 +352,7 @@ public struct ClientSession: Sendable {
         let dsn = extensions["DSN"] != nil
         if dsn, let ret = env.ret { mail += " RET=\(ret.rawValue)" }
         if dsn, let id = env.envelopeID { mail += " ENVID=\(XText.encode(id))" }
+        if env.requireTLS { mail += " REQUIRETLS" }
         stage = .mail
         pendingRcpt = configuration.recipientIndexes
         var actions = [send(mail)]
