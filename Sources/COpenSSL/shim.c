@@ -187,11 +187,13 @@ X509 *relayd_x509_from_pem(const unsigned char *pem, long len) {
 }
 
 long relayd_x509_key_usage(X509 *cert) {
-    /* X509_get_key_usage caches the extensions; a keyUsage that cannot be
-     * decoded marks the certificate invalid and reads as "no usage". */
-    uint32_t ku = X509_get_key_usage(cert);
-    if ((X509_get_extension_flags(cert) & EXFLAG_KUSAGE) == 0) return -1;
-    return (long)(ku & 0xffff);
+    /* Reading the flags decodes and caches the extensions. One that cannot
+     * be decoded marks the certificate invalid, and its keyUsage would then
+     * read as absent, i.e. "every use allowed": refused instead. */
+    uint32_t flags = X509_get_extension_flags(cert);
+    if (flags & EXFLAG_INVALID) return -2;
+    if ((flags & EXFLAG_KUSAGE) == 0) return -1;
+    return (long)(X509_get_key_usage(cert) & 0xffff);
 }
 
 int relayd_x509_cms_key_kind(X509 *cert) {

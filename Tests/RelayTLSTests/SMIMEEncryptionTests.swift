@@ -130,10 +130,10 @@ private func expectedOuterHeader(_ smimeType: String) -> String {
         #expect(throws: SMIMEError(.noRecipients, "encrypt")) { try SMIMEEncryption.encrypt(original, to: []) }
     }
 
-    @Test func aRecipientWithoutACertificateIsAnError() throws {
+    /// A recipient value is only made by its throwing init, so encrypt
+    /// never meets a broken PEM; the init refuses a truncated one.
+    @Test func aTruncatedCertificateMakesNoRecipient() throws {
         let bad = try recipient(SMIMEFixtures.rsa)
-        // A recipient value is only made by its throwing init; a broken PEM
-        // can only come from a changed file, so check the init refuses one.
         #expect(throws: SMIMEError(.notAPEMCertificate, bad.address)) {
             try SMIMERecipient(address: bad.address, certificatePEM: Array(bad.certificatePEM.prefix(100)), now: now)
         }

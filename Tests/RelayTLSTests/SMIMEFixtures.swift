@@ -45,6 +45,8 @@ struct SMIMEFixtures: Sendable {
     static let signOnly = "erin@signonly.example"
     static let garbage = "frank@garbage.example"
     static let ecEncipherOnly = "ivan@ecenc.example"
+    static let badCapabilities = "judy@badcaps.example"
+    static let badKeyUsage = "ken@badku.example"
 
     /// SMIMECapabilities DER: SEQUENCE { SEQUENCE { aes256-CBC } }.
     static let capsCBC = "30:0D:30:0B:06:09:60:86:48:01:65:03:04:01:2A"
@@ -65,8 +67,12 @@ struct SMIMEFixtures: Sendable {
         Party(address: address, certificate: "\(certificates)/\(address).pem", key: "\(root)/keys/\(address).key")
     }
 
+    /// Removed when the test process exits.
+    static let rootPath = NSTemporaryDirectory() + "relayd-smime-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+
     private init() throws {
-        root = NSTemporaryDirectory() + "relayd-smime-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        root = Self.rootPath
+        atexit { try? FileManager.default.removeItem(atPath: SMIMEFixtures.rootPath) }
         let fm = FileManager.default
         try fm.createDirectory(atPath: root + "/certs", withIntermediateDirectories: true)
         try fm.createDirectory(atPath: root + "/keys", withIntermediateDirectories: true)
@@ -80,6 +86,10 @@ struct SMIMEFixtures: Sendable {
         try make(Self.smith, rsaKey, [encipher])
         try make(Self.signOnly, rsaKey, ["keyUsage=digitalSignature"])
         try make(Self.ecEncipherOnly, ecKey, [encipher])
+        // An OCTET STRING where the SEQUENCE OF capabilities belongs.
+        try make(Self.badCapabilities, rsaKey, [encipher, "1.2.840.113549.1.9.15=DER:04:01:00"])
+        // A BOOLEAN where the keyUsage BIT STRING belongs.
+        try make(Self.badKeyUsage, rsaKey, ["keyUsage=DER:01:01:FF"])
         try Array("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n".utf8)
             .write(to: "\(certificates)/\(Self.garbage).pem")
     }
@@ -104,6 +114,10 @@ struct SMIMEFixtures: Sendable {
     func decrypt(_ message: [UInt8], as party: Party) throws -> [UInt8]? {
         let input = try file(message)
         let output = input + ".out"
+        defer {
+            try? FileManager.default.removeItem(atPath: input)
+            try? FileManager.default.removeItem(atPath: output)
+        }
         let (status, _) = try openssl(["cms", "-decrypt", "-binary", "-in", input, "-recip", party.certificate,
                                        "-inkey", party.key, "-out", output])
         guard status == 0 else { return nil }
@@ -112,7 +126,9 @@ struct SMIMEFixtures: Sendable {
 
     /// `openssl cms -cmsout -print` of an encrypted message.
     func printed(_ message: [UInt8]) throws -> String {
-        let (status, out) = try openssl(["cms", "-cmsout", "-print", "-in", try file(message)])
+        let input = try file(message)
+        defer { try? FileManager.default.removeItem(atPath: input) }
+        let (status, out) = try openssl(["cms", "-cmsout", "-print", "-in", input])
         guard status == 0 else { throw SMIMEFixtureError(description: "openssl cms -print exited \(status)") }
         return String(decoding: out, as: UTF8.self)
     }

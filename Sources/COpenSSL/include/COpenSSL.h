@@ -86,8 +86,8 @@ int relayd_tlsa_association(const unsigned char *der, long derlen, int selector,
  * caller owns the result and frees it with X509_free. */
 X509 *relayd_x509_from_pem(const unsigned char *pem, long len);
 
-/* The keyUsage bits of a certificate, or -1 when it has no keyUsage
- * extension (every use allowed). */
+/* The keyUsage bits of a certificate, -1 when it has no keyUsage
+ * extension (every use allowed), -2 when its extensions cannot be decoded. */
 long relayd_x509_key_usage(X509 *cert);
 /* What the certificate's public key can take in CMS: 1 key transport (RSA),
  * 2 key agreement (EC, X25519, X448), 0 anything else. */

@@ -70,6 +70,10 @@ public struct SMIMERecipient: Sendable {
         let keyKind = relayd_x509_cms_key_kind(cert.pointer)
         guard keyKind == 1 || keyKind == 2 else { throw SMIMEError(.unsupportedKeyType, subject) }
         let usage = relayd_x509_key_usage(cert.pointer)
+        guard usage != -2 else {
+            OpenSSLErrorQueue.clear()
+            throw SMIMEError(.malformedExtensions, subject)
+        }
         if usage >= 0 {
             let (bit, name) = keyKind == 1 ? (Int(KU_KEY_ENCIPHERMENT), "keyEncipherment") : (Int(KU_KEY_AGREEMENT), "keyAgreement")
             guard Int(usage) & bit != 0 else { throw SMIMEError(.keyUsageForbidsEncryption(needed: name), subject) }

@@ -20,6 +20,8 @@ public struct SMIMEError: Error, Equatable, CustomStringConvertible {
         /// keyUsage is present and names neither keyEncipherment (RSA) nor
         /// keyAgreement (EC), whichever the key needs.
         case keyUsageForbidsEncryption(needed: String)
+        /// An extension OpenSSL cannot decode (keyUsage would then read as absent).
+        case malformedExtensions
         /// A public key CMS cannot encrypt to (neither RSA nor EC/X25519/X448).
         case unsupportedKeyType
         /// The S/MIME Capabilities extension is present but not DER we can read.
@@ -50,6 +52,7 @@ public struct SMIMEError: Error, Equatable, CustomStringConvertible {
         case .notYetValid(let nb, let now): why = "certificate is not yet valid (notBefore \(nb), now \(now))"
         case .expired(let na, let now): why = "certificate has expired (notAfter \(na), now \(now))"
         case .keyUsageForbidsEncryption(let needed): why = "certificate keyUsage lacks \(needed)"
+        case .malformedExtensions: why = "certificate has an extension that cannot be decoded"
         case .unsupportedKeyType: why = "certificate key is neither RSA nor EC/X25519/X448"
         case .malformedCapabilities: why = "certificate S/MIME Capabilities extension is malformed"
         case .noRecipients: why = "no recipients"
