@@ -1,5 +1,7 @@
-/* See include/COpenSSL.h: wrappers for OpenSSL macros only. */
+/* See include/COpenSSL.h: wrappers for OpenSSL macros, and the few
+ * multi-call sequences (CMS, S/MIME capabilities) that are shorter in C. */
 #include "COpenSSL.h"
+#include <limits.h>
 #include <string.h>
 #include <time.h>
 
@@ -170,3 +172,87 @@ int relayd_tlsa_association(const unsigned char *der, long derlen, int selector,
     return result;
 }
 
+
+/* S/MIME encryption. Everything allocated here is freed here, except the
+ * X509 of relayd_x509_from_pem and the DER of relayd_cms_encrypt_der, which
+ * go to exactly one Swift owner. */
+
+X509 *relayd_x509_from_pem(const unsigned char *pem, long len) {
+    if (pem == NULL || len <= 0 || len > INT_MAX) return NULL;
+    BIO *mem = BIO_new_mem_buf(pem, (int)len);
+    if (mem == NULL) return NULL;
+    X509 *cert = PEM_read_bio_X509(mem, NULL, NULL, NULL);
+    BIO_free(mem);
+    return cert;
+}
+
+long relayd_x509_key_usage(X509 *cert) {
+    /* Reading the flags decodes and caches the extensions. One that cannot
+     * be decoded marks the certificate invalid, and its keyUsage would then
+     * read as absent, i.e. "every use allowed": refused instead. */
+    uint32_t flags = X509_get_extension_flags(cert);
+    if (flags & EXFLAG_INVALID) return -2;
+    if ((flags & EXFLAG_KUSAGE) == 0) return -1;
+    return (long)(X509_get_key_usage(cert) & 0xffff);
+}
+
+int relayd_x509_cms_key_kind(X509 *cert) {
+    EVP_PKEY *key = X509_get0_pubkey(cert);
+    if (key == NULL) return 0;
+    switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_RSA: return 1;
+    case EVP_PKEY_EC: case EVP_PKEY_X25519: case EVP_PKEY_X448: return 2;
+    default: return 0;
+    }
+}
+
+/* SMIMECapabilities (RFC 8551 2.5.2) is a SEQUENCE OF { capabilityID OID,
+ * parameters ANY OPTIONAL }: the shape of X509_ALGORS, as OpenSSL's own
+ * PKCS7_get_smimecap reads it. */
+int relayd_x509_smime_caps(X509 *cert) {
+    ASN1_OBJECT *oid = OBJ_txt2obj("1.2.840.113549.1.9.15", 1);
+    if (oid == NULL) return -2;
+    int at = X509_get_ext_by_OBJ(cert, oid, -1);
+    ASN1_OBJECT_free(oid);
+    if (at < 0) return -1;
+    ASN1_OCTET_STRING *value = X509_EXTENSION_get_data(X509_get_ext(cert, at));
+    if (value == NULL) return -2;
+    const unsigned char *p = ASN1_STRING_get0_data(value);
+    long len = ASN1_STRING_length(value);
+    X509_ALGORS *caps = d2i_X509_ALGORS(NULL, &p, len);
+    if (caps == NULL) return -2;
+    int bits = 0;
+    for (int i = 0; i < sk_X509_ALGOR_num(caps); i++) {
+        const ASN1_OBJECT *alg = NULL;
+        X509_ALGOR_get0(&alg, NULL, NULL, sk_X509_ALGOR_value(caps, i));
+        int nid = OBJ_obj2nid(alg);
+        if (nid == NID_aes_256_gcm) bits |= 1;
+        if (nid == NID_aes_256_cbc) bits |= 2;
+    }
+    sk_X509_ALGOR_pop_free(caps, X509_ALGOR_free);
+    return bits;
+}
+
+long relayd_cms_encrypt_der(X509 *const *certs, int ncerts, const unsigned char *data, long len, int cbc,
+                            unsigned char **out) {
+    *out = NULL;
+    if (ncerts <= 0 || len < 0 || len > INT_MAX) return -1;
+    long result = -1;
+    STACK_OF(X509) *stack = sk_X509_new_null();
+    BIO *in = BIO_new_mem_buf(len > 0 ? (const void *)data : (const void *)"", (int)len);
+    CMS_ContentInfo *cms = NULL;
+    if (stack == NULL || in == NULL) goto done;
+    /* The stack borrows the certificates: sk_X509_free below frees the
+     * stack alone. */
+    for (int i = 0; i < ncerts; i++)
+        if (sk_X509_push(stack, certs[i]) <= 0) goto done;
+    cms = CMS_encrypt(stack, in, cbc ? EVP_aes_256_cbc() : EVP_aes_256_gcm(), CMS_BINARY);
+    if (cms == NULL) goto done;
+    int n = i2d_CMS_ContentInfo(cms, out);
+    if (n > 0) result = n;
+done:
+    CMS_ContentInfo_free(cms);
+    BIO_free(in);
+    sk_X509_free(stack);
+    return result;
+}

@@ -3,7 +3,10 @@
  * OpenSSL 3 (libssl-dev). Swift imports OpenSSL's real functions directly;
  * this header adds only wrappers for what the importer cannot see:
  * function-like macros (protocol bounds, SNI, modes, options), the typed
- * STACK_OF accessors, and a few constants that are macro expressions.
+ * STACK_OF accessors, and a few constants that are macro expressions —
+ * plus S/MIME's CMS encryption and certificate facts, where one C function
+ * with its frees beside its allocations is shorter and safer than the same
+ * sequence of stack, BIO and ASN.1 calls from Swift.
  *
  * Owner: RelayCore/TLS is the only Swift code that imports this module.
  */
@@ -18,6 +21,8 @@
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/cms.h>
 
 /* Protocol version numbers, exported as plain ints. */
 int relayd_tls1_version(void);
@@ -73,5 +78,32 @@ int relayd_ssl_peer_spki_sha256(const SSL *ssl, unsigned char *out);
 /* A TLSA association (selector, matching type) of a DER certificate. */
 int relayd_tlsa_association(const unsigned char *der, long derlen, int selector, int mtype,
                             unsigned char *out, int cap);
+
+
+/* S/MIME encryption (RelayTLS/SMIME*.swift). */
+
+/* The first certificate in a PEM buffer; NULL when there is none. The
+ * caller owns the result and frees it with X509_free. */
+X509 *relayd_x509_from_pem(const unsigned char *pem, long len);
+
+/* The keyUsage bits of a certificate, -1 when it has no keyUsage
+ * extension (every use allowed), -2 when its extensions cannot be decoded. */
+long relayd_x509_key_usage(X509 *cert);
+/* What the certificate's public key can take in CMS: 1 key transport (RSA),
+ * 2 key agreement (EC, X25519, X448), 0 anything else. */
+int relayd_x509_cms_key_kind(X509 *cert);
+
+/* The S/MIME Capabilities extension (1.2.840.113549.1.9.15): -1 when the
+ * certificate has none, -2 when it cannot be read, otherwise a bit set:
+ * 1 lists AES-256-GCM, 2 lists AES-256-CBC (0: a list naming neither). */
+int relayd_x509_smime_caps(X509 *cert);
+
+/* CMS_encrypt of `data` to `certs` (borrowed, not freed): cbc 0 is
+ * AES-256-GCM (AuthEnvelopedData), 1 AES-256-CBC (EnvelopedData), binary
+ * content. On success *out holds the DER ContentInfo, freed by the caller
+ * with relayd_openssl_free, and the length is returned; -1 on failure,
+ * with OpenSSL's error queue saying why. */
+long relayd_cms_encrypt_der(X509 *const *certs, int ncerts, const unsigned char *data, long len, int cbc,
+                            unsigned char **out);
 
 #endif
