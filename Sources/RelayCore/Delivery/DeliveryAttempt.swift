@@ -85,7 +85,10 @@ public struct DeliveryAttempt {
             self.credentials = credentials
             self.mxPort = outbound.mxPort
             self.maxAddresses = outbound.maxAddressesPerAttempt
-            self.dane = automaticLayers && config.dns.dnssec && relay == nil && decision.layer != .operatorEntry
+            // The operator's entry switches DANE off for its domain even when
+            // the message raised the level above it (layer "message").
+            let entry = decision.verdicts.contains { $0.layer == .operatorEntry && $0.level != nil }
+            self.dane = automaticLayers && config.dns.dnssec && relay == nil && decision.layer != .operatorEntry && !entry
         }
 
         /// The transport entry (most specific key first) or smarthost that
@@ -507,6 +510,8 @@ public struct DeliveryAttempt {
             why = "required by the MTA-STS policy of \(plan.domain), id \(sts.id)"
         } else if plan.decision.layer == .learned {
             why = "required by relayd's learned TLS status of \(plan.domain): \(plan.decision.reason)"
+        } else if plan.decision.layer == .message {
+            why = "required by this message: \(plan.decision.reason)"
         } else {
             return f
         }

@@ -129,16 +129,27 @@ public final class DomainDelivery: @unchecked Sendable {
     /// Decided when the attempt starts, after MTA-STS discovery. Touched
     /// only on env.queue, like the machine.
     private(set) var decision: PolicyDecision
+    /// The message's own controls applied to the decision (MessagePolicy).
+    private(set) var messagePolicy: MessagePolicy?
+    /// This delivery carries the S/MIME-encrypted copy (the channel leg):
+    /// the message's floors were what could not be met, so they do not
+    /// apply to it again.
+    let channelLeg: Bool
     private var machine: DeliveryAttempt?
     private var completion: ((DomainDeliveryReport) -> Void)?
     /// Monotonic seconds when run() was called, for the duration histogram.
     private(set) var startedAt = 0.0
 
-    public init(env: DeliveryEnvironment, message: SpooledMessage, domain: String, recipientIndexes: [Int]) {
+    public convenience init(env: DeliveryEnvironment, message: SpooledMessage, domain: String, recipientIndexes: [Int]) {
+        self.init(env: env, message: message, domain: domain, recipientIndexes: recipientIndexes, channelLeg: false)
+    }
+
+    init(env: DeliveryEnvironment, message: SpooledMessage, domain: String, recipientIndexes: [Int], channelLeg: Bool) {
         self.env = env
         self.message = message
         self.domain = DNSName.normalize(domain)
         self.indexes = recipientIndexes
+        self.channelLeg = channelLeg
         self.decision = env.engine.decide(self.domain)
     }
 
@@ -158,10 +169,18 @@ public final class DomainDelivery: @unchecked Sendable {
 
     private func start() {
         dispatchPrecondition(condition: .onQueue(env.queue))
-        let report = message.envelope.tlsReport
-        decision = report ? Self.reportDecision(domain, config: env.config) : env.engine.decide(domain)
-        let plan = DeliveryAttempt.Plan(domain: domain, decision: decision, indexes: indexes,
-                                        config: env.config, credentials: env.relayCredentials, automaticLayers: !report)
+        let policy = channelLeg
+            ? Self.channelLegPolicy(domain: domain, envelope: message.envelope, engine: env.engine, config: env.config)
+            : MessagePolicy.decide(domain: domain, envelope: message.envelope, indexes: indexes, engine: env.engine, config: env.config)
+        messagePolicy = policy
+        decision = policy.decision
+        if policy.relaxed {
+            env.logger.info("TLS-Required: No honoured: MTA-STS, DANE and learned status do not apply", metadata: [
+                "id": "\(message.id)", "domain": "\(domain)", "level": "\(decision.level.rawValue)", "layer": "\(decision.layer.rawValue)"])
+        }
+        var plan = DeliveryAttempt.Plan(domain: domain, decision: decision, indexes: indexes,
+                                        config: env.config, credentials: env.relayCredentials, automaticLayers: policy.automaticLayers)
+        plan.requireTLS = policy.requireTLS
         machine = DeliveryAttempt(plan: plan, selfListener: Self.selfListener(listeners: env.config.listeners.map(\.address)))
         for action in machine!.handle(.start) { perform(action) }
     }
@@ -173,6 +192,24 @@ public final class DomainDelivery: @unchecked Sendable {
     /// as `TLS-Required: No` never relaxes them (RFC 8689).
     static func reportDecision(_ domain: String, config: Config) -> PolicyDecision {
         PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains).decide(domain)
+    }
+
+    /// The S/MIME copy travels at the domain's level without the message's
+    /// floors (they could not be met); when the operator's own entry named
+    /// the channel, its demand is what failed, so the copy goes with
+    /// opportunistic TLS — the content is protected by the encryption.
+    static func channelLegPolicy(domain: String, envelope: Envelope, engine: PolicyEngine, config: Config) -> MessagePolicy {
+        var plain = envelope
+        plain.escalation = nil
+        for i in plain.recipients.indices { plain.recipients[i].tlsFloor = nil }
+        let base = MessagePolicy.decide(domain: domain, envelope: plain, indexes: [], engine: engine, config: config)
+        let d = base.decision
+        guard d.layer == .operatorEntry, engine.operatorEntry(for: domain)?.policy.smime == true else { return base.withoutChannel }
+        let relaxed = PolicyDecision(domain: d.domain, level: .opportunistic, requiresVerification: false, layer: .operatorEntry,
+                                     reason: d.reason + ": S/MIME-encrypted copy, TLS opportunistic", fallback: nil,
+                                     verdicts: d.verdicts)
+        return MessagePolicy(decision: relaxed, automaticLayers: false, requireTLS: false, relaxed: base.relaxed,
+                             raisedBy: nil, smimeChannel: false)
     }
 
     /// Hands the machine one event on env.queue and carries out its answer.
@@ -314,6 +351,13 @@ public final class DomainDelivery: @unchecked Sendable {
         if decision.enforcedSTS != nil, results.values.contains(where: { if case .failed(let f) = $0 { return !f.isPermanent }; return false }) {
             env.mtaSTS?.recheckAfterFailure(domain)
         }
+        if messagePolicy?.smimeChannel == true, !channelLeg {
+            let waiting = indexes.filter { if case .failed(let f)? = results[$0] { return f.tlsPolicy && !f.isPermanent }; return false }
+            if !waiting.isEmpty {
+                sendEncrypted(waiting, results: results, lifetimeExceeded: lifetimeExceeded, completion: completion)
+                return
+            }
+        }
         completion(DomainDeliveryReport(decision: decision, results: results, lifetimeExceeded: lifetimeExceeded))
     }
 
@@ -350,6 +394,11 @@ public final class DomainDelivery: @unchecked Sendable {
             }
             if let match = tls?.daneMatch { m["tlsa"] = "\(match)" }
         }
+        if let x = message.envelope.escalation { m["escalated"] = "\(x)" }
+        if let raised = messagePolicy?.raisedBy, message.envelope.escalation == nil { m["floor"] = "\(raised)" }
+        if message.envelope.requireTLS { m["requiretls"] = "yes" }
+        if message.envelope.tlsRequiredNo { m["tls_required_no"] = messagePolicy?.relaxed == true ? "honoured" : "ignored" }
+        if channelLeg { m["channel"] = "smime" }
         if let sts = decision.enforcedSTS {
             m["mta_sts"] = "enforce"
             m["mta_sts_id"] = "\(sts.id)"

@@ -33,6 +33,12 @@ public struct MessagePolicy: Equatable, Sendable {
     /// S/MIME encryption replaces failure when the level cannot be had.
     public let smimeChannel: Bool
 
+    /// The same policy with no channel left to try (the channel's own leg).
+    public var withoutChannel: MessagePolicy {
+        MessagePolicy(decision: decision, automaticLayers: automaticLayers, requireTLS: requireTLS, relaxed: relaxed,
+                      raisedBy: raisedBy, smimeChannel: false)
+    }
+
     /// `indexes`: the recipients of this delivery (their floors count).
     public static func decide(domain: String, envelope: Envelope, indexes: [Int], engine: PolicyEngine,
                               config: Config) -> MessagePolicy {

@@ -31,7 +31,10 @@ public enum DSN {
         return notify.contains(.failure)
     }
 
-    /// The bounce message, or nil when none may be sent.
+    /// The bounce message, or nil when none may be sent. A REQUIRETLS
+    /// message is returned with its header section only, whatever RET
+    /// asked (RFC 8689 §4.4: the return path need not be as protected as
+    /// the way out), and the bounce itself is sent without REQUIRETLS.
     public static func bounce(for original: QueuedMessage, failures: [Failure], hostname: String,
                               id: String, now: Int) -> QueuedMessage? {
         guard case .mailbox(let sender) = original.envelope.sender else { return nil }
@@ -50,7 +53,8 @@ public enum DSN {
             return (f.recipientIndex, lines)
         }
         return report(for: original, to: sender, subject: "Undelivered Mail Returned to Sender", human: human,
-                      recipients: fields, full: original.envelope.ret == .full, hostname: hostname, id: id, now: now)
+                      recipients: fields, full: original.envelope.ret == .full && !original.envelope.requireTLS,
+                      hostname: hostname, id: id, now: now)
     }
 
     /// The multipart/report (RFC 6522) both notices share: the headers,

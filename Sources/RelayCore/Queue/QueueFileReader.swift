@@ -52,6 +52,17 @@ public enum MessageBody: Sendable {
     /// A fresh pass over the body from its first byte (one per attempt).
     public func makeStream() -> BodyStream { BodyStream(self) }
 
+    /// The whole body, checked against the queue file's end record (for
+    /// the S/MIME channel, which encrypts it as one piece).
+    public func whole() throws -> [UInt8] {
+        if case .memory(let b) = self { return b }
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        let stream = makeStream()
+        while let chunk = try stream.next(maxBytes: 1 << 20) { out += chunk }
+        return out
+    }
+
     /// The body's first `limit` bytes, enough for its header section (the
     /// hop count reads them). Unchecked: the streamed send still verifies
     /// the whole file; an unreadable file gives an empty prefix here.
