@@ -139,8 +139,17 @@ struct QueueCommand: ParsableCommand {
             print("id: \(e.id)\nstate: \(e.folder.rawValue)\narrival: \(e.message.arrival)\nsender: <\(env.sender)>")
             print("client: \(env.origin.clientAddress) helo=\(env.origin.heloName) tls=\(env.origin.tlsVersion ?? "none") user=\(env.origin.authenticatedUser ?? "-")")
             print("attempts: \(e.state?.attempts ?? 0)")
-            for (rcpt, status) in e.recipients {
-                print("recipient: <\(rcpt)> \(status?.status.rawValue ?? "pending") \(status?.enhancedStatus ?? "") \(status?.detail ?? "")")
+            if let x = env.escalation { print("escalated=\(x)") }
+            if env.requireTLS { print("requiretls: yes (RFC 8689)") }
+            if env.tlsRequiredNo { print("tls-required: no (RFC 8689 §5 header)") }
+            for (i, (rcpt, status)) in e.recipients.enumerated() {
+                var line = "recipient: <\(rcpt)> \(status?.status.rawValue ?? "pending") \(status?.enhancedStatus ?? "") \(status?.detail ?? "")"
+                if i < env.recipients.count {
+                    let r = env.recipients[i]
+                    if let from = r.forwardedFrom { line += " forwarded-from=<\(from)>" }
+                    if let floor = r.tlsFloor { line += " floor=\(floor.rawValue)" }
+                }
+                print(line)
             }
             let headers = e.message.body.firstRange(of: Array("\r\n\r\n".utf8)).map { Array(e.message.body[..<$0.lowerBound]) } ?? e.message.body
             print("\n" + String(decoding: headers, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n"))

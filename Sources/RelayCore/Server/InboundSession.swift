@@ -160,9 +160,11 @@ final class InboundSession: ConnectionDelegate, @unchecked Sendable {
         }
     }
 
-    private func store(_ envelope: Envelope, _ body: [UInt8]) {
+    private func store(_ received: Envelope, _ receivedBody: [UInt8]) {
         let id = QueueID.generate()
         let arrival = Int(time(nil))
+        let controls = InboundControls.apply(envelope: received, body: receivedBody, config: settings.config)
+        let envelope = controls.envelope, body = controls.body
         let header = ReceivedHeader.make(envelope: envelope, queueID: id, hostname: settings.config.server.hostname,
                                          includeUser: settings.config.server.receivedHeaderNamesUser, unixTime: arrival)
         var full = Array(header.utf8)
@@ -176,6 +178,13 @@ final class InboundSession: ConnectionDelegate, @unchecked Sendable {
                     deadlines.messageCompleted(at: now())
                     armDeadline()
                     server.onQueued?(message)
+                    for note in controls.notes {
+                        if case .escalationRefused = note {
+                            logger.warning("message control", metadata: ["id": "\(id)", "control": "\(note)"])
+                        } else {
+                            logger.info("message control", metadata: ["id": "\(id)", "control": "\(note)"])
+                        }
+                    }
                     server.metrics?.messageReceived(listener: InboundServer.metricsLabel(listener))
                     logger.info("queued", metadata: [
                         "id": "\(id)", "from": "<\(envelope.sender)>", "nrcpt": "\(envelope.recipients.count)",
