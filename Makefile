@@ -97,10 +97,11 @@ fuzz: deps
 ## (20 concurrent 30 MiB messages over TLS; not in the default set).
 BENCH_ARGS ?=
 bench-deps:
-	@scripts/ensure-packages.sh $(RUN_PKGS) postfix python3 openssl
+	@scripts/ensure-packages.sh $(RUN_PKGS) postfix python3 openssl gcc
 	@SWIFT='$(SWIFT)' scripts/check-setup.sh run
 bench: bench-deps
 	$(SWIFT) build -c release
+	$(MAKE) -C bench OUT=$(CURDIR)/.build-bench
 	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 
 install: build
@@ -111,4 +112,4 @@ install: build
 	@echo "edit $(SYSCONF)/relayd.conf (paths marked 'Production'), then: systemctl daemon-reload && systemctl enable --now relayd"
 
 clean:
-	rm -rf .build .build-fuzz bench/last-run.json
+	rm -rf .build .build-fuzz .build-bench bench/last-run.json
