@@ -625,6 +625,10 @@ def main():
              "cpu_ratio": ratio_cell(ra, rb, "cpu_ms_per_msg")}
         if extra:
             c.update(extra)
+        # Which leaves the clients got (the dual setup: ECDSA or RSA), summed over the rounds.
+        if ra and "tls_peer_keys" in ra[0]:
+            c["tls_peer_keys"] = {name: {k: sum(r["tls_peer_keys"][k] for r in rs) for k in rs[0]["tls_peer_keys"]}
+                                  for name, rs in (("relayd", ra), ("postfix", rb))}
         results["cells"].append(c)
         r, q = c["relayd"], c["postfix"]
         tr = c["throughput_ratio"] or {}
@@ -635,6 +639,8 @@ def main():
             share = f" | relayd {round(100 * r['msgs_per_s'] / ceiling)} % of ceiling"
         print(f"{suite:10} {label:28} relayd {r['msgs_per_s']:>8} msg/s p99 {r['p99_ms']:>8} ms  | postfix {q['msgs_per_s']:>8} msg/s p99 {q['p99_ms']:>8} ms"
               f" | ratio {tr.get('median')} ({tr.get('min')}–{tr.get('max')}){share}", flush=True)
+        if "tls_peer_keys" in c and args.certs == "dual":
+            print(f"{'':10} leaves the clients got: {c['tls_peer_keys']}", flush=True)
 
     try:
         plain_sink = Sink(work, SINK_IP)
