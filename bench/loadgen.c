@@ -523,8 +523,10 @@ static void on_readable(struct worker *w, struct session *s) {
                 finish(w, s, E_PROTOCOL);
                 return;
             }
-            if (on_reply(w, s, code)) {
-                if (s->state == S_DONE || s->state == S_HANDSHAKE) return;
+            int stop = on_reply(w, s, code);
+            /* Closed, or now speaking TLS: nothing in the buffer is for us. */
+            if (s->state == S_DONE || s->state == S_HANDSHAKE) return;
+            if (stop) {
                 at = s->in_len;
                 break;
             }
