@@ -24,7 +24,9 @@ RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev zlib1g-dev pkg-config openssl
 # ldnsutils signs the bed's DNSSEC zone (ldns-keygen, -signzone, -key2ds).
 # prometheus brings promtool (checks contrib/'s dashboard queries and alert
 # rules) and the server the metrics tests scrape with.
-TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace prometheus
+# gcc builds the benchmark's load generator (bench/loadgen.c; the bench
+# smoke test in tests/e2e runs it).
+TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace prometheus gcc
 
 .PHONY: all deps test-deps bench-deps build release debug dev-setup run test unit e2e check-example install clean fuzz bench tsan
 
