@@ -24,7 +24,9 @@ RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev zlib1g-dev pkg-config openssl
 # ldnsutils signs the bed's DNSSEC zone (ldns-keygen, -signzone, -key2ds).
 # prometheus brings promtool (checks contrib/'s dashboard queries and alert
 # rules) and the server the metrics tests scrape with.
-TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace prometheus
+# gcc builds the benchmark's load generator (bench/loadgen.c; the bench
+# smoke test in tests/e2e runs it).
+TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace prometheus gcc
 
 .PHONY: all deps test-deps bench-deps build release debug dev-setup run test unit e2e check-example install clean fuzz bench tsan
 
@@ -97,10 +99,11 @@ fuzz: deps
 ## (20 concurrent 30 MiB messages over TLS; not in the default set).
 BENCH_ARGS ?=
 bench-deps:
-	@scripts/ensure-packages.sh $(RUN_PKGS) postfix python3 openssl
+	@scripts/ensure-packages.sh $(RUN_PKGS) postfix python3 openssl gcc
 	@SWIFT='$(SWIFT)' scripts/check-setup.sh run
 bench: bench-deps
 	$(SWIFT) build -c release
+	$(MAKE) -C bench OUT=$(CURDIR)/.build-bench
 	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 
 install: build
@@ -111,4 +114,4 @@ install: build
 	@echo "edit $(SYSCONF)/relayd.conf (paths marked 'Production'), then: systemctl daemon-reload && systemctl enable --now relayd"
 
 clean:
-	rm -rf .build .build-fuzz bench/last-run.json
+	rm -rf .build .build-fuzz .build-bench bench/last-run.json

@@ -39,7 +39,12 @@ def bigmsg_table(c):
 def main(path):
     r = json.load(open(path))
     cells = r["cells"]
-    out = [f"Run of {r['date']}, {r['cpus']} CPUs, {r['rounds']} interleaved rounds, {r['seconds']} s in all.", ""]
+    setup = ""
+    if "generator" in r:  # runs before the compiled generator did not say
+        setup = (f" Generator: {'bench/loadgen.c' if r['generator'] == 'c' else 'bench/loadgen.py'};"
+                 f" certificates: {r.get('certs')}" + (f", client sigalgs {r['client_sigalgs']}" if r.get("client_sigalgs") else "")
+                 + ".")
+    out = [f"Run of {r['date']}, {r['cpus']} CPUs, {r['rounds']} interleaved rounds, {r['seconds']} s in all.{setup}", ""]
     out += ["| cell | relayd msg/s | Postfix msg/s | relayd ÷ Postfix (min–max) | p99 relayd / Postfix (ms) | p99 ratio | CPU ms/msg relayd / Postfix | peak PSS relayd / Postfix (MiB) |",
             "|---|---|---|---|---|---|---|---|"]
     for c in cells:
@@ -51,7 +56,12 @@ def main(path):
     out.append("")
     for c in cells:
         if c["suite"] == "ceiling":
-            out.append(f"- Generator ceiling, {c['cell']}: {c['sink']['msgs_per_s']} msg/s (p99 {c['sink']['p99_ms']} ms).")
+            gen = c["sink"].get("gen_cpu_s")
+            gen = f"; generator CPU {round(gen * 1000 / max(1, c['sink']['sent']), 3)} ms/msg" if gen is not None else ""
+            out.append(f"- Generator ceiling, {c['cell']}: {c['sink']['msgs_per_s']} msg/s (p99 {c['sink']['p99_ms']} ms{gen}).")
+        if c.get("relayd_share_of_ceiling") is not None:
+            out.append(f"- relayd, {c['suite']}: {c['cell']}: {round(100 * c['relayd_share_of_ceiling'])} % of the generator->sink "
+                       "ceiling of its TLS mode.")
         if c["suite"] == "idle":
             a, b = c["relayd"], c["postfix"]
             out.append(f"- {c['cell']}: relayd held {a.get('held')} sessions at {a['kib_per_session']} KiB each; "

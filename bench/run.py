@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """relayd against Postfix on this machine, in the same run.
 
-Each cell runs the same load (bench/loadgen.py) against relayd and against
+Each cell runs the same load (the compiled generator, bench/loadgen.c, built
+into .build-bench/loadgen by `make -C bench`; --generator python picks the
+old bench/loadgen.py explicitly) against relayd and against
 a private Postfix instance (`postfix -c DIR`, default durability) doing the
 same job — accept on 127.0.0.x:25, relay to a sink — interleaved A B A B
 for --rounds rounds, and prints relayd ÷ Postfix with the min–max of the
@@ -12,6 +14,15 @@ and time, and every process started here is stopped here.
 Suites: accept, e2e, idle, durability (the default set), and bigmsg:
 peak memory with 20 concurrent 30 MiB messages, STARTTLS in and out, as a
 ratio to the same run with 4 KiB messages (see bench/RESULTS.md).
+
+Certificates (--certs): ecdsa (default: one P-256 chain, both servers),
+rsa (one RSA 2048 chain), or dual (an RSA and an ECDSA chain together:
+relayd's [tls] certificate + ec_certificate, Postfix's smtpd_tls_cert_file
++ smtpd_tls_eccert_file). Which one a client gets depends on what it
+offers: --client-sigalgs passes a signature algorithm list to the
+generator (e.g. "rsa_pss_rsae_sha256:RSA+SHA256" to play an RSA-only
+client against the dual setup); the generator reports the key type of
+the leaves it got (tls_peer_keys).
 """
 import argparse
 import asyncio
@@ -34,7 +45,10 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests" / "bed"))
 import postfix_instance  # noqa: E402  (shared with the test bed)
 RELAYD = REPO / ".build" / "release" / "relayd"
+LOADGEN = REPO / ".build-bench" / "loadgen"
 PY = "/usr/bin/python3"
+# Set by main: which generator, its extra arguments (--client-sigalgs).
+GENERATOR = {"kind": "c", "extra": [], "threads": 1}
 RELAYD_IP, SINK_IP, POSTFIX_IP, TLS_SINK_IP = "127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -207,8 +221,9 @@ def raise_nofile():
 class Relayd:
     name = "relayd"
 
-    def __init__(self, work, cert, key, outbound, env=None):
+    def __init__(self, work, certs, outbound, env=None):
         self.dir = work / "relayd"
+        ec = f'ec_certificate = "{certs["ec"][0]}"\nec_key = "{certs["ec"][1]}"\n' if certs.get("ec") else ""
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "relayd.conf").write_text(f"""
 [server]
@@ -218,9 +233,9 @@ spool_dir = "spool"
 address = "{RELAYD_IP}:25"
 kind = "smtp"
 [tls]
-certificate = "{cert}"
-key = "{key}"
-[relay]
+certificate = "{certs["main"][0]}"
+key = "{certs["main"][1]}"
+{ec}[relay]
 client_networks = ["127.0.0.0/8"]
 [queue]
 min_free_space = 0
@@ -266,8 +281,11 @@ level = "warning"
 class Postfix:
     name = "postfix"
 
-    def __init__(self, work, cert, key, relay_tls, extra=""):
+    def __init__(self, work, certs, relay_tls, extra=""):
         self.dir = work / "postfix"
+        cert, key = certs["main"]
+        if certs.get("ec"):
+            extra = f"smtpd_tls_eccert_file = {certs['ec'][0]}\nsmtpd_tls_eckey_file = {certs['ec'][1]}\n" + extra
         postfix_instance.write(self.dir, POSTFIX_IP, "relay.bench.test", work, f"""relayhost = [{TLS_SINK_IP if relay_tls else SINK_IP}]:25
 smtp_tls_security_level = {"encrypt" if relay_tls else "none"}
 smtpd_tls_security_level = may
@@ -299,12 +317,14 @@ disable_dns_lookups = yes
 
 
 class Sink:
-    def __init__(self, work, ip, cert=None, key=None, processes=2):
+    def __init__(self, work, ip, certs=None, processes=2):
         self.ip, self.count_file, self.processes = ip, work / f"sink-{ip}.count", processes
         argv = [PY, str(HERE / "sink.py"), "--listen", f"{ip}:25", "--count-file", str(self.count_file),
                 "--processes", str(processes)]
-        if cert:
-            argv += ["--cert", str(cert), "--key", str(key)]
+        if certs:
+            argv += ["--cert", str(certs["main"][0]), "--key", str(certs["main"][1])]
+            if certs.get("ec"):
+                argv += ["--ec-cert", str(certs["ec"][0]), "--ec-key", str(certs["ec"][1])]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_port(ip, 25)
 
@@ -324,9 +344,32 @@ class Sink:
 
 # --- load -----------------------------------------------------------------------
 
+def ensure_loadgen():
+    """Builds the compiled generator (make -C bench) when it is missing or
+    older than its source. Without gcc or libssl-dev the run stops here with
+    a clear error: it never falls back to the Python generator on its own,
+    whose figures are not comparable (it takes a large share of the cores)."""
+    src = HERE / "loadgen.c"
+    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= src.stat().st_mtime:
+        return
+    if not shutil.which("gcc"):
+        sys.exit("bench/loadgen.c needs gcc to build (apt-get install gcc libssl-dev), "
+                 "or run with --generator python for the old, slower generator")
+    if not Path("/usr/include/openssl/ssl.h").exists():
+        sys.exit("bench/loadgen.c needs OpenSSL's headers (apt-get install libssl-dev), "
+                 "or run with --generator python for the old, slower generator")
+    r = subprocess.run(["make", "-s", "-C", str(HERE), f"OUT={LOADGEN.parent}"], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0 or not LOADGEN.exists():
+        sys.exit(f"building bench/loadgen.c failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+
+
 def load(target, sessions, messages, starttls, seconds, size=4096, extra=()):
-    argv = [PY, str(HERE / "loadgen.py"), "--target", target, "--sessions", str(sessions), "--messages", str(messages),
-            "--size", str(size), "--max-seconds", str(seconds), "--processes", "2", *extra]
+    common = ["--target", target, "--sessions", str(sessions), "--messages", str(messages), "--size", str(size),
+              "--max-seconds", str(seconds), *extra]
+    if GENERATOR["kind"] == "python":
+        argv = [PY, str(HERE / "loadgen.py"), *common, "--processes", "2"]
+    else:
+        argv = [str(LOADGEN), *common, "--threads", str(GENERATOR["threads"]), *GENERATOR["extra"]]
     if starttls:
         argv.append("--starttls")
     # Its own process group, so that a generator past its bound is stopped
@@ -467,12 +510,23 @@ def mib(kib):
 
 # --- the suites -----------------------------------------------------------------
 
-def make_cert(work):
-    key, cert = work / "key.pem", work / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+def make_cert(work, kind):
+    """(cert, key) of one self-signed chain: kind "ec" (P-256) or "rsa" (2048)."""
+    key, cert = work / f"key-{kind}.pem", work / f"cert-{kind}.pem"
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if kind == "ec" else ["-newkey", "rsa:2048"]
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes",
                     "-days", "2", "-subj", "/CN=relay.bench.test", "-keyout", key, "-out", cert],
                    check=True, capture_output=True, timeout=30)
     return cert, key
+
+
+def make_certs(work, setup):
+    """{"main": (cert, key), "ec": (cert, key) or absent} for --certs."""
+    if setup == "ecdsa":
+        return {"main": make_cert(work, "ec")}
+    if setup == "rsa":
+        return {"main": make_cert(work, "rsa")}
+    return {"main": make_cert(work, "rsa"), "ec": make_cert(work, "ec")}
 
 
 def ratio_cell(rounds_a, rounds_b, key, higher_is_better=True):
@@ -505,8 +559,18 @@ def main():
                "Postfix's on the same big load.")
     p.add_argument("--suites", "--suite", default="accept,e2e,idle,durability",
                    help="comma-separated: accept,e2e,idle,durability,bigmsg (default: all but bigmsg)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell (relayd, Postfix, relayd, ...)")
+    p.add_argument("--certs", choices=("ecdsa", "rsa", "dual"), default="ecdsa",
+                   help="server certificates: one ECDSA chain (default), one RSA chain, or dual RSA + ECDSA "
+                        "(relayd ec_certificate, Postfix smtpd_tls_eccert_file)")
+    p.add_argument("--client-sigalgs", default=None,
+                   help="signature algorithms the generator offers (OpenSSL list), e.g. to play an RSA-only client")
+    p.add_argument("--generator", choices=("c", "python"), default="c",
+                   help="c: bench/loadgen.c, built into .build-bench/ (default); python: bench/loadgen.py")
+    p.add_argument("--gen-threads", type=int, default=1, help="event loops of the compiled generator")
     p.add_argument("--seconds", type=float, default=8, help="bound of each load cell")
+    p.add_argument("--messages", type=int, default=100000,
+                   help="messages per session in each load cell (a second bound beside --seconds; small for a smoke run)")
     p.add_argument("--idle", type=int, default=10000, help="idle sessions held by relayd")
     p.add_argument("--postfix-idle", type=int, default=100, help="idle sessions for Postfix (one process each)")
     p.add_argument("--json", default=str(HERE / "last-run.json"))
@@ -518,6 +582,12 @@ def main():
     args = p.parse_args()
     if args.relayd:
         RELAYD = Path(args.relayd)
+    GENERATOR.update(kind=args.generator, threads=args.gen_threads,
+                     extra=["--sigalgs", args.client_sigalgs] if args.client_sigalgs else [])
+    if args.client_sigalgs and args.generator == "python":
+        sys.exit("--client-sigalgs needs the compiled generator")
+    if args.generator == "c":
+        ensure_loadgen()
     if os.geteuid() != 0:
         sys.exit("run as root: the servers listen on port 25 of 127.0.0.x")
     suites = args.suites.split(",")
@@ -535,10 +605,15 @@ def main():
         sys.exit(f"something already listens on {', '.join(ip + ':25' for ip in busy)}: another bench run?")
     work = Path(tempfile.mkdtemp(prefix="relayd-bench-"))
     os.chmod(work, 0o755)
-    cert, key = make_cert(work)
+    certs = make_certs(work, args.certs)
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
-               "cpus": os.cpu_count(), "cells": []}
+               "cpus": os.cpu_count(), "generator": args.generator, "certs": args.certs,
+               "client_sigalgs": args.client_sigalgs, "cells": []}
+    print(f"generator {'bench/loadgen.c' if args.generator == 'c' else 'bench/loadgen.py'}, certificates {args.certs}"
+          f"{', client sigalgs ' + args.client_sigalgs if args.client_sigalgs else ''}, {args.rounds} interleaved rounds",
+          flush=True)
     started = []
+    ceilings = {}  # TLS mode -> generator->sink msg/s, for each cell's share of it
     t_start = time.monotonic()
 
     def cell(suite, label, ra, rb, extra=None):
@@ -550,15 +625,26 @@ def main():
              "cpu_ratio": ratio_cell(ra, rb, "cpu_ms_per_msg")}
         if extra:
             c.update(extra)
+        # Which leaves the clients got (the dual setup: ECDSA or RSA), summed over the rounds.
+        if ra and "tls_peer_keys" in ra[0]:
+            c["tls_peer_keys"] = {name: {k: sum(r["tls_peer_keys"][k] for r in rs) for k in rs[0]["tls_peer_keys"]}
+                                  for name, rs in (("relayd", ra), ("postfix", rb))}
         results["cells"].append(c)
         r, q = c["relayd"], c["postfix"]
         tr = c["throughput_ratio"] or {}
+        ceiling = ceilings.get("STARTTLS" if label.startswith("STARTTLS") else "plain")
+        share = ""
+        if ceiling and r["msgs_per_s"]:
+            c["relayd_share_of_ceiling"] = round(r["msgs_per_s"] / ceiling, 2)
+            share = f" | relayd {round(100 * r['msgs_per_s'] / ceiling)} % of ceiling"
         print(f"{suite:10} {label:28} relayd {r['msgs_per_s']:>8} msg/s p99 {r['p99_ms']:>8} ms  | postfix {q['msgs_per_s']:>8} msg/s p99 {q['p99_ms']:>8} ms"
-              f" | ratio {tr.get('median')} ({tr.get('min')}–{tr.get('max')})", flush=True)
+              f" | ratio {tr.get('median')} ({tr.get('min')}–{tr.get('max')}){share}", flush=True)
+        if "tls_peer_keys" in c and args.certs == "dual":
+            print(f"{'':10} leaves the clients got: {c['tls_peer_keys']}", flush=True)
 
     try:
         plain_sink = Sink(work, SINK_IP)
-        tls_sink = Sink(work, TLS_SINK_IP, cert, key)
+        tls_sink = Sink(work, TLS_SINK_IP, certs)
         started += [plain_sink, tls_sink]
 
         # The generator's own ceiling: straight into the sinks.
@@ -566,30 +652,34 @@ def main():
             def __init__(self, ip, root): self.target, self.root = f"{ip}:25", root
         for tls in (False, True):
             sink = tls_sink if tls else plain_sink
-            r = measure(Direct(sink.ip, sink.proc.pid), 10, 100000, tls, args.seconds)
+            r = measure(Direct(sink.ip, sink.proc.pid), 10, args.messages, tls, args.seconds)
+            ceilings["STARTTLS" if tls else "plain"] = r["msgs_per_s"]
             results["cells"].append({"suite": "ceiling", "cell": f"generator->sink {'STARTTLS' if tls else 'plain'} 10 sessions", "sink": r})
-            print(f"{'ceiling':10} generator->sink {'STARTTLS' if tls else 'plain':9} 10 sessions: {r['msgs_per_s']} msg/s p99 {r['p99_ms']} ms", flush=True)
+            gen_cpu = f", generator CPU {round(r['gen_cpu_s'] * 1000 / max(1, r['sent']), 3)} ms/msg" if "gen_cpu_s" in r else ""
+            keys = f", leaves {r['tls_peer_keys']}" if tls and "tls_peer_keys" in r else ""
+            print(f"{'ceiling':10} generator->sink {'STARTTLS' if tls else 'plain':9} 10 sessions: {r['msgs_per_s']} msg/s p99 {r['p99_ms']} ms"
+                  f"{gen_cpu}{keys}", flush=True)
 
         if "accept" in suites:
-            relayd = Relayd(work, cert, key, f'smarthost = "sink"\n[[outbound.relay]]\nname = "sink"\naddress = "{SINK_IP}:25"\nlevel = "none"\n').start()
-            postfix = Postfix(work, cert, key, relay_tls=False).start()
+            relayd = Relayd(work, certs, f'smarthost = "sink"\n[[outbound.relay]]\nname = "sink"\naddress = "{SINK_IP}:25"\nlevel = "none"\n').start()
+            postfix = Postfix(work, certs, relay_tls=False).start()
             started += [relayd, postfix]
             for label, sessions, tls in [("STARTTLS 4KiB 10 sessions", 10, True), ("STARTTLS 4KiB 100 sessions", 100, True),
                                          ("plain 4KiB 10 sessions", 10, False)]:
                 ra, rb = interleaved(relayd, postfix, args.rounds,
-                                     lambda s: measure(s, sessions, 100000, tls, args.seconds, sink=plain_sink))
+                                     lambda s: measure(s, sessions, args.messages, tls, args.seconds, sink=plain_sink))
                 cell("accept", label, ra, rb)
-            ra, rb = interleaved(relayd, postfix, args.rounds, lambda s: measure(s, 1, 100000, True, args.seconds / 2))
+            ra, rb = interleaved(relayd, postfix, args.rounds, lambda s: measure(s, 1, args.messages, True, args.seconds / 2))
             cell("accept", "STARTTLS 4KiB 1 session", ra, rb)
             relayd.stop(); postfix.stop()
             started = [s for s in started if s not in (relayd, postfix)]
 
         if "e2e" in suites:
-            relayd = Relayd(work, cert, key, f'smarthost = "tls-sink"\n[[outbound.relay]]\nname = "tls-sink"\naddress = "{TLS_SINK_IP}:25"\nlevel = "forced"\n').start()
-            postfix = Postfix(work, cert, key, relay_tls=True).start()
+            relayd = Relayd(work, certs, f'smarthost = "tls-sink"\n[[outbound.relay]]\nname = "tls-sink"\naddress = "{TLS_SINK_IP}:25"\nlevel = "forced"\n').start()
+            postfix = Postfix(work, certs, relay_tls=True).start()
             started += [relayd, postfix]
             ra, rb = interleaved(relayd, postfix, args.rounds,
-                                 lambda s: measure(s, 10, 100000, True, args.seconds, sink=tls_sink))
+                                 lambda s: measure(s, 10, args.messages, True, args.seconds, sink=tls_sink))
             cell("e2e", "STARTTLS in+out 10 sessions", ra, rb,
                  {"delivered_over_accepted_relayd": round(med(ra, "delivered_per_s") / max(1, med(ra, "msgs_per_s")), 2)})
             relayd.stop(); postfix.stop()
@@ -600,10 +690,10 @@ def main():
             # an earlier batch of sessions (Postfix's idle smtpd processes,
             # relayd's grown heap) would otherwise be missed.
             for tls in (False, True):
-                relayd = Relayd(work, cert, key, 'default_level = "none"\n').start()
+                relayd = Relayd(work, certs, 'default_level = "none"\n').start()
                 a = idle_cost(relayd, args.idle, tls)
                 relayd.stop()
-                postfix = Postfix(work, cert, key, relay_tls=False).start()
+                postfix = Postfix(work, certs, relay_tls=False).start()
                 b = idle_cost(postfix, args.postfix_idle, tls)
                 postfix.stop()
                 results["cells"].append({"suite": "idle", "cell": f"idle {'TLS' if tls else 'plain'}", "relayd": a, "postfix": b})
@@ -612,13 +702,13 @@ def main():
 
         if "durability" in suites:
             out = f'smarthost = "sink"\n[[outbound.relay]]\nname = "sink"\naddress = "{SINK_IP}:25"\nlevel = "none"\n'
-            on = Relayd(work, cert, key, out)
-            off = Relayd(work, cert, key, out, env={"RELAYD_UNSAFE_NO_FSYNC": "1"})
+            on = Relayd(work, certs, out)
+            off = Relayd(work, certs, out, env={"RELAYD_UNSAFE_NO_FSYNC": "1"})
             ra, rb = [], []
             for _ in range(args.rounds):
                 for server, bucket in ((on, ra), (off, rb)):
                     server.start()
-                    bucket.append(measure(server, 10, 100000, False, args.seconds, sink=plain_sink))
+                    bucket.append(measure(server, 10, args.messages, False, args.seconds, sink=plain_sink))
                     server.stop()
             c = {"suite": "durability", "cell": "plain 4KiB 10 sessions, fsync on / off",
                  "fsync_on": med(ra, "msgs_per_s"), "fsync_off": med(rb, "msgs_per_s"), "ratio": ratio_cell(ra, rb, "msgs_per_s")}
@@ -636,7 +726,7 @@ def main():
             runs["ceiling"] = big_run(Direct(TLS_SINK_IP, tls_sink.proc.pid), tls_sink, n, big, args.big_seconds)
             # A fresh relayd for each size, so its VmHWM is that run's peak.
             for label, size in (("relayd_big", big), ("relayd_small", 4096)):
-                relayd = Relayd(work, cert, key, forced).start()
+                relayd = Relayd(work, certs, forced).start()
                 started.append(relayd)
                 time.sleep(0.5)
                 runs[label] = big_run(relayd, tls_sink, n, size, args.big_seconds)
@@ -644,7 +734,7 @@ def main():
                 relayd.stop()
                 started.remove(relayd)
             for label, size in (("postfix_big", big), ("postfix_small", 4096)):
-                postfix = Postfix(work, cert, key, relay_tls=True,
+                postfix = Postfix(work, certs, relay_tls=True,
                                   extra=f"message_size_limit = {big * 2}\n").start()
                 started.append(postfix)
                 time.sleep(0.5)

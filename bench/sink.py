@@ -69,6 +69,8 @@ async def serve(args, index):
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
+        if args.ec_cert:  # a second chain of another key type (the dual setup)
+            ctx.load_cert_chain(args.ec_cert, args.ec_key)
     counter = [0, 0]  # messages, DATA bytes (dot-stuffed, with the end marker)
     host, port = args.listen.rsplit(":", 1)
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets
@@ -99,6 +101,8 @@ def main():
     p.add_argument("--listen", required=True)
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--ec-cert", help="an ECDSA chain beside --cert (dual certificates)")
+    p.add_argument("--ec-key")
     p.add_argument("--count-file", required=True)
     p.add_argument("--processes", type=int, default=1)
     args = p.parse_args()

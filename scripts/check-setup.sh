@@ -203,6 +203,15 @@ EOF
     fi
   fi
 
+  # tests/e2e/test_bench_smoke.py runs bench/run.py, which builds the
+  # compiled load generator (bench/loadgen.c) with gcc against OpenSSL.
+  if ! has gcc; then
+    fail "gcc is missing (it builds bench/loadgen.c, the benchmark's load generator)" gcc
+  elif ! printf '#include <openssl/ssl.h>\nint main(void) { return SSL_CTX_new(TLS_client_method()) == 0; }\n' |
+       gcc -x c -o "$tmp/loadgen-probe" - -lssl -lcrypto >/dev/null 2>&1; then
+    fail "gcc cannot build a program against OpenSSL (bench/loadgen.c)" gcc
+  fi
+
   # tests/e2e/test_service_unit.py: with no systemd as PID 1, the unit is
   # checked by systemd-analyze (verify, security --offline=true, and the
   # syscall-filter groups), and a real run is traced with strace -f.

@@ -2,6 +2,7 @@
  * multi-call sequences (CMS, S/MIME capabilities) that are shorter in C. */
 #include "COpenSSL.h"
 #include <limits.h>
+#include <openssl/pem.h>
 #include <string.h>
 #include <time.h>
 
@@ -35,6 +36,35 @@ void relayd_ssl_ctx_harden(SSL_CTX *ctx) {
 
 long relayd_ssl_ctx_set_session_cache_server(SSL_CTX *ctx) {
     return SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+}
+
+int relayd_pkey_kind(const EVP_PKEY *key) {
+    switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_RSA: return 1;
+    case EVP_PKEY_RSA_PSS: return 2;
+    case EVP_PKEY_EC: return 3;
+    case EVP_PKEY_ED25519: return 4;
+    case EVP_PKEY_ED448: return 5;
+    default: return 0;
+    }
+}
+
+int relayd_ssl_ctx_current_cert_kind(SSL_CTX *ctx) {
+    X509 *cert = SSL_CTX_get0_certificate(ctx);
+    EVP_PKEY *key = cert == NULL ? NULL : X509_get0_pubkey(cert);
+    return key == NULL ? -1 : relayd_pkey_kind(key);
+}
+
+EVP_PKEY *relayd_read_private_key_file(const char *path) {
+    BIO *in = BIO_new_file(path, "r");
+    if (in == NULL) return NULL;
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(in, NULL, NULL, NULL);
+    BIO_free(in);
+    return key;
+}
+
+int relayd_ssl_ctx_set1_sigalgs_list(SSL_CTX *ctx, const char *list) {
+    return (int)SSL_CTX_set1_sigalgs_list(ctx, list);
 }
 
 int relayd_ssl_set_tlsext_host_name(SSL *ssl, const char *name) {

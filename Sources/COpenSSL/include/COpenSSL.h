@@ -36,6 +36,20 @@ int relayd_ssl_ctx_set_max_proto_version(SSL_CTX *ctx, int version);
 void relayd_ssl_ctx_harden(SSL_CTX *ctx);
 long relayd_ssl_ctx_set_session_cache_server(SSL_CTX *ctx);
 
+/* Server certificates (dual RSA + ECDSA chains). The kind of a key, as
+ * one of OpenSSL's certificate slots: 1 RSA, 2 RSA-PSS, 3 EC (ECDSA),
+ * 4 Ed25519, 5 Ed448, 0 anything else. A context holds one chain per kind;
+ * loading a second chain of a kind replaces the first. */
+int relayd_pkey_kind(const EVP_PKEY *key);
+/* The kind of the context's current certificate (the chain loaded last),
+ * -1 when it has none. */
+int relayd_ssl_ctx_current_cert_kind(SSL_CTX *ctx);
+/* A PEM private key read from a file (caller frees with EVP_PKEY_free),
+ * NULL if unreadable. */
+EVP_PKEY *relayd_read_private_key_file(const char *path);
+/* SSL_CTX_set1_sigalgs_list: the signature algorithms a side offers. */
+int relayd_ssl_ctx_set1_sigalgs_list(SSL_CTX *ctx, const char *list);
+
 /* SSL macros. */
 int relayd_ssl_set_tlsext_host_name(SSL *ssl, const char *name);
 long relayd_ssl_get_verify_result(const SSL *ssl);

@@ -63,10 +63,21 @@ public struct Config: Sendable {
     public struct TLS: Sendable {
         public let certificateFile: String
         public let keyFile: String
+        /// `ec_certificate` / `ec_key`: an ECDSA chain beside the first
+        /// (Postfix's smtpd_tls_eccert_file / smtpd_tls_eckey_file). Both or
+        /// neither; the first chain is then of another key type (RSA).
+        public var ecCertificateFile: String? = nil
+        public var ecKeyFile: String? = nil
         /// Trust anchors for `verify`; nil means the system store.
         public let caBundleFile: String?
         public let minimumVersion: TLSProtocolVersion
         public let ciphers: TLSCipherPolicy
+
+        /// The chains a server context loads after the first one.
+        public var additionalCertificates: [TLSCertificateChain] {
+            guard let cert = ecCertificateFile, let key = ecKeyFile else { return [] }
+            return [TLSCertificateChain(chainFile: cert, keyFile: key, requiredKeyType: .ecdsa)]
+        }
     }
 
     public struct Relay: Sendable {

@@ -169,6 +169,19 @@ struct ConfigBuilder {
         }
         let cert = requiredFile("certificate", what: "certificate chain")
         let key = requiredFile("key", what: "private key")
+        // The ECDSA chain of a dual setup: both keys or neither.
+        var ecCert: String?, ecKey: String?
+        let ecCertGiven = !(t.string("ec_certificate") ?? "").isEmpty, ecKeyGiven = !(t.string("ec_key") ?? "").isEmpty
+        if ecCertGiven || ecKeyGiven {
+            if !ecKeyGiven {
+                diagnostics.report(t.keyPath("ec_key"), "required with ec_certificate (the ECDSA chain's private key)"); ok = false
+            } else if !ecCertGiven {
+                diagnostics.report(t.keyPath("ec_certificate"), "required with ec_key (the ECDSA certificate chain)"); ok = false
+            } else {
+                ecCert = requiredFile("ec_certificate", what: "ECDSA certificate chain")
+                ecKey = requiredFile("ec_key", what: "ECDSA private key")
+            }
+        }
         var ca: String?
         if let c = t.string("ca_bundle"), !c.isEmpty {
             let resolved = resolve(c)
@@ -187,17 +200,23 @@ struct ConfigBuilder {
         let ciphers = TLSCipherPolicy(cipherList: t.string("ciphers", default: TLSCipherPolicy.defaultCipherList),
                                       cipherSuites: t.string("ciphersuites", default: TLSCipherPolicy.defaultCipherSuites))
         guard ok, let cert, let key else { return nil }
-        // Load it for real once: a key that does not match the certificate
-        // or a cipher list that leaves nothing must fail here, not at the
-        // first STARTTLS.
+        var tls = Config.TLS(certificateFile: cert, keyFile: key, caBundleFile: ca, minimumVersion: floor, ciphers: ciphers)
+        tls.ecCertificateFile = ecCert
+        tls.ecKeyFile = ecKey
+        // Load it for real once: a key that does not match its certificate,
+        // two chains of one key type or a cipher list that leaves nothing
+        // must fail here, not at the first STARTTLS. The error names the
+        // chain at fault; it is reported at that chain's certificate key.
         do {
             _ = try TLSContext(TLSContextConfiguration(role: .server, certificateChainFile: cert, privateKeyFile: key,
+                                                       additionalCertificates: tls.additionalCertificates,
                                                        caBundleFile: ca, minimumVersion: floor, ciphers: ciphers))
         } catch {
-            diagnostics.report(t.keyPath("certificate"), "TLS setup fails: \(error)")
+            let at = (error as? TLSSetupError)?.chain == 1 ? "ec_certificate" : "certificate"
+            diagnostics.report(t.keyPath(at), "TLS setup fails: \(error)")
             return nil
         }
-        return Config.TLS(certificateFile: cert, keyFile: key, caBundleFile: ca, minimumVersion: floor, ciphers: ciphers)
+        return tls
     }
 
     func buildListeners(tls: Config.TLS?) -> [Config.Listener]? {

@@ -22,6 +22,7 @@ public final class InboundSettings: Sendable {
         let tls = config.tls
         self.tlsContext = try TLSContext(TLSContextConfiguration(
             role: .server, certificateChainFile: tls.certificateFile, privateKeyFile: tls.keyFile,
+            additionalCertificates: tls.additionalCertificates,
             caBundleFile: tls.caBundleFile, minimumVersion: tls.minimumVersion, ciphers: tls.ciphers))
         if let path = config.server.usersFile {
             let text = try String(contentsOfFile: path, encoding: .utf8)

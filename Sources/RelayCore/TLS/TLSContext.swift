@@ -6,6 +6,38 @@
 // Foundation-free stdlib and Logging, nothing else from RelayCore.
 import COpenSSL
 
+/// The kind of a certificate's key, as OpenSSL files it: a server context
+/// holds at most one chain of each kind.
+public enum TLSKeyType: String, Sendable, Equatable {
+    case rsa = "RSA", rsaPSS = "RSA-PSS", ecdsa = "ECDSA", ed25519 = "Ed25519", ed448 = "Ed448", other = "unknown-type"
+
+    init(kind: Int32) {
+        switch kind {
+        case 1: self = .rsa
+        case 2: self = .rsaPSS
+        case 3: self = .ecdsa
+        case 4: self = .ed25519
+        case 5: self = .ed448
+        default: self = .other
+        }
+    }
+}
+
+/// One server certificate chain (PEM, leaf first) and its private key.
+public struct TLSCertificateChain: Sendable, Equatable {
+    public var chainFile: String
+    public var keyFile: String
+    /// The key type this chain must have (the ECDSA chain of a dual setup
+    /// must be ECDSA); nil accepts any.
+    public var requiredKeyType: TLSKeyType?
+
+    public init(chainFile: String, keyFile: String, requiredKeyType: TLSKeyType? = nil) {
+        self.chainFile = chainFile
+        self.keyFile = keyFile
+        self.requiredKeyType = requiredKeyType
+    }
+}
+
 public struct TLSContextConfiguration: Sendable {
     public enum Role: Sendable { case server, client }
 
@@ -13,6 +45,12 @@ public struct TLSContextConfiguration: Sendable {
     /// PEM file with the leaf certificate followed by its intermediates.
     public var certificateChainFile: String?
     public var privateKeyFile: String?
+    /// Server side: further chains, each of another key type than the first
+    /// and than each other (dual certificates: an RSA chain above, an ECDSA
+    /// one here). OpenSSL picks one per handshake from what the client's
+    /// signature algorithms (and, in TLS 1.2, its cipher suites) allow;
+    /// ECDSA first when the client can take both.
+    public var additionalCertificates: [TLSCertificateChain]
     /// PEM bundle of trust anchors; nil uses OpenSSL's default paths.
     public var caBundleFile: String?
     public var minimumVersion: TLSProtocolVersion
@@ -27,10 +65,15 @@ public struct TLSContextConfiguration: Sendable {
     /// it exists so a unit test can play a receiver that offers static RSA
     /// alone, the way maximumVersion plays old peers.
     var forwardSecrecyRequired = true
+    /// The signature algorithms offered (OpenSSL list syntax); nil keeps
+    /// OpenSSL's default. Deliberately not public either: it lets a unit
+    /// test play a client that can verify only ECDSA, or only RSA.
+    var signatureAlgorithms: String?
 
     public init(role: Role,
                 certificateChainFile: String? = nil,
                 privateKeyFile: String? = nil,
+                additionalCertificates: [TLSCertificateChain] = [],
                 caBundleFile: String? = nil,
                 minimumVersion: TLSProtocolVersion = .tls1_2,
                 maximumVersion: TLSProtocolVersion? = nil,
@@ -39,6 +82,7 @@ public struct TLSContextConfiguration: Sendable {
         self.role = role
         self.certificateChainFile = certificateChainFile
         self.privateKeyFile = privateKeyFile
+        self.additionalCertificates = additionalCertificates
         self.caBundleFile = caBundleFile
         self.minimumVersion = minimumVersion
         self.maximumVersion = maximumVersion
@@ -49,7 +93,15 @@ public struct TLSContextConfiguration: Sendable {
 
 public struct TLSSetupError: Error, Equatable, CustomStringConvertible {
     public let message: String
+    /// Which certificate chain failed, when one did: 0 the first
+    /// (certificateChainFile), 1... the additional ones in order.
+    public let chain: Int?
     public var description: String { message }
+
+    public init(message: String, chain: Int? = nil) {
+        self.message = message
+        self.chain = chain
+    }
 }
 
 /// Unchecked Sendable, because the compiler cannot see into the SSL_CTX:
@@ -76,9 +128,68 @@ public final class TLSContext: @unchecked Sendable {
 
     deinit { SSL_CTX_free(pointer) }
 
-    private func fail(_ what: String) -> TLSSetupError {
+    private func fail(_ what: String, chain: Int? = nil) -> TLSSetupError {
         let why = OpenSSLErrorQueue.describe(OpenSSLErrorQueue.drain())
-        return TLSSetupError(message: why.isEmpty ? what : "\(what): \(why)")
+        return TLSSetupError(message: why.isEmpty ? what : "\(what): \(why)", chain: chain)
+    }
+
+    /// Loads each chain and its key, in order. OpenSSL keeps one chain per
+    /// key type and silently replaces a chain with a later one of the same
+    /// type, and SSL_CTX_use_PrivateKey files a key under its own type, not
+    /// the certificate's: so each key is checked against the chain just
+    /// loaded before it is handed over, and a second chain of a type
+    /// already loaded is refused, each with a message naming the files.
+    private func loadCertificates() throws {
+        let cfg = configuration
+        var chains: [TLSCertificateChain] = []
+        if let chain = cfg.certificateChainFile {
+            guard let key = cfg.privateKeyFile else {
+                throw TLSSetupError(message: "certificate chain \(chain) has no private key", chain: 0)
+            }
+            chains.append(TLSCertificateChain(chainFile: chain, keyFile: key))
+        } else if let key = cfg.privateKeyFile {
+            throw TLSSetupError(message: "private key \(key) has no certificate chain", chain: 0)
+        } else if cfg.role == .server {
+            throw TLSSetupError(message: "a server TLS context needs a certificate and key")
+        }
+        if !cfg.additionalCertificates.isEmpty, cfg.certificateChainFile == nil {
+            throw TLSSetupError(message: "additional certificate chains need a first one", chain: 1)
+        }
+        chains += cfg.additionalCertificates
+        var loaded: [(type: TLSKeyType, file: String)] = []
+        for (index, chain) in chains.enumerated() {
+            guard SSL_CTX_use_certificate_chain_file(pointer, chain.chainFile) == 1 else {
+                throw fail("cannot load certificate chain \(chain.chainFile)", chain: index)
+            }
+            let type = TLSKeyType(kind: relayd_ssl_ctx_current_cert_kind(pointer))
+            if let required = chain.requiredKeyType, type != required {
+                throw TLSSetupError(message: "certificate chain \(chain.chainFile) has an \(type.rawValue) key; "
+                                    + "this chain must be \(required.rawValue)", chain: index)
+            }
+            if let twin = loaded.first(where: { $0.type == type }) {
+                throw TLSSetupError(message: "certificate chains \(twin.file) and \(chain.chainFile) both have "
+                                    + "\(type.rawValue) keys; the second would replace the first (dual certificates "
+                                    + "are one RSA and one ECDSA chain)", chain: index)
+            }
+            loaded.append((type, chain.chainFile))
+            OpenSSLErrorQueue.clear()
+            guard let key = relayd_read_private_key_file(chain.keyFile) else {
+                throw fail("cannot load private key \(chain.keyFile)", chain: index)
+            }
+            defer { EVP_PKEY_free(key) }
+            guard X509_check_private_key(SSL_CTX_get0_certificate(pointer), key) == 1 else {
+                OpenSSLErrorQueue.clear()
+                let keyType = TLSKeyType(kind: relayd_pkey_kind(key))
+                let why = keyType == type
+                    ? "another \(type.rawValue) key than the certificate's"
+                    : "an \(keyType.rawValue) key, the certificate has an \(type.rawValue) one"
+                throw TLSSetupError(message: "key mismatch: private key \(chain.keyFile) does not belong to certificate "
+                                    + "chain \(chain.chainFile) (\(why))", chain: index)
+            }
+            guard SSL_CTX_use_PrivateKey(pointer, key) == 1, SSL_CTX_check_private_key(pointer) == 1 else {
+                throw fail("private key \(chain.keyFile) does not match certificate chain \(chain.chainFile)", chain: index)
+            }
+        }
     }
 
     private func configure() throws {
@@ -107,21 +218,11 @@ public final class TLSContext: @unchecked Sendable {
             }
         }
 
-        if let chain = cfg.certificateChainFile {
-            guard SSL_CTX_use_certificate_chain_file(pointer, chain) == 1 else {
-                throw fail("cannot load certificate chain \(chain)")
+        try loadCertificates()
+        if let algorithms = cfg.signatureAlgorithms {
+            guard relayd_ssl_ctx_set1_sigalgs_list(pointer, algorithms) == 1 else {
+                throw fail("invalid signature algorithms '\(algorithms)'")
             }
-        }
-        if let key = cfg.privateKeyFile {
-            guard SSL_CTX_use_PrivateKey_file(pointer, key, SSL_FILETYPE_PEM) == 1 else {
-                throw fail("cannot load private key \(key)")
-            }
-            guard SSL_CTX_check_private_key(pointer) == 1 else {
-                throw fail("private key \(key) does not match certificate")
-            }
-        }
-        if cfg.role == .server, cfg.certificateChainFile == nil {
-            throw TLSSetupError(message: "a server TLS context needs a certificate and key")
         }
 
         if let ca = cfg.caBundleFile {
