@@ -5,6 +5,8 @@
 #   sts             MTA-STS policy files, _mta-sts and _smtp._tls TXT records
 #   probe-session   replies to relayd probe's dialogue (ProbeSession)
 #   learned         learned-status record files (LearnedRecordFormat)
+#   message-controls  header sections: Subject tags, encoded-words, the
+#                   escalate header, TLS-Required (MessageControls)
 # Crashes land in .build-fuzz/<target>-crash-*.
 set -eu
 cd "$(dirname "$0")/.."
@@ -64,4 +66,8 @@ fi
 if [ -z "$only" ] || [ "$only" = learned ]; then
   build "$src"/sts/*.swift "$src"/learned/*.swift fuzz/FuzzLearnedRecord.swift -o "$out/fuzz-learned"
   run learned fuzz/corpus-learned
+fi
+if [ -z "$only" ] || [ "$only" = message-controls ]; then
+  build fuzz/FuzzMessageControls.swift -o "$out/fuzz-message-controls"
+  run message-controls fuzz/corpus-message-controls
 fi

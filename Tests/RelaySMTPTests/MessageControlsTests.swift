@@ -77,6 +77,7 @@ private func scan(_ header: String) -> MessageControlsScan {
         ("in another field only", "Comments: [secure]\r\nX-Subject: [secure]\r\nSubject: Lab\r\n", []),
         ("only the first Subject", "Subject: Lab\r\nSubject: [secure]\r\n", []),
         ("no Subject", "From: a@example.com\r\n", []),
+        ("a bare CR after the tag", "Subject: L [SECURE]\rs\r\n", ["[secure]"]),
     ]
 
     @Test(arguments: subjects)
@@ -171,6 +172,9 @@ private func scan(_ header: String) -> MessageControlsScan {
         ("both", "Subject: [secure] x\r\nX-Relayd-Escalate: verify\r\n", "Subject: x\r\n"),
         ("only the first Subject", "Subject: x\r\nSubject: [secure] y\r\n", "Subject: x\r\nSubject: [secure] y\r\n"),
         ("TLS-Required kept", "TLS-Required: No\r\nSubject: [secure] x\r\n", "TLS-Required: No\r\nSubject: x\r\n"),
+        ("literal text that would become an encoded-word",
+         "Subject: =?UTF-8?B?QUJD+[secure]+QUJD?=\r\n", "Subject: =?UTF-8?B?PT9VVEYtOD9CP1FVSkQrK1FVSkQ/PQ==?=\r\n"),
+        ("a bare CR next to a tag is a blank, not a fold", "Subject: Lab [secure]\rs\r\n", "Subject: Lab s\r\n"),
         ("tag in another field kept", "Comments: [secure]\r\nSubject: x\r\n", "Comments: [secure]\r\nSubject: x\r\n"),
     ]
 

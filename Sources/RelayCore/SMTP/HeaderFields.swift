@@ -28,11 +28,29 @@ struct HeaderField {
     /// The value unfolded (RFC 5322 §2.2.3: the CRs and LFs of its folds
     /// removed, the blanks after them kept).
     func unfoldedValue(_ m: [UInt8]) -> [UInt8] {
-        m[valueStart..<valueEnd].filter { $0 != 13 && $0 != 10 }
+        HeaderFields.unfold(m[valueStart..<valueEnd])
     }
 }
 
 enum HeaderFields {
+    /// `value` without its line breaks: every LF, and a CR right before
+    /// one. A bare CR elsewhere is content, as it was to the line split.
+    static func unfold(_ value: ArraySlice<UInt8>) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(value.count)
+        var i = value.startIndex
+        while i < value.endIndex {
+            let b = value[i]
+            if b == 13 && i + 1 < value.endIndex && value[i + 1] == 10 {
+                i += 2
+                continue
+            }
+            if b != 10 { out.append(b) }
+            i += 1
+        }
+        return out
+    }
+
     static func parse(_ m: [UInt8]) -> [HeaderField] {
         var fields: [HeaderField] = []
         var start = 0

@@ -115,6 +115,14 @@ public enum MessageControls {
         guard !hits.isEmpty else { return nil }
         let kept = tags.remove(hits, from: rest)
         guard !kept.isEmpty else { return [32] }
+        let unfolded = HeaderFields.unfold(kept[...])
+        if EncodedWords.decodeBytes(unfolded).decodedAny {
+            // Taking the tag out made literal text a valid encoded-word
+            // ("=?UTF-8?B?QUJD+[secure]+QUJD?="): encode it, so it still
+            // reads as the text it was.
+            let text = String(decoding: trimmed(unfolded), as: UTF8.self)
+            return [32] + Array(EncodedWords.encode(text, fieldNameLength: field.nameEnd - field.start).utf8)
+        }
         return Array(raw.prefix(lead)) + kept
     }
 
