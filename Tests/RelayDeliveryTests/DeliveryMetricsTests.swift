@@ -96,6 +96,6 @@ import RelayTestSupport
 
     @Test func everyLayerAndResultTypeHasItsLabel() {
         let layers = PolicyLayer.allCases.map { DomainDelivery.metricsLayer($0).rawValue }
-        #expect(layers == ["operator", "dane", "mta_sts", "learned", "default"])
+        #expect(layers == ["operator", "dane", "mta_sts", "learned", "default", "message"])
     }
 }

@@ -36,11 +36,11 @@ import Testing
         ] {
             #expect(l.contains(expected), "\(expected)")
         }
-        // 2 listeners × 2, 8 reasons, 5 results, 5 layers × 5 outcomes, 11 result types.
+        // 2 listeners × 2, 8 reasons, 5 results, 6 layers × 5 outcomes, 11 result types.
         let text = String(decoding: m.render(), as: UTF8.self)
         #expect(text.split(separator: "\n").filter { $0.hasPrefix("relayd_smtp_sessions_total{") }.count == 4)
         #expect(text.split(separator: "\n").filter { $0.hasPrefix("relayd_messages_refused_total{") }.count == 8)
-        #expect(text.split(separator: "\n").filter { $0.hasPrefix("relayd_outbound_tls_sessions_total{") }.count == 25)
+        #expect(text.split(separator: "\n").filter { $0.hasPrefix("relayd_outbound_tls_sessions_total{") }.count == 30)
         #expect(text.split(separator: "\n").filter { $0.hasPrefix("relayd_tls_failures_total{") }.count == 11)
     }
 
