@@ -445,7 +445,10 @@ public struct DeliveryAttempt {
     /// `hop`: the last address tried (nil: there was none); its log line
     /// carries what the attempt comes to.
     private mutating func everyAddressFailed(last hop: Hop?, run: ClientRunResult?) -> [Action] {
-        let last = failures.last(where: \.tlsPolicy) ?? failures.last
+        // A REQUIRETLS refusal is permanent for its address only: while
+        // another address failed otherwise, the message waits for that one.
+        let waiting = plan.requireTLS ? failures.last(where: { $0.cause != .requireTLS && !$0.isPermanent }) : nil
+        let last = waiting ?? failures.last(where: \.tlsPolicy) ?? failures.last
             ?? DeliveryFailure(.transient, status: "4.4.4", reason: "no addresses to try")
         let detail = failures.last?.description ?? last.description
         // REQUIRETLS (RFC 8689 §4.2.1): when no address could take it as
