@@ -117,7 +117,7 @@ extension ConfigBuilder {
             }
             var targetTexts: [String] = []
             var tlsOnly = f.tlsOnly
-            if let entry = table.subtable(key) {
+            if table.raw(key)?.table != nil, let entry = table.subtable(key) {
                 defer { entry.finish() }
                 targetTexts = entry.stringArray("to") ?? []
                 if entry.table.contains(key: "tls_only") {
