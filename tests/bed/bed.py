@@ -576,6 +576,8 @@ smtputf8_enable = yes
                     argv += ["--max-version", mx["max_version"]]
                 if mx.get("min_version"):
                     argv += ["--min-version", mx["min_version"]]
+                if mx.get("requiretls"):
+                    argv += ["--requiretls"]
             self._spawn(f"receiver-{mx['ip']}", argv, ready=lambda ip=mx["ip"]: port_open(ip, 25))
 
     def mx_cert(self, mx):

@@ -9,6 +9,8 @@ Modes:
               --min-version for a peer that speaks only TLS 1.0/1.1)
   broken-tls  STARTTLS offered, 220 sent, then garbage instead of a handshake
   greet-421   answers every connection with 421 and closes
+--requiretls  (tls mode) also offers REQUIRETLS (RFC 8689) once the session
+              is TLS, and accepts the MAIL parameter there
 
 Every event is appended to --record as one JSON line:
   {"event": "mail", "tls": true, "version": "TLSv1.3", "cipher": "...", "from": ..., "to": [...], "data": ...}
@@ -61,7 +63,7 @@ class Handler(socketserver.StreamRequestHandler):
             self.send("421 4.3.2 try again later")
             return
         self.send(f"220 {args.name} ESMTP test receiver")
-        mail_from, rcpts = None, []
+        mail_from, rcpts, mail_params = None, [], []
         try:
             while True:
                 line = self.readline()
@@ -71,6 +73,8 @@ class Handler(socketserver.StreamRequestHandler):
                     lines = [args.name, "PIPELINING", "SIZE 10240000", "8BITMIME", "SMTPUTF8"]
                     if args.mode in ("tls", "broken-tls") and self.tls is None:
                         lines.append("STARTTLS")
+                    if args.requiretls and self.tls is not None:
+                        lines.append("REQUIRETLS")
                     if verb == "HELO":
                         lines = lines[:1]
                     for i, l in enumerate(lines):
@@ -94,9 +98,14 @@ class Handler(socketserver.StreamRequestHandler):
                     self.tls = ctx.wrap_socket(self.request, server_side=True)
                     self.rfile = self.tls.makefile("rb")
                     self.wfile = self.tls.makefile("wb")
-                    mail_from, rcpts = None, []
+                    mail_from, rcpts, mail_params = None, [], []
                 elif verb == "MAIL":
                     mail_from = line[10:].split(">")[0].lstrip("<")
+                    params = line.split(">", 1)[1].split() if ">" in line else []
+                    if "REQUIRETLS" in (p.upper() for p in params) and not (args.requiretls and self.tls is not None):
+                        self.send("555 5.5.4 REQUIRETLS not offered here")
+                        continue
+                    mail_params = params
                     rcpts = []
                     self.send("250 2.1.0 ok")
                 elif verb == "RCPT":
@@ -110,11 +119,11 @@ class Handler(socketserver.StreamRequestHandler):
                         if not l or l == b".\r\n":
                             break
                         data.append(l[1:] if l.startswith(b"..") else l)
-                    self.record(event="mail", **{"from": mail_from, "to": rcpts},
+                    self.record(event="mail", **{"from": mail_from, "to": rcpts}, params=mail_params,
                                 data=b"".join(data).decode("utf-8", "replace"))
                     self.send("250 2.0.0 ok: accepted")
                 elif verb == "RSET":
-                    mail_from, rcpts = None, []
+                    mail_from, rcpts, mail_params = None, [], []
                     self.send("250 2.0.0 ok")
                 elif verb == "NOOP":
                     self.send("250 2.0.0 ok")
@@ -138,6 +147,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--listen", required=True, help="IP:port")
     p.add_argument("--mode", choices=["plain", "tls", "broken-tls", "greet-421"], required=True)
+    p.add_argument("--requiretls", action="store_true")
     p.add_argument("--name", default="mx.test")
     p.add_argument("--cert")
     p.add_argument("--key")

@@ -235,3 +235,21 @@ def test_set_sts_changes_what_a_domain_publishes_while_the_bed_runs(bed):
     finally:
         bed.set_sts(d, **original)
     assert bed.dns_answers(f"_mta-sts.{d}", "TXT") == ("NOERROR", [f'"v=STSv1; id={original["id"]};"'])
+
+
+def test_requiretls_receivers_offer_it_only_after_starttls(bed):
+    """The REQUIRETLS peers of test_message_controls.py: a receiver with
+    requiretls = true lists REQUIRETLS in its EHLO on the TLS session only
+    (RFC 8689 §4.1) and takes the MAIL parameter there; one without never
+    lists it and refuses the parameter."""
+    rows = {mx["ip"]: mx for s, mx in bed.mx_hosts() if s.get("role") == "requiretls"}
+    assert {mx.get("requiretls", False) for mx in rows.values()} == {True, False}
+    for ip, mx in rows.items():
+        with smtp_to(ip, mx["name"]) as s:
+            s.ehlo("bed-test")
+            assert not s.has_extn("requiretls"), mx
+            s.starttls(context=ssl.create_default_context(cafile=str(bed.ca.cert)))
+            s.ehlo("bed-test")
+            assert s.has_extn("requiretls") == mx.get("requiretls", False), (mx, s.esmtp_features)
+            code, _ = s.mail("probe@bed.test", ["REQUIRETLS"])
+            assert (code == 250) == mx.get("requiretls", False), (mx, code)
