@@ -229,6 +229,7 @@ final class Daemon: @unchecked Sendable {
         }
         probes.resume()
         learnedMonitorTimer = probes
+        checkForwarding(started)
         if !spoolLock.acceptRequests() {
             logger.warning("cannot mark the spool lock; `relayd queue` will not reach this daemon",
                            metadata: ["lock": "\(spoolLock.path)"])
@@ -306,6 +307,19 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// TLS-only forwarding targets known not to take TLS (ForwardingCheck),
+    /// logged once the learned records and a probe have answered.
+    private func checkForwarding(_ config: Config) {
+        guard !ForwardingCheck.targets(config.forwarding).isEmpty else { return }
+        let prober = try? OutboundSettings.domainProber(config, resolver: resolver,
+                                                        tlsContext: OutboundSettings.clientTLSContext(config),
+                                                        timeoutSeconds: config.learned.probeTimeout)
+        ForwardingCheck.run(config.forwarding, learned: { [learned] in learned.record($0) }, prober: prober,
+                            now: Int(time(nil)), queue: DispatchQueue(label: "relayd.forwarding.check")) { [logger] warnings in
+            for w in warnings { logger.warning("forwarding target cannot take TLS", metadata: ["check": "\(w)"]) }
+        }
+    }
+
     private func reload() {
         dispatchPrecondition(condition: .onQueue(signalQueue))
         do {
@@ -329,6 +343,7 @@ final class Daemon: @unchecked Sendable {
             runner.replaceEnvironment(environment) { [logger, configPath] in
                 logger.info("reloaded", metadata: ["config": "\(configPath)"])
             }
+            checkForwarding(config)
         } catch let e as ConfigErrors {
             for error in e.errors { logger.error("reload refused; keeping the running config", metadata: ["problem": "\(error)"]) }
         } catch {

@@ -11,6 +11,7 @@ What happened is read from the receiving side (the bed's receivers record
 every session and message) and from relayd's log lines.
 """
 import re
+import signal
 import smtplib
 import ssl
 import subprocess
@@ -227,6 +228,17 @@ def test_forwarded_copy_under_tls_only_is_never_plaintext_and_bounces_to_the_sen
         assert all(a["floor"] == "forwarded copy: tls_only forced" for a in plain_attempts), plain_attempts
         control = log_lines(relayd, "message control", id=qid)
         assert control and "forwarded <info@clinic.test>" in control[0]["control"], control
+        # The operator hears of it: at start, at each reload, and from check-config.
+        warned = lambda: [w for w in log_lines(relayd, "forwarding target cannot take TLS") if "→ plain.test" in w["check"]]
+        wait_for(warned, 20, "the start-up forwarding warning")
+        assert "probe: no usable TLS (mx.plain.test[127.0.0.22] no-starttls)" in warned()[0]["check"], warned()
+        assert not [w for w in log_lines(relayd, "forwarding target cannot take TLS") if "sender.test" in w["check"]]
+        relayd.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(warned()) >= 2, 20, "the reload's forwarding warning")
+        check = subprocess.run([str(RELAYD), "check-config", "--config", str(relayd.config)],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "warning: [forwarding] <info@clinic.test> → plain.test is tls_only, but probe: no usable TLS" in check.stderr, check.stderr
     finally:
         relayd.stop()
 
