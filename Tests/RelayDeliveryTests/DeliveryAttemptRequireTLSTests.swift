@@ -9,6 +9,8 @@ import Testing
 @testable import RelayModel
 @testable import RelayPolicy
 @testable import RelaySMTP
+@testable import RelaySTS
+@testable import RelayMTASTS
 import RelayTestSupport
 
 private func machine(level: String = "opportunistic", tlsExclusive: Bool = false) throws -> DeliveryAttempt {
@@ -49,7 +51,31 @@ private func ran(_ f: ClientFailure) -> DeliveryAttempt.Event {
     .ran(ClientRunResult(outcome: .failed(f), tls: nil, tlsFailure: nil))
 }
 
+private func stsMachine(mode: String) throws -> DeliveryAttempt {
+    let config = try configForTests("[outbound]\nmx_port = 2500")
+    let text = "version: STSv1\nmode: \(mode)\nmx: mx1.far.test\nmax_age: 86400\n"
+    guard case .success(let policy) = STSPolicy.parse(Array(text.utf8)) else { fatalError("test policy does not parse") }
+    let record = CachedSTSPolicy(domain: "far.test", id: "sts1", policy: policy, fetched: 1_800_000_000)
+    let layer = MTASTSLayer(policies: STSPolicies([record]), now: { 1_800_000_100 })
+    let engine = PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains, upgrades: [layer])
+    var plan = DeliveryAttempt.Plan(domain: "far.test", decision: engine.decide("far.test"), indexes: [0], config: config, credentials: [:])
+    plan.requireTLS = true
+    return DeliveryAttempt(plan: plan) { _ in nil }
+}
+
 @Suite struct DeliveryAttemptRequireTLSTests {
+    /// RFC 8689 §4.2.1: an MX host listed by the domain's MTA-STS policy was
+    /// found securely even without DNSSEC; one the policy does not list
+    /// was not (under testing it would otherwise be tried).
+    @Test(arguments: ["enforce", "testing"])
+    func mtaSTSListedHostCountsAsFoundSecurely(mode: String) throws {
+        var m = try stsMachine(mode: mode)
+        _ = m.handle(.start)
+        let hosts = [host("mx0.far.test", 5, "127.0.0.10", secure: false), host("mx1.far.test", 10, "127.0.0.11", secure: false)]
+        #expect(words(m.handle(.resolved(.hosts(hosts)))) == ["run mx1.far.test verify verified required"])
+        #expect(words(m.handle(ran(.requireTLSNotOffered))) == ["conclude 5.7.30 permanent"])
+    }
+
     @Test func insecureHostsAreNeverContactedAndTheMessageIsReturned() throws {
         var m = try machine()
         _ = m.handle(.start)
