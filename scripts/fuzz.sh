@@ -5,6 +5,7 @@
 #   sts             MTA-STS policy files, _mta-sts and _smtp._tls TXT records
 #   probe-session   replies to relayd probe's dialogue (ProbeSession)
 #   learned         learned-status record files (LearnedRecordFormat)
+#   records         queue files (QueueFile) and TLS-RPT counter and send-state files
 #   message-controls  header sections: Subject tags, encoded-words, the
 #                   escalate header, TLS-Required (MessageControls)
 # Crashes land in .build-fuzz/<target>-crash-*.
@@ -22,7 +23,7 @@ mkdir -p "$out"
 src="$out/src.$$"
 trap 'rm -rf "$src"' EXIT
 rm -rf "$src"
-mkdir -p "$src/core" "$src/dns" "$src/sts" "$src/learned"
+mkdir -p "$src/core" "$src/dns" "$src/sts" "$src/learned" "$src/records"
 for f in Sources/RelayCore/SMTP/*.swift Sources/RelayCore/Model/*.swift; do
   sed '/^import Relay/d' "$f" > "$src/core/$(basename "$f")"
 done
@@ -34,6 +35,12 @@ done
 for f in Sources/RelayCore/Policy/*.swift Sources/RelayCore/Learned/LearnedRecord.swift \
          Sources/RelayCore/Learned/LearnedRecordFormat.swift Sources/RelayCore/Learned/LearnedClock.swift; do
   sed '/^import Relay/d' "$f" > "$src/learned/$(basename "$f")"
+done
+# The queue file format and the TLS-RPT record formats, with what they use.
+for f in Sources/RelayCore/Queue/QueueFile.swift Sources/RelayCore/Queue/QueueID.swift \
+         Sources/RelayCore/TLSRPT/TLSRPTCounts.swift Sources/RelayCore/TLSRPT/TLSRPTSendState.swift \
+         Sources/RelayCore/TLSRPT/TLSRPTDay.swift Sources/RelayCore/TLSRPT/TLSRPTEvent.swift; do
+  sed '/^import Relay/d' "$f" > "$src/records/$(basename "$f")"
 done
 core="$src/core/*.swift"
 build() {
@@ -70,4 +77,8 @@ fi
 if [ -z "$only" ] || [ "$only" = message-controls ]; then
   build fuzz/FuzzMessageControls.swift -o "$out/fuzz-message-controls"
   run message-controls fuzz/corpus-message-controls
+fi
+if [ -z "$only" ] || [ "$only" = records ]; then
+  build "$src"/records/*.swift fuzz/FuzzRecords.swift -o "$out/fuzz-records"
+  run records fuzz/corpus-records
 fi

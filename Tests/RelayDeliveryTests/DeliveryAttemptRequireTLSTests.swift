@@ -25,9 +25,10 @@ private func machine(level: String = "opportunistic", tlsExclusive: Bool = false
     return DeliveryAttempt(plan: plan) { _ in nil }
 }
 
-private func host(_ name: String, _ preference: Int, _ ip: String, secure: Bool) -> MXHost {
+private func host(_ name: String, _ preference: Int, _ ip: String, secure: Bool, mxSecure: Bool? = nil) -> MXHost {
     var h = MXHost(name: name, preference: preference, addresses: [IPAddress(ip)!], implicit: false)
     h.secure = secure
+    h.mxSecure = mxSecure ?? secure
     return h
 }
 
@@ -83,6 +84,16 @@ private func stsMachine(mode: String) throws -> DeliveryAttempt {
         #expect(end == ["conclude 5.7.30 permanent"])
     }
 
+    /// RFC 8689 §4.2.1 needs the MX lookup itself protected: a host whose
+    /// own records validate, named by an MX answer that did not, could be
+    /// an attacker's host in the attacker's signed zone.
+    @Test func aSecureHostNamedByAnInsecureMXAnswerIsNeverContacted() throws {
+        var m = try machine()
+        _ = m.handle(.start)
+        let end = words(m.handle(.resolved(.hosts([host("mx.attacker.test", 10, "127.0.0.66", secure: true, mxSecure: false)]))))
+        #expect(end == ["conclude 5.7.30 permanent"])
+    }
+
     @Test func secureHostIsTriedWithVerificationThenNextThen5730() throws {
         var m = try machine()
         _ = m.handle(.start)
@@ -103,19 +114,28 @@ private func stsMachine(mode: String) throws -> DeliveryAttempt {
                 "mx1 may offer REQUIRETLS once it is back")
     }
 
-    @Test func aFailedHandshakeIsNeverRetriedInPlaintext() throws {
+    /// A TLS failure under REQUIRETLS is never retried in plaintext; when
+    /// every address failed on TLS, the message is returned with 5.7.30
+    /// rather than left to wait for days.
+    @Test(arguments: [ClientFailure.tls(TLSFailure(kind: .certificateUntrusted, detail: "self-signed")), .tlsNotOffered,
+                      .tlsRefused(Reply(454, "4.7.0", "not now"))])
+    func tlsFailuresAreReturnedWith5730NeverPlaintext(failure: ClientFailure) throws {
         var m = try machine()
         _ = m.handle(.start)
         _ = m.handle(.resolved(.hosts([host("mx1.far.test", 10, "127.0.0.11", secure: true)])))
-        let end = words(m.handle(ran(.tls(TLSFailure(kind: .certificateUntrusted, detail: "self-signed")))))
-        #expect(end == ["conclude 4.7.15 transient"])
+        let end = words(m.handle(ran(failure)))
+        #expect(end == ["conclude 5.7.30 permanent"])
     }
 
-    @Test func tlsExclusiveReturnsRatherThanDrops() throws {
+    /// Whatever failed — REQUIRETLS not offered, STARTTLS missing, a bad
+    /// certificate — tls-exclusive never drops a REQUIRETLS message.
+    @Test(arguments: [ClientFailure.requireTLSNotOffered, .tlsNotOffered,
+                      .tls(TLSFailure(kind: .hostnameMismatch, detail: "x"))])
+    func tlsExclusiveReturnsRatherThanDrops(failure: ClientFailure) throws {
         var m = try machine(tlsExclusive: true)
         _ = m.handle(.start)
         _ = m.handle(.resolved(.hosts([host("mx1.far.test", 10, "127.0.0.11", secure: true)])))
-        #expect(words(m.handle(ran(.requireTLSNotOffered))) == ["conclude 5.7.30 permanent"],
+        #expect(words(m.handle(ran(failure))) == ["conclude 5.7.30 permanent"],
                 "the sender asked for REQUIRETLS and hears that it could not be had")
     }
 }

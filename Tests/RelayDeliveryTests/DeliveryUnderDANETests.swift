@@ -112,6 +112,21 @@ private func lookup(_ dns: FakeResolver, _ h: MXHost) async -> DANEHostState {
         #expect(await resolve(trustAD: true).map(\.secure) == [true])
         #expect(await resolve(trustAD: false).map(\.secure) == [false])
     }
+
+    /// The MX answer's own AD bit is kept apart (`mxSecure`): a host in a
+    /// signed zone named by an unsigned (forgeable) MX answer is a secure
+    /// host for DANE, but not a securely found MX for REQUIRETLS.
+    @Test func theMXAnswersADBitIsKeptApartFromTheHosts() async {
+        let dns = FakeResolver()
+        dns.set("far.test", .mx, [.mx(preference: 10, exchange: "mx.signed.test")])
+        dns.setSecure("mx.signed.test", .a, [.a(IPAddress("192.0.2.10")!)])
+        dns.setSecure("mx.signed.test", .aaaa, [])
+        let r = await withCheckedContinuation { c in MXResolver(resolver: dns, trustAD: true).resolve("far.test") { c.resume(returning: $0) } }
+        guard case .hosts(let hosts) = r else { Issue.record("\(r)"); return }
+        #expect(hosts.map(\.secure) == [true] && hosts.map(\.mxSecure) == [false])
+        #expect(await resolve(trustAD: true).map(\.mxSecure) == [true])
+        #expect(await resolve(trustAD: false).map(\.mxSecure) == [false])
+    }
 }
 
 private func machine(dnssec: Bool = true, domains: String = "", defaultLevel: String = "opportunistic",

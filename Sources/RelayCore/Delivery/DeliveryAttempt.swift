@@ -232,7 +232,8 @@ public struct DeliveryAttempt {
         let tlsOnly = failures.contains(where: \.tlsPolicy)
             && failures.allSatisfy { $0.cause == .tlsPolicy || $0.cause == .unreachable }
         switch (tlsOnly, plan.decision.level, plan.fallback) {
-        case (true, .tlsExclusive, _) where failures.allSatisfy(\.tlsPolicy): return .drop
+        // A REQUIRETLS message is never dropped: its sender asked to hear.
+        case (true, .tlsExclusive, _) where failures.allSatisfy(\.tlsPolicy) && !plan.requireTLS: return .drop
         case (true, _, .some): return .fallback
         default: return .fail
         }
@@ -337,10 +338,13 @@ public struct DeliveryAttempt {
     /// answers, authenticated) or listed by the domain's MTA-STS policy.
     /// nil: it was; otherwise why not.
     static func notFoundSecurely(_ h: MXHost, dane: DANEHostState?, sts: STSDecision?) -> String? {
-        if case .usable? = dane { return nil }
-        if h.secure { return nil }
+        // DNSSEC counts only when the MX answer itself validated as well as
+        // the host's own records (DANE records of a host named by a forged
+        // MX answer prove nothing about the domain).
+        if h.mxSecure && h.secure { return nil }
         if let sts, sts.policy.matches(mxHost: h.name) { return nil }
-        return "MX host \(h.name) was not found securely (no DNSSEC, not listed in an MTA-STS policy)"
+        return "MX host \(h.name) was not found securely (the MX answer or the host's records not DNSSEC-validated, "
+            + "not listed in an MTA-STS policy)"
     }
 
     /// A hop for a REQUIRETLS message: TLS required and the certificate
@@ -451,11 +455,20 @@ public struct DeliveryAttempt {
         let last = waiting ?? failures.last(where: \.tlsPolicy) ?? failures.last
             ?? DeliveryFailure(.transient, status: "4.4.4", reason: "no addresses to try")
         let detail = failures.last?.description ?? last.description
-        // REQUIRETLS (RFC 8689 §4.2.1): when no address could take it as
-        // the RFC asks, the message is returned with 5.7.30; an address
-        // that was down or failed otherwise may yet, so that waits.
-        if plan.requireTLS, let refusal = failures.last(where: { $0.cause == .requireTLS }),
-           failures.allSatisfy({ $0.cause == .requireTLS }) {
+        // REQUIRETLS (RFC 8689 §4.2.1): when every address refused on
+        // REQUIRETLS's own terms or on TLS (not found securely, no
+        // REQUIRETLS, no STARTTLS, a certificate that does not
+        // authenticate), the message is returned with 5.7.30 — after the
+        // fallback relay, when TLS is what failed and one is named (it too
+        // must authenticate and offer REQUIRETLS). An address that was down
+        // or failed otherwise may yet take it, so that waits; nothing is
+        // dropped.
+        if plan.requireTLS, let lastRefusal = failures.last,
+           failures.allSatisfy({ $0.cause == .requireTLS || $0.cause == .tlsPolicy }),
+           !(plan.fallback != nil && failures.contains(where: \.tlsPolicy)) {
+            let refusal = lastRefusal.cause == .requireTLS ? lastRefusal
+                : DeliveryFailure(.permanent, status: "5.7.30", reason: "REQUIRETLS support required: \(lastRefusal.reason)",
+                                  cause: .requireTLS)
             return concludeAll(.failed(refusal), hop: hop, run: run, detail: detail)
         }
         switch afterEveryAddressFailed() {

@@ -21,6 +21,12 @@ public struct MXHost: Equatable, Sendable {
     /// every address answer for the host was authenticated (AD). Only then
     /// is it asked for TLSA records (RFC 7672 §2.2.2).
     public var secure = false
+    /// DNSSEC: the MX answer that named this host (every step of its CNAME
+    /// chain) was authenticated too. RFC 7672 DANE does not need it (a
+    /// secure host is enough); REQUIRETLS (RFC 8689 §4.2.1) does, or a
+    /// forged MX answer could name a host in the attacker's own signed
+    /// zone.
+    public var mxSecure = false
     /// The name the address records were found under when `name` is an
     /// alias (the end of its CNAME chain); nil when it is not.
     public var canonicalName: String? = nil
@@ -45,12 +51,12 @@ public final class MXResolver: Sendable {
     }
 
     public func resolve(_ domain: String, completion: @escaping @Sendable (MXResolution) -> Void) {
-        resolve(DNSName.normalize(domain), depth: 0, completion: completion)
+        resolve(DNSName.normalize(domain), depth: 0, securedSoFar: true, completion: completion)
     }
 
     /// `depth` counts CNAME hops followed by asking again (a resolver may
     /// return the alias without chasing it); at most 8, as loops happen.
-    func resolve(_ d: String, depth: Int, completion: @escaping @Sendable (MXResolution) -> Void) {
+    func resolve(_ d: String, depth: Int, securedSoFar: Bool, completion: @escaping @Sendable (MXResolution) -> Void) {
         resolver.query(d, .mx) { [self] result in
             switch result {
             case .failure(let e):
@@ -80,16 +86,20 @@ public final class MXResolver: Sendable {
                     guard depth < 8 else {
                         return completion(.failed(DeliveryFailure(.transient, status: "4.4.3", reason: "CNAME chain too long at \(d)")))
                     }
-                    return resolve(alias, depth: depth + 1, completion: completion)
+                    return resolve(alias, depth: depth + 1, securedSoFar: securedSoFar && trustAD && r.authenticated,
+                                   completion: completion)
                 }
                 let targets = mx.isEmpty ? [(0, d)] : mx
-                resolveAddresses(targets, implicit: mx.isEmpty, domain: d, completion: completion)
+                resolveAddresses(targets, implicit: mx.isEmpty, domain: d, mxSecure: securedSoFar && trustAD && r.authenticated,
+                                 completion: completion)
             }
         }
     }
 
     /// Resolves A and AAAA for each host name, in parallel.
-    func resolveAddresses(_ targets: [(Int, String)], implicit: Bool, domain: String,
+    /// `mxSecure`: the MX answer that led here was authenticated (false
+    /// for a relay's own name, which no MX answer named).
+    func resolveAddresses(_ targets: [(Int, String)], implicit: Bool, domain: String, mxSecure: Bool = false,
                           completion: @escaping @Sendable (MXResolution) -> Void) {
         let group = DispatchGroup()
         struct Collected {
@@ -136,7 +146,7 @@ public final class MXResolver: Sendable {
             for p in prefs {
                 let same = targets.filter { $0.0 == p }.map {
                     MXHost(name: $0.1, preference: $0.0, addresses: c.found[$0.1] ?? [], implicit: implicit,
-                           secure: !c.insecure.contains($0.1), canonicalName: c.canonical[$0.1])
+                           secure: !c.insecure.contains($0.1), mxSecure: mxSecure, canonicalName: c.canonical[$0.1])
                 }
                 hosts += shuffle(same)
             }
