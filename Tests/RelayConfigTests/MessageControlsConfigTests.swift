@@ -71,6 +71,7 @@ private let relays = """
         ("[escalation]\nheader = \"X-E\"\nsenders = \"networks\"", "escalation.networks"),
         ("[escalation]\nheader = \"X-E\"\nchannel = \"relay:nowhere\"", "escalation.channel"),
         ("[escalation]\nheader = \"X-E\"\nchannel = \"smime\"", "escalation.channel"),
+        ("[[outbound.relay]]\nname = \"weak\"\naddress = \"127.0.0.9:25\"\nlevel = \"opportunistic\"\n[escalation]\nheader = \"X-E\"\nchannel = \"relay:weak\"", "escalation.channel"),
         ("[escalation]\nheader = \"X-E\"\nchannel = \"pigeon\"", "escalation.channel"),
         ("[escalation]\nlevel = \"verify\"", "escalation"),
         ("[forwarding]\nlevel = \"tls-exclusive\"", "forwarding.level"),

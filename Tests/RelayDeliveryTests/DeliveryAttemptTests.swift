@@ -269,6 +269,30 @@ struct TLSFailureCase: CustomTestStringConvertible, Sendable {
         #expect(spell(m.handle(accepted())) == ["conclude delivered"])
     }
 
+    /// A decision the message raised (a TLS-only forwarded copy's floor, an
+    /// escalation) travels to the fallback relay: a relay configured at
+    /// `none` still gets the copy with TLS required.
+    @Test func theMessagesFloorTravelsToTheFallbackRelay() throws {
+        let c = try config(domains: "\"far.test\" = { level = \"forced\", fallback = \"legacy\" }",
+                           relays: "[[outbound.relay]]\nname = \"legacy\"\naddress = \"127.0.0.51:25\"\nlevel = \"none\"")
+        let engine = OutboundSettings.engine(c)
+        var e = Envelope(sender: .null, origin: Envelope.Origin(clientAddress: "192.0.2.1"))
+        e.recipients = [Envelope.Recipient(mailbox: Mailbox.parseForwardPath("<u@far.test>")!, tlsFloor: .verify)]
+        let policy = MessagePolicy.decide(domain: "far.test", envelope: e, indexes: [0], engine: engine, config: c)
+        #expect(policy.decision.layer == .message && policy.decision.fallback == "legacy")
+        var m = DeliveryAttempt(plan: DeliveryAttempt.Plan(domain: "far.test", decision: policy.decision, indexes: [0], config: c,
+                                                           credentials: [:])) { _ in nil }
+        _ = m.handle(.start)
+        _ = m.handle(.resolved(.hosts([mx("a.far.test", 10, "127.0.0.11")])))
+        #expect(spell(m.handle(failed(.tlsNotOffered))) == ["log fallback 4.7.10 127.0.0.11", "fallback legacy",
+                                                             "run 127.0.0.51:25 verify required verified"])
+        // Without the message's floor, the same relay keeps its own level.
+        var plain = machine(c)
+        _ = plain.handle(.start)
+        _ = plain.handle(.resolved(.hosts([mx("a.far.test", 10, "127.0.0.11")])))
+        #expect(spell(plain.handle(failed(.tlsNotOffered))).last == "run 127.0.0.51:25 none never")
+    }
+
     @Test func anUnreachableDestinationDoesNotUseTheFallback() throws {
         var m = machine(try config(domains: domains))
         _ = m.handle(.start)

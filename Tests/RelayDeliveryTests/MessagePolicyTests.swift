@@ -91,6 +91,42 @@ private func decide(_ e: Envelope, sections: String = "", automatic: PolicyLayer
                 "REQUIRETLS is answered by 5.7.30, never by a channel")
     }
 
+    /// The escalation's channel serves an escalated message even when the
+    /// domain was already at the escalated level (its verify may fail too).
+    @Test func escalationChannelAppliesWhenTheDomainIsAlreadyAtTheLevel() throws {
+        let sections = """
+            [outbound.domains]
+            "far.test" = "verify"
+            [smime]
+            certificate_directory = "/nonexistent/certs"
+            [escalation]
+            subject_tags = ["[secure]"]
+            channel = "smime"
+            """
+        let p = try decide(envelope(escalation: Self.escalated), sections: sections)
+        #expect(p.decision.layer == .operatorEntry && p.decision.level == .verify && p.raisedBy == nil)
+        #expect(p.smimeChannel)
+    }
+
+    /// The S/MIME leg drops the escalation (what could not be had) but keeps
+    /// a forwarded copy's floor: an encrypted TLS-only copy still needs TLS,
+    /// even where the operator's entry would send the copy opportunistically.
+    @Test func channelLegKeepsTheForwardedFloor() throws {
+        let config = try configForTests("""
+            [outbound.domains]
+            "far.test" = { level = "verify", channel = "smime" }
+            [smime]
+            certificate_directory = "/nonexistent/certs"
+            """)
+        let engine = PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains)
+        let forwarded = DomainDelivery.channelLegPolicy(domain: "far.test", envelope: envelope(floor: .forced), indexes: [0],
+                                                        engine: engine, config: config)
+        #expect(forwarded.decision.level == .forced && forwarded.decision.layer == .message && !forwarded.smimeChannel)
+        let direct = DomainDelivery.channelLegPolicy(domain: "far.test", envelope: envelope(escalation: Self.escalated),
+                                                     indexes: [0], engine: engine, config: config)
+        #expect(direct.decision.level == .opportunistic && direct.decision.layer == .operatorEntry && !direct.smimeChannel)
+    }
+
     @Test(arguments: [PolicyLayer.learned, .mtaSTS])
     func tlsRequiredNoRelaxesAnAutomaticLayer(layer: PolicyLayer) throws {
         let strict = try decide(envelope(), automatic: layer)

@@ -387,6 +387,25 @@ struct PrecedenceRow: CustomTestStringConvertible, Sendable {
         #expect(String(decoding: full.body, as: UTF8.self).contains("body text"))
     }
 
+    /// A message that demanded TLS of its own (REQUIRETLS, an escalation,
+    /// a TLS-only forwarded copy) comes back with its headers only, even
+    /// with RET=FULL, and the bounce carries no REQUIRETLS.
+    @Test(arguments: ["requiretls", "escalated", "floor"])
+    func aMessageThatDemandedTLSIsReturnedWithHeadersOnly(control: String) throws {
+        var m = message(sender: .mailbox(Mailbox.parseForwardPath("<s@example.test>")!), ret: .full)
+        switch control {
+        case "requiretls": m.envelope.requireTLS = true
+        case "escalated": m.envelope.escalation = .init(level: .verify, source: .subjectTag)
+        default: m.envelope.recipients[0].tlsFloor = .forced
+        }
+        let dsn = try #require(DSN.bounce(for: m, failures: [DSN.Failure(recipientIndex: 0, status: "5.7.30", diagnostic: "x")],
+                                          hostname: "relay.test", id: "X", now: 0))
+        let text = String(decoding: dsn.body, as: UTF8.self)
+        #expect(text.contains("Content-Type: text/rfc822-headers") && text.contains("Subject: secret plans"))
+        #expect(!text.contains("body text"))
+        #expect(!dsn.envelope.requireTLS && dsn.envelope.escalation == nil)
+    }
+
     @Test func noBounceForNullSenderOrNotifyNever() {
         #expect(DSN.bounce(for: message(sender: .null), failures: [DSN.Failure(recipientIndex: 0, status: "5.0.0", diagnostic: "x")],
                            hostname: "r", id: "X", now: 0) == nil)

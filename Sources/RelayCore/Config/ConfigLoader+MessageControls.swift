@@ -19,6 +19,7 @@ extension ConfigBuilder {
 
     func buildEscalation(relays: [String: Config.UpstreamRelay], smime: Config.SMIME?) -> Config.Escalation? {
         var e = Config.Escalation()
+        var channelRelayLevel: PolicyLevel?
         guard let t = section("escalation", required: false) else { return root.table.contains(key: "escalation") ? nil : e }
         defer { t.finish() }
         var ok = true
@@ -69,8 +70,12 @@ extension ConfigBuilder {
         if let c = t.string("channel") {
             switch parseChannel(c, at: t.keyPath("channel")) {
             case .relay(let name)?:
-                if relays[name] == nil { diagnostics.report(t.keyPath("channel"), "no [[outbound.relay]] named '\(name)'"); ok = false }
                 e.channel = .relay(name)
+                guard let relay = relays[name] else {
+                    diagnostics.report(t.keyPath("channel"), "no [[outbound.relay]] named '\(name)'"); ok = false; break
+                }
+                // Checked once the level is known (below).
+                channelRelayLevel = relay.level
             case .smime?:
                 if smime?.certificateDirectory == nil {
                     diagnostics.report(t.keyPath("channel"), "\"smime\" needs [smime] certificate_directory"); ok = false
@@ -79,7 +84,15 @@ extension ConfigBuilder {
             case nil: ok = false
             }
         }
-        if ok, !e.enabled, t.table.contains(key: "channel") || t.table.contains(key: "level") {
+        // The relay that takes an escalated message is never weaker than the
+        // escalation, up to verify (a relay hop has no tls-exclusive of its
+        // own); the floor also travels with the message to it.
+        if let l = channelRelayLevel, l < min(e.level, .verify), case .relay(let name)? = e.channel {
+            diagnostics.report(t.keyPath("channel"),
+                               "relay '\(name)' is at level \(l.rawValue), below \(min(e.level, .verify).rawValue) (the escalation's level, verify at most for a relay)")
+            ok = false
+        }
+                if ok, !e.enabled, t.table.contains(key: "channel") || t.table.contains(key: "level") {
             diagnostics.report("escalation", "names no subject_tags and no header: nothing can escalate"); ok = false
         }
         return ok ? e : nil

@@ -359,12 +359,17 @@ public struct DeliveryAttempt {
 
     /// A relay on the way to the destination has its own level, but never
     /// weaker than the destination's. The fallback relay has its own level
-    /// only: it exists because the destination's could not be had.
+    /// only (it exists because the destination's could not be had), unless
+    /// the message itself set a floor.
     private func relayHop(_ leg: Leg, _ ip: IPAddress) -> Hop {
         let relay = (leg == .destination ? plan.relay : plan.fallback)!
         let own = DomainPolicy(level: relay.level).requiresVerification
-        let level = leg == .destination ? max(relay.level, plan.decision.level) : relay.level
-        let verify = leg == .destination ? plan.decision.requiresVerification || own : own
+        // The fallback relay has its own level — except when the message
+        // raised the decision (an escalation, a TLS-only forwarded copy):
+        // that floor travels with the message to whichever hop takes it.
+        let carriesFloor = leg == .destination || plan.decision.layer == .message
+        let level = carriesFloor ? max(relay.level, plan.decision.level) : relay.level
+        let verify = carriesFloor ? plan.decision.requiresVerification || own : own
         let hop = Hop(host: relay.address.host, address: ip, port: relay.address.port, implicitTLS: relay.implicitTLS,
                       level: level, requiresVerification: verify, credentials: plan.credentials[relay.name],
                       via: label(leg)!)

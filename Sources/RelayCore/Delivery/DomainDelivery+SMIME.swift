@@ -10,6 +10,7 @@ import RelayConfig
 import RelayModel
 import RelayQueue
 import RelayTLS
+import Dispatch
 import Logging
 
 extension DomainDelivery {
@@ -38,28 +39,65 @@ extension DomainDelivery {
             completion(DomainDeliveryReport(decision: decision, results: merged, lifetimeExceeded: lifetimeExceeded))
             return
         }
-        let encrypted: [UInt8]
-        do {
-            encrypted = try SMIMEEncryption.encrypt(try message.body.whole(), to: recipients.map(\.recipient))
-        } catch {
-            for (i, _) in recipients {
-                if case .failed(let f)? = results[i] { merged[i] = .failed(Self.adding("S/MIME encryption failed: \(error)", to: f)) }
+        // One copy per recipient: a CMS names every recipient's certificate
+        // (issuer and serial), so a shared copy would show each one who
+        // else got it, Bcc recipients included. Encrypting is CPU work on
+        // the whole body: done off the attempt queue, then back on it.
+        let body = message.body
+        let waitingResults = merged
+        let certified = recipients
+        channelCompletion = completion
+        DispatchQueue.global(qos: .utility).async { [self] in
+            let plaintext: Result<[UInt8], any Error> = Result { try body.whole() }
+            let copies = certified.map { r in
+                (index: r.index, recipient: r.recipient,
+                 copy: plaintext.flatMap { p in Result { try SMIMEEncryption.encrypt(p, to: [r.recipient]) } })
             }
-            env.logger.error("S/MIME channel: encryption failed", metadata: [
-                "id": "\(message.id)", "domain": "\(domain)", "error": "\(error)"])
+            env.queue.async { [self] in
+                guard let completion = channelCompletion else { return }
+                channelCompletion = nil
+                deliverCopies(copies, merged: waitingResults, lifetimeExceeded: lifetimeExceeded, completion: completion)
+            }
+        }
+    }
+
+    private func deliverCopies(_ copies: [(index: Int, recipient: SMIMERecipient, copy: Result<[UInt8], any Error>)],
+                               merged start: [Int: RecipientResult], lifetimeExceeded: Bool,
+                               completion: @escaping (DomainDeliveryReport) -> Void) {
+        var merged = start
+        var legs: [(Int, SpooledMessage)] = []
+        for c in copies {
+            switch c.copy {
+            case .success(let bytes):
+                legs.append((c.index, SpooledMessage(id: message.id, arrival: message.arrival, envelope: message.envelope,
+                                                     body: .memory(bytes))))
+            case .failure(let error):
+                if case .failed(let f)? = merged[c.index] {
+                    merged[c.index] = .failed(Self.adding("S/MIME encryption failed: \(error)", to: f))
+                }
+                env.logger.error("S/MIME channel: encryption failed", metadata: [
+                    "id": "\(message.id)", "domain": "\(domain)", "rcpt": "\(c.recipient.address)", "error": "\(error)"])
+            }
+        }
+        let decision = self.decision
+        guard !legs.isEmpty else {
             completion(DomainDeliveryReport(decision: decision, results: merged, lifetimeExceeded: lifetimeExceeded))
             return
         }
-        env.logger.notice("S/MIME channel: TLS unavailable; delivering an encrypted copy", metadata: [
-            "id": "\(message.id)", "domain": "\(domain)", "nrcpt": "\(recipients.count)",
-            "cipher": "\(SMIMEEncryption.cipher(for: recipients.map(\.recipient)).rawValue)"])
-        let copy = SpooledMessage(id: message.id, arrival: message.arrival, envelope: message.envelope, body: .memory(encrypted))
-        let leg = DomainDelivery(env: env, message: copy, domain: domain, recipientIndexes: recipients.map(\.index),
-                                 channelLeg: true)
-        let decision = self.decision
-        leg.run { report in
-            for (i, _) in recipients { merged[i] = report.results[i] ?? merged[i] }
-            completion(DomainDeliveryReport(decision: decision, results: merged, lifetimeExceeded: lifetimeExceeded))
+        env.logger.notice("S/MIME channel: TLS unavailable; delivering encrypted copies", metadata: [
+            "id": "\(message.id)", "domain": "\(domain)", "nrcpt": "\(legs.count)",
+            "cipher": "\(SMIMEEncryption.cipher(for: copies.map(\.recipient)).rawValue)"])
+        // Each leg reports on env.queue (the same serial queue), so the
+        // count and the merged results are touched there only.
+        var left = legs.count
+        for (index, copy) in legs {
+            DomainDelivery(env: env, message: copy, domain: domain, recipientIndexes: [index], channelLeg: true).run { report in
+                merged[index] = report.results[index] ?? merged[index]
+                left -= 1
+                if left == 0 {
+                    completion(DomainDeliveryReport(decision: decision, results: merged, lifetimeExceeded: lifetimeExceeded))
+                }
+            }
         }
     }
 

@@ -135,6 +135,9 @@ public final class DomainDelivery: @unchecked Sendable {
     /// the message's floors were what could not be met, so they do not
     /// apply to it again.
     let channelLeg: Bool
+    /// The completion while the S/MIME copies are being made off the
+    /// attempt queue (DomainDelivery+SMIME); touched on env.queue only.
+    var channelCompletion: ((DomainDeliveryReport) -> Void)?
     private var machine: DeliveryAttempt?
     private var completion: ((DomainDeliveryReport) -> Void)?
     /// Monotonic seconds when run() was called, for the duration histogram.
@@ -170,7 +173,8 @@ public final class DomainDelivery: @unchecked Sendable {
     private func start() {
         dispatchPrecondition(condition: .onQueue(env.queue))
         let policy = channelLeg
-            ? Self.channelLegPolicy(domain: domain, envelope: message.envelope, engine: env.engine, config: env.config)
+            ? Self.channelLegPolicy(domain: domain, envelope: message.envelope, indexes: indexes, engine: env.engine,
+                                    config: env.config)
             : MessagePolicy.decide(domain: domain, envelope: message.envelope, indexes: indexes, engine: env.engine, config: env.config)
         messagePolicy = policy
         decision = policy.decision
@@ -194,20 +198,30 @@ public final class DomainDelivery: @unchecked Sendable {
         PolicyEngine(defaultPolicy: config.outbound.defaultPolicy, domains: config.outbound.domains).decide(domain)
     }
 
-    /// The S/MIME copy travels at the domain's level without the message's
-    /// floors (they could not be met); when the operator's own entry named
-    /// the channel, its demand is what failed, so the copy goes with
-    /// opportunistic TLS — the content is protected by the encryption.
-    static func channelLegPolicy(domain: String, envelope: Envelope, engine: PolicyEngine, config: Config) -> MessagePolicy {
-        var plain = envelope
-        plain.escalation = nil
-        for i in plain.recipients.indices { plain.recipients[i].tlsFloor = nil }
-        let base = MessagePolicy.decide(domain: domain, envelope: plain, indexes: [], engine: engine, config: config)
+    /// The S/MIME copy travels at the domain's level without the
+    /// escalation (its level is what could not be had). A forwarded copy's
+    /// `tls_only` floor stays: it promises "never plaintext", whatever the
+    /// content. When the operator's own entry named the channel, its demand
+    /// is what failed, so the copy goes with opportunistic TLS (or the
+    /// floor) — the content is protected by the encryption.
+    static func channelLegPolicy(domain: String, envelope: Envelope, indexes: [Int], engine: PolicyEngine,
+                                 config: Config) -> MessagePolicy {
+        var unescalated = envelope
+        unescalated.escalation = nil
+        let base = MessagePolicy.decide(domain: domain, envelope: unescalated, indexes: indexes, engine: engine, config: config)
         let d = base.decision
         guard d.layer == .operatorEntry, engine.operatorEntry(for: domain)?.policy.smime == true else { return base.withoutChannel }
-        let relaxed = PolicyDecision(domain: d.domain, level: .opportunistic, requiresVerification: false, layer: .operatorEntry,
+        let floor = indexes.compactMap { envelope.recipients[$0].tlsFloor }.max()
+        let relaxed: PolicyDecision
+        if let floor, floor > .opportunistic {
+            relaxed = PolicyDecision(domain: d.domain, level: floor, requiresVerification: floor >= .verify, layer: .message,
+                                     reason: "forwarded copy: tls_only \(floor.rawValue) (S/MIME-encrypted copy)", fallback: nil,
+                                     verdicts: d.verdicts)
+        } else {
+            relaxed = PolicyDecision(domain: d.domain, level: .opportunistic, requiresVerification: false, layer: .operatorEntry,
                                      reason: d.reason + ": S/MIME-encrypted copy, TLS opportunistic", fallback: nil,
                                      verdicts: d.verdicts)
+        }
         return MessagePolicy(decision: relaxed, automaticLayers: false, requireTLS: false, relaxed: base.relaxed,
                              raisedBy: nil, smimeChannel: false)
     }

@@ -63,12 +63,10 @@ public struct MessagePolicy: Equatable, Sendable {
                 floor = (f, "forwarded copy: tls_only \(f.rawValue)")
             }
         }
-        guard let floor, floor.level > base.level || (floor.level >= .verify && !base.requiresVerification) else {
-            return MessagePolicy(decision: base, automaticLayers: !relaxed, requireTLS: envelope.requireTLS,
-                                 relaxed: relaxed, raisedBy: nil, smimeChannel: domainSMIME && !envelope.requireTLS)
-        }
-        // An escalation's channel is the one that serves it; without one,
-        // the domain's own (its fallback relay, or S/MIME).
+        // An escalation's channel is the one that serves it, whether or not
+        // the escalation raised the level (a domain already at verify may
+        // still fail it); without one, the domain's own (its fallback
+        // relay, or S/MIME).
         var fallback = base.fallback
         var smime = domainSMIME
         if envelope.escalation != nil, let channel = config.escalation.channel {
@@ -76,6 +74,13 @@ public struct MessagePolicy: Equatable, Sendable {
             case .relay(let name): fallback = name; smime = false
             case .smime: fallback = nil; smime = true
             }
+        }
+        guard let floor, floor.level > base.level || (floor.level >= .verify && !base.requiresVerification) else {
+            let decision = fallback == base.fallback ? base
+                : PolicyDecision(domain: base.domain, level: base.level, requiresVerification: base.requiresVerification,
+                                 layer: base.layer, reason: base.reason, fallback: fallback, verdicts: base.verdicts)
+            return MessagePolicy(decision: decision, automaticLayers: !relaxed, requireTLS: envelope.requireTLS,
+                                 relaxed: relaxed, raisedBy: nil, smimeChannel: smime && !envelope.requireTLS)
         }
         let level = max(floor.level, base.level)
         let raised = PolicyDecision(domain: base.domain, level: level,

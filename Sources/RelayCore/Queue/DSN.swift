@@ -31,10 +31,17 @@ public enum DSN {
         return notify.contains(.failure)
     }
 
-    /// The bounce message, or nil when none may be sent. A REQUIRETLS
-    /// message is returned with its header section only, whatever RET
-    /// asked (RFC 8689 §4.4: the return path need not be as protected as
-    /// the way out), and the bounce itself is sent without REQUIRETLS.
+    /// Whether the message demanded TLS of its own: REQUIRETLS, an
+    /// escalation, or a TLS-only forwarded copy. Such a message is returned
+    /// with its header section only, whatever RET asked: the bounce goes
+    /// back at the sender domain's own level (RFC 8689 §4.4 for
+    /// REQUIRETLS; the same reasoning for the others), and is sent without
+    /// REQUIRETLS.
+    static func carriesTLSDemand(_ e: Envelope) -> Bool {
+        e.requireTLS || e.escalation != nil || e.recipients.contains { $0.tlsFloor != nil }
+    }
+
+    /// The bounce message, or nil when none may be sent.
     public static func bounce(for original: QueuedMessage, failures: [Failure], hostname: String,
                               id: String, now: Int) -> QueuedMessage? {
         guard case .mailbox(let sender) = original.envelope.sender else { return nil }
@@ -53,7 +60,7 @@ public enum DSN {
             return (f.recipientIndex, lines)
         }
         return report(for: original, to: sender, subject: "Undelivered Mail Returned to Sender", human: human,
-                      recipients: fields, full: original.envelope.ret == .full && !original.envelope.requireTLS,
+                      recipients: fields, full: original.envelope.ret == .full && !carriesTLSDemand(original.envelope),
                       hostname: hostname, id: id, now: now)
     }
 

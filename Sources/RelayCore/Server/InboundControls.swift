@@ -68,7 +68,9 @@ struct InboundControls {
         }
         for r in envelope.recipients {
             guard let alias = table.alias(for: r.mailbox) else { add(r); continue }
-            let orcpt = r.originalRecipient ?? "rfc822;" + r.mailbox.description
+            // RFC 3461 §4.2 (rfc822) or, for an address that needs SMTPUTF8,
+            // RFC 6533's utf-8 address type.
+            let orcpt = r.originalRecipient ?? (r.mailbox.needsSMTPUTF8 ? "utf-8;" : "rfc822;") + r.mailbox.description
             for target in alias.targets {
                 add(Envelope.Recipient(mailbox: target, notify: r.notify, originalRecipient: orcpt, forwardedFrom: r.mailbox,
                                        tlsFloor: alias.tlsOnly ? table.level : nil))
