@@ -120,7 +120,11 @@ public final class Spool: Sendable {
     private let reserve: Locked<UInt64>
     /// Tests and the durability benchmark may turn fsync off; production never does.
     public let fsyncEnabled: Bool
-    /// Bounds of the free pool: files, and the size of one file.
+    /// Bounds of the free pool: files, and the size of one file (so at
+    /// most 64 MiB by default, held only after a backlog that large). The
+    /// pool grows only when the queue backlog exceeds it: then new files
+    /// are created, and unlinked as the backlog drains past the bound.
+    public static let defaultFreePoolFiles = 1024
     public let freePoolFiles: Int
     public let freePoolFileBytes: Int
 
@@ -135,7 +139,7 @@ public final class Spool: Sendable {
     }
 
     public init(root: String, reserveBytes: UInt64 = 100 * 1024 * 1024, fsyncEnabled: Bool = true,
-                freePoolFiles: Int = 256, freePoolFileBytes: Int = 64 * 1024) throws {
+                freePoolFiles: Int = Spool.defaultFreePoolFiles, freePoolFileBytes: Int = 64 * 1024) throws {
         self.root = root
         self.reserve = Locked(reserveBytes)
         self.fsyncEnabled = fsyncEnabled
