@@ -95,6 +95,10 @@ import Glibc
         #expect(spool.list(.free).count == 2, "at most freePoolFiles files")
         #expect(spool.list(.active).isEmpty, "the third was unlinked")
 
+        // Never above what openMessage reads whole (no runner descriptor
+        // stays on a file that may be reused).
+        #expect(try Spool(root: dir, reserveBytes: 0, freePoolFileBytes: 1 << 30).freePoolFileBytes == Spool.wholeFileLimit)
+
         // Recovery applies the same bounds to what it finds in free/.
         let other = try Spool(root: dir, reserveBytes: 0, freePoolFiles: 1, freePoolFileBytes: 2048)
         #expect(other.recover().freeFiles == 1)

@@ -78,11 +78,13 @@
 //     file that also has another name, st_nlink > 1, loses its free/ name
 //     only), queue folders are checked as before.
 //
-// A reader that has a queue file open while it is recycled (the queue
-// runner only recycles after its last delivery of the message ended; a
-// `relayd queue` process may race) reads another id or a checksum mismatch,
-// never a wrong message under the right id: `read` checks the id, and the
-// CLI skips unreadable files, as it skips files unlinked under it.
+// A reader that has a queue file open while it is recycled reads another id
+// or a checksum mismatch, never a wrong message under the right id: `read`
+// checks the id, and the CLI (`relayd queue`, which may race the daemon)
+// skips unreadable files, as it skips files unlinked under it. The queue
+// runner itself never has one open: it recycles a file only after the
+// message's last delivery ended, and only files up to `wholeFileLimit`,
+// which `openMessage` reads whole (no descriptor kept).
 //
 // Tests: Tests/RelayQueueTests/SpoolRecycleTests.swift (reuse in place,
 // bounds, recovery of free/, and the real writer torn at every offset of a
@@ -125,6 +127,8 @@ public final class Spool: Sendable {
     /// pool grows only when the queue backlog exceeds it: then new files
     /// are created, and unlinked as the backlog drains past the bound.
     public static let defaultFreePoolFiles = 1024
+    /// The largest file kept (= `wholeFileLimit`, which bounds it).
+    public static let defaultFreePoolFileBytes = 64 * 1024
     public let freePoolFiles: Int
     public let freePoolFileBytes: Int
 
@@ -139,12 +143,15 @@ public final class Spool: Sendable {
     }
 
     public init(root: String, reserveBytes: UInt64 = 100 * 1024 * 1024, fsyncEnabled: Bool = true,
-                freePoolFiles: Int = Spool.defaultFreePoolFiles, freePoolFileBytes: Int = 64 * 1024) throws {
+                freePoolFiles: Int = Spool.defaultFreePoolFiles, freePoolFileBytes: Int = Spool.defaultFreePoolFileBytes) throws {
         self.root = root
         self.reserve = Locked(reserveBytes)
         self.fsyncEnabled = fsyncEnabled
         self.freePoolFiles = freePoolFiles
-        self.freePoolFileBytes = freePoolFileBytes
+        // Never above wholeFileLimit: a file small enough to recycle is read
+        // whole when opened for delivery, so no descriptor of the queue
+        // runner stays on a file that is later reused.
+        self.freePoolFileBytes = min(freePoolFileBytes, Self.wholeFileLimit)
         try Self.makeDirectory(root)
         for f in Folder.allCases { try Self.makeDirectory(path(f)) }
     }
