@@ -558,7 +558,7 @@ def main():
                "and out to a TLS sink, divided by the same run with 4 KiB messages, and relayd's peak divided by "
                "Postfix's on the same big load.")
     p.add_argument("--suites", "--suite", default="accept,e2e,idle,durability",
-                   help="comma-separated: accept,e2e,idle,durability,bigmsg (default: all but bigmsg)")
+                   help="comma-separated: accept,e2e,idle,durability,bigmsg,spool (default: all but bigmsg and spool)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell (relayd, Postfix, relayd, ...)")
     p.add_argument("--certs", choices=("ecdsa", "rsa", "dual"), default="ecdsa",
                    help="server certificates: one ECDSA chain (default), one RSA chain, or dual RSA + ECDSA "
@@ -591,7 +591,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("run as root: the servers listen on port 25 of 127.0.0.x")
     suites = args.suites.split(",")
-    known = {"accept", "e2e", "idle", "durability", "bigmsg"}
+    known = {"accept", "e2e", "idle", "durability", "bigmsg", "spool"}
     if not set(suites) <= known:
         sys.exit(f"unknown suite(s) {', '.join(sorted(set(suites) - known))}; known: {', '.join(sorted(known))}")
     if not RELAYD.exists():
@@ -714,6 +714,28 @@ def main():
                  "fsync_on": med(ra, "msgs_per_s"), "fsync_off": med(rb, "msgs_per_s"), "ratio": ratio_cell(ra, rb, "msgs_per_s")}
             results["cells"].append(c)
             print(f"{'durability':10} fsync on {c['fsync_on']} msg/s, off {c['fsync_off']} msg/s, on/off {c['ratio']}", flush=True)
+        if "spool" in suites:
+            # The recycled queue files (Spool.swift) against the old spool
+            # (pool size 0: a new inode per message, unlinked when done): the
+            # same build, relayd alone, interleaved, relaying to the sink.
+            out = f'smarthost = "sink"\n[[outbound.relay]]\nname = "sink"\naddress = "{SINK_IP}:25"\nlevel = "none"\n'
+            on = Relayd(work, certs, out)
+            off = Relayd(work, certs, out, env={"RELAYD_SPOOL_FREE_FILES": "0"})
+            ra, rb = [], []
+            for i in range(args.rounds):
+                for server, bucket, name in ((off, rb, "unlink"), (on, ra, "recycle")):
+                    server.start()
+                    r = measure(server, 10, args.messages, False, args.seconds, sink=plain_sink)
+                    server.stop()
+                    bucket.append(r)
+                    print(f"{'spool':10} round {i + 1} {name:8} {r['msgs_per_s']:>8} msg/s p99 {r['p99_ms']} ms"
+                          f" CPU {r['cpu_ms_per_msg']} ms/msg delivered {r.get('delivered_per_s')}/s", flush=True)
+            c = {"suite": "spool", "cell": "plain 4KiB 10 sessions, recycled queue files / unlink per message",
+                 "recycle": {k: [r[k] for r in ra] for k in ("msgs_per_s", "p99_ms", "cpu_ms_per_msg", "delivered_per_s")},
+                 "unlink": {k: [r[k] for r in rb] for k in ("msgs_per_s", "p99_ms", "cpu_ms_per_msg", "delivered_per_s")},
+                 "ratio": ratio_cell(ra, rb, "msgs_per_s")}
+            results["cells"].append(c)
+            print(f"{'spool':10} recycle / unlink msg/s {c['ratio']}", flush=True)
         if "bigmsg" in suites:
             big = int(args.big_mib * 1024 * 1024)
             n = args.big_sessions

@@ -120,8 +120,11 @@ final class Daemon: @unchecked Sendable {
         if unsafeNoFsync {
             logger.critical("RELAYD_UNSAFE_NO_FSYNC=1: queue files are NOT fsynced; acknowledged mail can be lost on a crash. Benchmarks only.")
         }
+        // The recycled-queue-file pool's size (Spool.swift); only the spool
+        // benchmark sets it, to compare with recycling off (0). Safe either way.
+        let freeFiles = ProcessInfo.processInfo.environment["RELAYD_SPOOL_FREE_FILES"].flatMap { Int($0) }.map { max(0, $0) }
         spool = try Spool(root: config.server.spoolDirectory, reserveBytes: UInt64(config.queue.minFreeSpace),
-                          fsyncEnabled: !unsafeNoFsync)
+                          fsyncEnabled: !unsafeNoFsync, freePoolFiles: freeFiles ?? Spool.defaultFreePoolFiles)
         let report = spool.recover()
         for id in report.discardedPartial {
             logger.warning("discarded incomplete queue file (never acknowledged)", metadata: ["file": "\(id)"])
@@ -129,7 +132,8 @@ final class Daemon: @unchecked Sendable {
         for (id, reason) in report.quarantined {
             logger.error("queue file failed its self-check; moved to corrupt/", metadata: ["id": "\(id)", "reason": "\(reason)"])
         }
-        logger.info("spool ready", metadata: ["path": "\(spool.root)", "messages": "\(report.intact)"])
+        logger.info("spool ready", metadata: ["path": "\(spool.root)", "messages": "\(report.intact)",
+                                              "free_files": "\(report.freeFiles)/\(spool.freePoolFiles)"])
         let metrics = RelayMetrics(listeners: InboundServer.metricsLabels(config),
                                    build: RelayMetrics.BuildInfo(version: RelaydVersion.string, openssl: TLSLibrary.runtimeVersion,
                                                                  cares: CAresLibrary.runtimeVersion))

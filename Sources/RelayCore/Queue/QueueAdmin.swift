@@ -1,6 +1,8 @@
 // Operator actions on the queue (`relayd queue …`), safe while the daemon
-// runs. Reading is direct: queue files are immutable and state files are
-// replaced atomically. Changing is done by the daemon's queue runner, the
+// runs. Reading is direct: a queue file never changes while it has its
+// queue name (a finished one may be reused under another name, Spool.swift;
+// a read racing that fails its id or checksum check and is skipped) and
+// state files are replaced atomically. Changing is done by the daemon's queue runner, the
 // only writer of active messages: the CLI drops a request file into
 // spool/requests/ and wakes the daemon (SIGUSR1, to the pid SpoolLock names);
 // with no daemon running the CLI takes the spool lock and applies the

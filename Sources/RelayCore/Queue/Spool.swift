@@ -8,10 +8,87 @@
 //   deferred/  waiting for their next attempt
 //   hold/      put on hold by the operator
 //   corrupt/   failed a self-check; kept for a human, never delivered
+//   free/      finished queue files kept for reuse (content meaningless)
 //
 // Durability (SPEC: "250 only once the message is durably on disk"): the
 // file is written under tmp/, fsynced, renamed into incoming/, and the
-// incoming/ directory is fsynced, in that order, before `store` returns.
+// incoming/ directory is fsynced, in that order, before `store` returns
+// (once per group-committed batch).
+//
+// ## Recycled queue files (issue 16)
+//
+// Creating and unlinking one inode per message was a third of relayd's CPU
+// (ext4 allocating and freeing inodes, bench/RESULTS.md). So a delivered
+// message's file is not unlinked: `remove(_:from:durable: false)` renames
+// it into free/ (inode and blocks kept), and `store` takes a file from an
+// in-memory free list, renames it to tmp/ID, overwrites it in place from
+// offset 0 (pwritev of header, body, end record), cuts it to the new length
+// with ftruncate when the old content was longer, fsyncs it, and renames it
+// into incoming/ID exactly as a new file would be. Everything after tmp/
+// (incoming/, the group-committed directory fsync, state folders, readers,
+// `relayd queue`) is unchanged, and the file format is unchanged.
+//
+// Why ftruncate rather than "the end record is where the size record says,
+// ignore the bytes after it": with the truncation a queue file is, as before,
+// exactly its content, so the one structural rule every reader already
+// applies (header-derived length == file length, end record at EOF) rejects
+// any mix of new head and stale tail by construction, not by the checksum
+// alone; and no reader (decode, QueueFileReader, the CLI, tests that read
+// spool files) had to learn a new rule. The cost is small: messages of
+// similar size mostly shrink or grow within the same blocks, so the
+// truncation is an i_size change, not a block free (measured: see
+// bench/RESULTS.md "spool change").
+//
+// The pool: empty at start, built by `recover()` from free/ (recycling is
+// only ever switched on by recover(), which only the spool lock's holder,
+// the daemon, runs; a `relayd queue` process never recycles), at most
+// `freePoolFiles` files of at most `freePoolFileBytes` each; a file over
+// either bound is unlinked as before. Operator deletes (durable removes)
+// unlink as before.
+//
+// Crash safety, step by step (kill -9 keeps every completed syscall;
+// power loss may lose any metadata change not yet fsynced, but, as the
+// spool has always assumed, the filesystem keeps its metadata consistent —
+// a journal or fsck — so a rename is atomic and link counts are right):
+//
+//  1. Finish: the state record is removed, then active/ID is renamed to
+//     free/ID without a directory fsync (as the unlink was). A crash before
+//     the rename, or losing it, leaves active/ID: delivered again
+//     (at-least-once, as today). After it, free/ID is pool, never a message.
+//  2. Take: free/F is renamed to tmp/ID (not fsynced). A crash now leaves
+//     tmp/ID (discarded by recovery) or free/F (pooled again): no message
+//     is involved yet.
+//  3. Overwrite: pwritev from 0, ftruncate if shorter, fsync. The file is
+//     named tmp/ID throughout; a crash at any byte leaves tmp/ garbage that
+//     recovery unlinks. Nothing was acknowledged.
+//  4. Publish: rename tmp/ID → incoming/ID, then the batch's fsync of
+//     incoming/ — and only then `250`. The data was fsynced in 3, so
+//     incoming/ID never names a torn file (as today).
+//  5. A stale name: could a crash leave the OLD name of a recycled inode
+//     (active/OLD, step 1 lost) while its new content (NEW) is on disk?
+//     Journaled filesystems commit renames in order, so a durable step 4
+//     implies a durable step 1. Were it to happen anyway, the file under
+//     active/OLD holds "id NEW" (or a torn mix) and fails its check (id
+//     must match the name; length and checksum must match): recovery
+//     renames it to corrupt/ (as any failed file; the inode stays NEW's
+//     under incoming/NEW) and OLD, which had finished, is not delivered
+//     again. If the rewrite never reached the disk, active/OLD
+//     still holds OLD intact: delivered again, exactly today's lost unlink.
+//  6. Recovery: tmp/ is emptied (as today), free/ files are pooled (a free/
+//     file that also has another name, st_nlink > 1, loses its free/ name
+//     only), queue folders are checked as before.
+//
+// A reader that has a queue file open while it is recycled reads another id
+// or a checksum mismatch, never a wrong message under the right id: `read`
+// checks the id, and the CLI (`relayd queue`, which may race the daemon)
+// skips unreadable files, as it skips files unlinked under it. The queue
+// runner itself never has one open: it recycles a file only after the
+// message's last delivery ended, and only files up to `wholeFileLimit`,
+// which `openMessage` reads whole (no descriptor kept).
+//
+// Tests: Tests/RelayQueueTests/SpoolRecycleTests.swift (reuse in place,
+// bounds, recovery of free/, and the real writer torn at every offset of a
+// file that held a longer message).
 import RelayModel
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +98,7 @@ import RelaySync
 
 public final class Spool: Sendable {
     public enum Folder: String, CaseIterable, Sendable {
-        case tmp, incoming, active, deferred, hold, corrupt
+        case tmp, incoming, active, deferred, hold, corrupt, free
     }
 
     public enum StoreError: Error, Equatable, CustomStringConvertible {
@@ -45,11 +122,36 @@ public final class Spool: Sendable {
     private let reserve: Locked<UInt64>
     /// Tests and the durability benchmark may turn fsync off; production never does.
     public let fsyncEnabled: Bool
+    /// Bounds of the free pool: files, and the size of one file (so at
+    /// most 64 MiB by default, held only after a backlog that large). The
+    /// pool grows only when the queue backlog exceeds it: then new files
+    /// are created, and unlinked as the backlog drains past the bound.
+    public static let defaultFreePoolFiles = 1024
+    /// The largest file kept (= `wholeFileLimit`, which bounds it).
+    public static let defaultFreePoolFileBytes = 64 * 1024
+    public let freePoolFiles: Int
+    public let freePoolFileBytes: Int
 
-    public init(root: String, reserveBytes: UInt64 = 100 * 1024 * 1024, fsyncEnabled: Bool = true) throws {
+    /// The free list: names in free/, newest last. nil until `recover()`
+    /// switches recycling on.
+    private let pool = Locked<FreePool?>(nil)
+
+    struct FreePool {
+        var names: [String] = []
+        /// Renames into free/ under way, counted against the bound.
+        var reserved = 0
+    }
+
+    public init(root: String, reserveBytes: UInt64 = 100 * 1024 * 1024, fsyncEnabled: Bool = true,
+                freePoolFiles: Int = Spool.defaultFreePoolFiles, freePoolFileBytes: Int = Spool.defaultFreePoolFileBytes) throws {
         self.root = root
         self.reserve = Locked(reserveBytes)
         self.fsyncEnabled = fsyncEnabled
+        self.freePoolFiles = freePoolFiles
+        // Never above wholeFileLimit: a file small enough to recycle is read
+        // whole when opened for delivery, so no descriptor of the queue
+        // runner stays on a file that is later reused.
+        self.freePoolFileBytes = min(freePoolFileBytes, Self.wholeFileLimit)
         try Self.makeDirectory(root)
         for f in Folder.allCases { try Self.makeDirectory(path(f)) }
     }
@@ -70,7 +172,7 @@ public final class Spool: Sendable {
         if let available, available < reserveBytes { throw StoreError.insufficientSpace(available: available) }
         let tmp = path(.tmp, message.id)
         do {
-            try writeQueueFile(tmp, message)
+            try writeToTmp(message)
             try rename(tmp, to: path(.incoming, message.id))
             try syncDirectory(path(.incoming))
         } catch {
@@ -78,6 +180,26 @@ public final class Spool: Sendable {
             throw StoreError.io("\(error)")
         }
     }
+
+    /// Writes and fsyncs tmp/ID: into a file from the free pool when there
+    /// is one (renamed free/F → tmp/ID, overwritten in place), else a new one.
+    func writeToTmp(_ m: QueuedMessage) throws {
+        let tmp = path(.tmp, m.id)
+        while let name = takeFree() {
+            guard Glibc.rename(path(.free, name), tmp) == 0 else { continue }  // gone: try the next
+            try writeQueueFile(tmp, m, reuse: true)
+            return
+        }
+        try writeQueueFile(tmp, m)
+    }
+
+    /// The newest file of the free list, taken off it.
+    func takeFree() -> String? {
+        pool.withLock { $0?.names.popLast() }
+    }
+
+    /// Names in the free list (tests).
+    package var freeList: [String] { pool.withLock { $0?.names ?? [] } }
 
     func writeFile(_ p: String, _ bytes: [UInt8], replacing: Bool = false) throws {
         let fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | (replacing ? O_TRUNC : O_EXCL), 0o600)
@@ -93,16 +215,21 @@ public final class Spool: Sendable {
     }
 
     /// Writes a queue file from its three parts (header records, body,
-    /// trailer) with one writev(2), so the body is never copied into a
-    /// file-sized buffer: one copy fewer of every message being stored.
-    func writeQueueFile(_ p: String, _ m: QueuedMessage) throws {
+    /// trailer) with pwritev(2) from offset 0, so the body is never copied
+    /// into a file-sized buffer: one copy fewer of every message being
+    /// stored. `reuse`: `p` is an existing (recycled) file, overwritten in
+    /// place and cut to the new length. `tearAt` (tests only) stops the
+    /// write after that many bytes, before the truncation and the fsync,
+    /// as a crash would.
+    func writeQueueFile(_ p: String, _ m: QueuedMessage, reuse: Bool = false, tearAt: Int? = nil) throws {
         let header = QueueFile.encodeHeader(m)
         let sum = QueueFile.fnv1a64(m.body[...], from: QueueFile.fnv1a64(header[...]))
         let trailer = QueueFile.trailer(checksumOfHeaderAndBody: sum)
-        let fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_EXCL, 0o600)
+        let fd = reuse ? open(p, O_WRONLY | O_CLOEXEC) : open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_EXCL, 0o600)
         guard fd >= 0 else { throw SystemError("open \(p)") }
         defer { Glibc.close(fd) }
-        let total = header.count + m.body.count + trailer.count
+        let fullLength = header.count + m.body.count + trailer.count
+        let total = min(fullLength, tearAt ?? fullLength)
         var written = 0
         while written < total {
             let n = header.withUnsafeBytes { h in
@@ -117,12 +244,27 @@ public final class Spool: Sendable {
                                              iov_len: part.count - skip))
                             skip = 0
                         }
-                        return writev(fd, iov, Int32(iov.count))
+                        // A torn write (tests): cut the last iovec at `total`.
+                        var excess = fullLength - total
+                        while excess > 0, let last = iov.last {
+                            if last.iov_len <= excess { excess -= last.iov_len; iov.removeLast() } else {
+                                iov[iov.count - 1].iov_len -= excess
+                                excess = 0
+                            }
+                        }
+                        return pwritev(fd, iov, Int32(iov.count), off_t(written))
                     }
                 }
             }
             if n < 0 { if errno == EINTR { continue }; throw SystemError("write \(p)") }
             written += n
+        }
+        if tearAt != nil { return }
+        if reuse {
+            // Stale bytes of a longer message must not stay after the end record.
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw SystemError("fstat \(p)") }
+            if Int(st.st_size) > total { guard ftruncate(fd, off_t(total)) == 0 else { throw SystemError("ftruncate \(p)") } }
         }
         if fsyncEnabled { guard fsync(fd) == 0 else { throw SystemError("fsync \(p)") } }
     }
@@ -234,9 +376,32 @@ public final class Spool: Sendable {
 
     /// Removes a message. `durable: false` for delivered mail: a lost unlink
     /// means one more delivery after a crash (at-least-once), never a loss.
+    /// Non-durable removes recycle the file into free/ when the pool
+    /// (switched on by `recover()`) has room and the file is small enough.
     public func remove(_ id: String, from folder: Folder, durable: Bool = true) throws {
+        if !durable, recycle(path(folder, id), as: id) { return }
         guard unlink(path(folder, id)) == 0 else { throw SystemError("unlink \(path(folder, id))") }
         if durable { try syncDirectory(path(folder)) }
+    }
+
+    /// Renames `p` into free/`name` and puts it on the free list; false
+    /// (nothing changed) when recycling is off, the pool is full, the file
+    /// is too big or the rename fails.
+    func recycle(_ p: String, as name: String) -> Bool {
+        let admitted = pool.withLock { pool -> Bool in
+            guard pool != nil, pool!.names.count + pool!.reserved < freePoolFiles else { return false }
+            pool!.reserved += 1
+            return true
+        }
+        guard admitted else { return false }
+        var st = stat()
+        let ok = stat(p, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && st.st_nlink == 1
+            && Int(st.st_size) <= freePoolFileBytes && Glibc.rename(p, path(.free, name)) == 0
+        pool.withLock { pool in
+            pool?.reserved -= 1
+            if ok { pool?.names.append(name) }
+        }
+        return ok
     }
 
     /// Group commit: writes every message to tmp/ and fsyncs it, renames
@@ -253,7 +418,7 @@ public final class Spool: Sendable {
         for (i, m) in messages.enumerated() {
             let tmp = path(.tmp, m.id)
             do {
-                try writeQueueFile(tmp, m)
+                try writeToTmp(m)
                 try rename(tmp, to: path(.incoming, m.id))
                 results.append(.success(()))
                 renamed.append(i)
@@ -282,6 +447,8 @@ public final class Spool: Sendable {
         /// Files that failed their self-check, now in corrupt/.
         public var quarantined: [(id: String, reason: String)] = []
         public var intact: Int = 0
+        /// Files in free/ taken into the free pool.
+        public var freeFiles: Int = 0
 
         public static func == (a: RecoveryReport, b: RecoveryReport) -> Bool {
             a.discardedPartial == b.discardedPartial && a.intact == b.intact
@@ -298,6 +465,22 @@ public final class Spool: Sendable {
             unlink(path(.tmp, name))
             report.discardedPartial.append(name)
         }
+        // The free pool: files kept for reuse, content meaningless. One that
+        // has another name too (never left by a clean rename) loses only its
+        // free/ name; beyond the bounds, files are unlinked.
+        var free = FreePool()
+        for name in list(.free) {
+            let p = path(.free, name)
+            var st = stat()
+            if lstat(p, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1,
+               Int(st.st_size) <= freePoolFileBytes, free.names.count < freePoolFiles {
+                free.names.append(name)
+            } else {
+                unlink(p)
+            }
+        }
+        report.freeFiles = free.names.count
+        pool.withLock { $0 = free }
         for folder in [Folder.incoming, .active, .deferred, .hold] {
             for name in list(folder) {
                 do {
