@@ -191,9 +191,34 @@ def test_smime_channel_delivers_a_copy_that_openssl_decrypts(bed, tmp_path):
         inner = out.stdout.decode()
         assert inner.startswith("Content-Type: message/rfc822"), inner[:200]
         assert f"Subject: Biopsy {tag}\r\n" in inner and f"body of {tag}" in inner, inner
-        assert log_lines(relayd, "S/MIME channel: TLS unavailable; delivering an encrypted copy", id=qid)
+        assert log_lines(relayd, "S/MIME channel: TLS unavailable; delivering encrypted copies", id=qid)
         lines = concluded(relayd, qid, "delivered")
         assert lines and lines[-1]["channel"] == "smime", lines
+        # Two recipients with certificates: a copy each, each naming only its
+        # own recipient (a shared CMS would show every recipient the others).
+        cert2, key2 = make_recipient_certificate(certs, "dr.jones@plain.test")
+        key2.rename(tmp_path / "dr.jones.key")
+        pair = new_tag("pair")
+        with smtplib.SMTP("127.0.0.1", relayd.submission_port, timeout=10) as s:
+            s.ehlo("client.test")
+            s.starttls(context=unverified())
+            s.ehlo("client.test")
+            s.login(USER, PASSWORD)
+            s.sendmail("nurse@sender.test", ["dr.smith@plain.test", "dr.jones@plain.test"],
+                       message("nurse@sender.test", "dr.smith@plain.test", pair, subject=f"[secure] Both {pair}"))
+        wait_for(lambda: len(arrived(bed, PLAIN, pair)) == 2, 30, "one encrypted copy per recipient")
+        for m in arrived(bed, PLAIN, pair):
+            (rcpt,) = m["to"]
+            mine, theirs = (("dr.smith", "dr.jones") if rcpt.startswith("dr.smith") else ("dr.jones", "dr.smith"))
+            eml = tmp_path / f"{mine}.eml"
+            eml.write_bytes(m["data"].encode())
+            ok = subprocess.run(["openssl", "cms", "-decrypt", "-in", str(eml), "-recip", str(certs / f"{mine}@plain.test.pem"),
+                                 "-inkey", str(tmp_path / f"{mine}.key")], capture_output=True, timeout=60)
+            assert ok.returncode == 0 and f"body of {pair}" in ok.stdout.decode(), ok.stderr.decode()
+            other = subprocess.run(["openssl", "cms", "-decrypt", "-in", str(eml), "-recip",
+                                    str(certs / f"{theirs}@plain.test.pem"), "-inkey", str(tmp_path / f"{theirs}.key")],
+                                   capture_output=True, timeout=60)
+            assert other.returncode != 0, "a copy is encrypted to its own recipient only"
         # No certificate, no relay: the message waits, saying what is missing.
         deferred = wait_deferred(relayd, nocert, times=1)
         assert arrived(bed, PLAIN, nocert_tag) == []
