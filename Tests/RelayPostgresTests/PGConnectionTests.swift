@@ -106,3 +106,51 @@ import RelayTestSupport
         #expect(elapsed(since: start) < 6)
     }
 }
+
+@Suite(.serialized) struct PGConnectionOptionsTests {
+    @Test func sslModeReachesLibpq() async throws {
+        guard let pg = try startServer() else { return }
+        defer { pg.stop() }
+        // The test server has no TLS: require and verify-full must refuse it.
+        for mode in [PGSSLMode.require, .verifyFull] {
+            var o = options(pg)
+            o.sslMode = mode
+            do {
+                _ = try await connect(o)
+                Issue.record("connected without TLS under sslmode \(mode.rawValue)")
+            } catch let e as PGError {
+                guard case .connectFailed(let m) = e else { Issue.record("\(e)"); continue }
+                #expect(m.contains("SSL"), "\(m)")
+            }
+        }
+    }
+
+    @Test func aDroppedConnectionStillAnswers() async throws {
+        guard let pg = try startServer() else { return }
+        defer { pg.stop() }
+        let result: PGResult = try await withCheckedThrowingContinuation { c in
+            PGConnection.connect(options(pg), on: replies) { connected in
+                switch connected {
+                case .failure(let e): c.resume(throwing: e)
+                case .success(let connection):
+                    // The caller keeps no reference past this call.
+                    connection.query("SELECT pg_sleep(0.2), $1::text AS v", ["kept"], on: replies) { c.resume(with: $0) }
+                }
+            }
+        }
+        #expect(result.value(0, "v") == "kept")
+    }
+
+    @Test func keywordsPutTheURLFirstAndTheServerSettingsAfter() {
+        let o = PGConnectOptions(url: "postgresql://u@h/db?sslmode=disable", passfile: "/p", sslMode: .verifyFull,
+                                 sslRootCert: "/ca.pem", statementTimeoutMilliseconds: 1500, connectTimeoutSeconds: 3,
+                                 applicationName: "relayd mx1")
+        let k = o.keywords
+        #expect(k.first! == ("dbname", "postgresql://u@h/db?sslmode=disable"))
+        #expect(k.contains { $0 == ("sslmode", "verify-full") })
+        #expect(k.contains { $0 == ("options", "-c statement_timeout=1500") })
+        #expect(k.contains { $0 == ("passfile", "/p") })
+        #expect(k.contains { $0 == ("sslrootcert", "/ca.pem") })
+        #expect(!k.contains { $0.0 == "password" })
+    }
+}

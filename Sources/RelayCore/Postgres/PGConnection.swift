@@ -52,6 +52,12 @@ public final class PGConnection: @unchecked Sendable {
     private var connecting: (@Sendable (Result<PGConnection, PGError>) -> Void)?
     private var connectReplyQueue: DispatchQueue?
     private var connectTimer: (any DispatchSourceTimer)?
+    /// Holds the connection while it connects, when nobody else does yet;
+    /// cleared when the connect succeeds or fails (the timer bounds it).
+    private var keepAlive: PGConnection?
+    /// Holds the connection while a request is on it or waiting, so a
+    /// caller that lets go of it still gets its answer.
+    private var busyRetain: PGConnection?
     private var current: Request?
     private var pending: [Request] = []
     private var flushing = false
@@ -209,6 +215,7 @@ public final class PGConnection: @unchecked Sendable {
         }
         connecting = completion
         connectReplyQueue = replyQueue
+        keepAlive = self
         self.onClose = onClose
         let timer = DispatchSource.makeTimerSource(queue: queue)
         timer.setEventHandler { [weak self] in self?.connectFailed("no connection within \(options.connectTimeoutSeconds)s") }
@@ -238,6 +245,7 @@ public final class PGConnection: @unchecked Sendable {
             connecting = nil
             connectReplyQueue?.async { completion?(.success(self)) }
             connectReplyQueue = nil
+            keepAlive = nil
             sendNext()
         default:
             connectFailed(errorMessage())
@@ -252,6 +260,7 @@ public final class PGConnection: @unchecked Sendable {
         teardown(.connectFailed(message))
         connectReplyQueue?.async { completion(.failure(.connectFailed(message))) }
         connectReplyQueue = nil
+        keepAlive = nil
     }
 
     /// Watches libpq's current socket, anew when it changed.
@@ -298,11 +307,13 @@ public final class PGConnection: @unchecked Sendable {
         timer.resume()
         request.timer = timer
         pending.append(request)
+        busyRetain = self
         sendNext()
     }
 
     private func sendNext() {
         dispatchPrecondition(condition: .onQueue(queue))
+        if current == nil, pending.isEmpty { busyRetain = nil }
         guard current == nil, connecting == nil, let conn, !pending.isEmpty else { return }
         let request = pending.removeFirst()
         if request.completion == nil { return sendNext() }  // timed out while waiting
@@ -450,6 +461,7 @@ public final class PGConnection: @unchecked Sendable {
         current = nil
         pending = []
         for r in failed { r.complete(.failure(reason)) }
+        busyRetain = nil
         if wasOpen, let onClose {
             self.onClose = nil
             onClose(reason)
