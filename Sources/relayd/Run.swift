@@ -102,6 +102,11 @@ final class Daemon: @unchecked Sendable {
     private var stsRefreshTimer: (any DispatchSourceTimer)?
     private let signalQueue = DispatchQueue(label: "relayd.signals")
     private var stopping = false
+    /// `[state] backend = "postgres"`: the pool the shared-state stores
+    /// will use. For now it only applies the schema migrations at start, in
+    /// the background: the stores are not wired to it yet, and a database
+    /// that is down never holds the start.
+    private var statePool: PGPool?
     /// The config relayd started with: what sockets, spool, resolver and
     /// log handler were made from, so each reload names what it cannot apply.
     private let started: Config
@@ -209,6 +214,7 @@ final class Daemon: @unchecked Sendable {
             throw error
         }
         runner.start()
+        startSharedState()
         let timer = DispatchSource.makeTimerSource(queue: signalQueue)
         timer.schedule(deadline: .now() + .seconds(60 + Int.random(in: 0...60)), repeating: .seconds(600), leeway: .seconds(30))
         timer.setEventHandler { [runner] in runner.refreshMTASTS() }
@@ -290,6 +296,32 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// Opens the shared-state pool and applies the migrations not yet
+    /// applied (under the advisory lock, so instances starting together
+    /// apply each once); the outcome is logged, never fatal.
+    private func startSharedState() {
+        guard let configuration = PGPoolConfiguration(state: started.state) else { return }
+        let pool = PGPool(configuration, logger: logger)
+        statePool = pool
+        pool.start()
+        let migrations: [PGMigration]
+        do { migrations = try PGMigrations.load(directory: started.state.migrations) } catch {
+            logger.error("shared state: \(error)")
+            return
+        }
+        let logger = self.logger
+        PGMigrations.migrate(pool, migrations: migrations, on: signalQueue) { result in
+            switch result {
+            case .success(let report):
+                logger.info("shared state: schema ready", metadata: [
+                    "applied": "\(report.applied.map(\.file).joined(separator: ","))",
+                    "already": "\(report.alreadyApplied.count)"])
+            case .failure(let error):
+                logger.error("shared state: migrations not applied: \(error)")
+            }
+        }
+    }
+
     private func stop(signal sig: Int32, grace: Double) {
         dispatchPrecondition(condition: .onQueue(signalQueue))
         if stopping {
@@ -301,6 +333,7 @@ final class Daemon: @unchecked Sendable {
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
         runner.stop()
         metricsServer?.stop()
+        statePool?.shutdown()
         inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt, tlsTally] in
             learned.flush()
             tlsrpt?.ledger.flush()
