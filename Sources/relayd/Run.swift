@@ -107,6 +107,10 @@ final class Daemon: @unchecked Sendable {
     /// the background: the stores are not wired to it yet, and a database
     /// that is down never holds the start.
     private var statePool: PGPool?
+    /// Learned TLS status shared through `statePool` (LearnedSync), and
+    /// the timer that pushes and pulls it.
+    private var learnedSync: LearnedSync?
+    private var learnedSyncTimer: (any DispatchSourceTimer)?
     /// The config relayd started with: what sockets, spool, resolver and
     /// log handler were made from, so each reload names what it cannot apply.
     private let started: Config
@@ -213,8 +217,10 @@ final class Daemon: @unchecked Sendable {
             unlink(spool.root + "/relayd.pid")
             throw error
         }
-        runner.start()
+        // Before the runner: the learned observer is in place for the first
+        // delivery.
         startSharedState()
+        runner.start()
         let timer = DispatchSource.makeTimerSource(queue: signalQueue)
         timer.schedule(deadline: .now() + .seconds(60 + Int.random(in: 0...60)), repeating: .seconds(600), leeway: .seconds(30))
         timer.setEventHandler { [runner] in runner.refreshMTASTS() }
@@ -310,6 +316,21 @@ final class Daemon: @unchecked Sendable {
             return
         }
         let logger = self.logger
+        if started.learned.enabled {
+            // Learned evidence is shared from the start; until the schema is
+            // there, pushes fail and wait in the outbox like any outage.
+            let sync = LearnedSync(status: learned, backend: PGLearnedBackend(pool: pool, instance: started.state.instance),
+                                   spool: spool, logger: logger)
+            sync.load()
+            learned.setSessionObserver { domain, seen, at in sync.observe(domain: domain, seen: seen, at: at) }
+            learnedSync = sync
+            let timer = DispatchSource.makeTimerSource(queue: signalQueue)
+            let every = started.state.syncInterval
+            timer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(every), leeway: .milliseconds(200))
+            timer.setEventHandler { sync.tick() }
+            timer.resume()
+            learnedSyncTimer = timer
+        }
         PGMigrations.migrate(pool, migrations: migrations, on: signalQueue) { result in
             switch result {
             case .success(let report):
@@ -333,6 +354,8 @@ final class Daemon: @unchecked Sendable {
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
         runner.stop()
         metricsServer?.stop()
+        learnedSyncTimer?.cancel()
+        learnedSync?.persistPending()
         statePool?.shutdown()
         inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt, tlsTally] in
             learned.flush()

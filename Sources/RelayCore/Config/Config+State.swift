@@ -27,6 +27,8 @@ extension Config {
         public var poolSize = 4
         /// Seconds; the server cancels a statement running longer.
         public var statementTimeout = 5
+        /// Seconds between pushes and pulls of shared learned evidence.
+        public var syncInterval = 5
         public var sslMode = SSLMode.verifyFull
         public var sslRootCert: String?
         /// The name this relayd records in shared rows (default: the host name).

@@ -50,6 +50,11 @@ extension ConfigBuilder {
                 if d <= 3600 { state.statementTimeout = d } else { bad("statement_timeout", "at most 1h") }
             } else { ok = false }
         }
+        if s.table.contains(key: "sync_interval") {
+            if let d = duration(s, "sync_interval") {
+                if d <= 300 { state.syncInterval = d } else { bad("sync_interval", "at most 5m") }
+            } else { ok = false }
+        }
         if let m = s.string("sslmode") {
             if let mode = Config.State.SSLMode(rawValue: m) { state.sslMode = mode } else {
                 bad("sslmode", "unknown sslmode '\(m)' (disable, require, verify-full)")

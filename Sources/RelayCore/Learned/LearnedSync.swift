@@ -155,6 +155,13 @@ public final class LearnedSync: Sendable {
         if !isReachable { persist(snapshot) }
     }
 
+    /// At stop: what was not pushed yet goes to the outbox, so the next
+    /// start pushes it.
+    public func persistPending() {
+        let pending = state.withLock { s in s.pending.keys.sorted().map { SharedEvidence(domain: $0, evidence: s.own[$0] ?? [:]) } }
+        for snapshot in pending { persist(snapshot) }
+    }
+
     /// The timer: push what is pending, then pull what changed.
     public func tick() {
         let batch: [SharedEvidence]? = state.withLock { s in
