@@ -30,6 +30,33 @@ extension PostgreSQLTests {
             #expect(pool.stats.waiting == 0)
         }
 
+        @Test func aDatabaseNeverReachedFailsRequestsFastAndShutdownClosesThem() async throws {
+            guard let pg = try startServer() else { return }
+            let dead = options(pg)
+            pg.stop()
+            let pool = PGPool(PGPoolConfiguration(connect: dead, size: 2, queryTimeout: .seconds(10),
+                                                  reconnectMinimum: .milliseconds(100), reconnectMaximum: .milliseconds(400)))
+            pool.start()
+            // Queued before the first attempt failed: failed when it did, not after 10 s.
+            var start = DispatchTime.now()
+            let first = await pool.run("SELECT 1")
+            guard case .failure(.unavailable(let why)) = first else { Issue.record("\(first)"); return }
+            #expect(why.contains("Connection refused") || why.contains("connect"), "\(why)")
+            #expect(elapsed(since: start) < 3)
+            // Later ones fail at once while it stays down.
+            start = DispatchTime.now()
+            for _ in 0..<20 { if case .success = await pool.run("SELECT 1") { Issue.record("answered by a dead database") } }
+            #expect(elapsed(since: start) < 1)
+            let stats = pool.stats
+            #expect(!stats.healthy)
+            #expect(stats.connectFailures >= 2)
+            #expect(stats.rejected >= 20)
+            #expect(stats.lastError != nil)
+            await withCheckedContinuation { c in pool.shutdown(on: replies) { c.resume() } }
+            let closed = await pool.run("SELECT 1")
+            #expect(throws: PGError.closed) { try closed.get() }
+        }
+
         @Test func survivesTheServerStoppingAndStartingAgain() async throws {
             guard let pg = try startServer() else { return }
             defer { pg.stop() }
