@@ -1,10 +1,16 @@
 // Async wrappers over the callback API, and a per-test server.
 import Dispatch
 import Foundation
+import Testing
 import RelayTestSupport
 @testable import RelayPostgres
 
 let replies = DispatchQueue(label: "relayd.pg.tests")
+
+/// Every suite that starts a server, one test at a time: each test has its
+/// own server, and several at once would only compete for the cores the
+/// rest of the unit tests time themselves on.
+@Suite(.serialized) enum PostgreSQLTests {}
 
 /// A fresh server, or nil (with the reason recorded) when the binaries are absent.
 func startServer() throws -> PostgresServer? {

@@ -23,7 +23,8 @@ public struct PGPoolConfiguration: Sendable {
     public var size: Int
     /// Requests that may wait for a connection; one more fails at once.
     public var queueLimit: Int
-    /// How long a query may take, waiting for a connection included.
+    /// How long a request may wait for a connection, and then how long its
+    /// statement may run: a caller hears back within twice this at most.
     public var queryTimeout: DispatchTimeInterval
     /// Reconnect backoff: the first wait, doubled per failure up to the cap.
     public var reconnectMinimum: DispatchTimeInterval
