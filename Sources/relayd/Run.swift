@@ -331,14 +331,28 @@ final class Daemon: @unchecked Sendable {
             timer.resume()
             learnedSyncTimer = timer
         }
-        PGMigrations.migrate(pool, migrations: migrations, on: signalQueue) { result in
+        migrateSharedState(pool, migrations, attempt: 1)
+    }
+
+    /// Applies the schema; a database that is down at start is retried
+    /// every 30 seconds until it answers (shared writes wait in the outbox
+    /// meanwhile), never fatal.
+    private func migrateSharedState(_ pool: PGPool, _ migrations: [PGMigration], attempt: Int) {
+        let logger = self.logger
+        PGMigrations.migrate(pool, migrations: migrations, on: signalQueue) { [weak self] result in
             switch result {
             case .success(let report):
                 logger.info("shared state: schema ready", metadata: [
                     "applied": "\(report.applied.map(\.file).joined(separator: ","))",
                     "already": "\(report.alreadyApplied.count)"])
             case .failure(let error):
-                logger.error("shared state: migrations not applied: \(error)")
+                logger.error("shared state: migrations not applied; retried in 30 s", metadata: [
+                    "error": "\(error)", "attempt": "\(attempt)"])
+                guard let self else { return }
+                signalQueue.asyncAfter(deadline: .now() + 30) { [weak self] in
+                    guard let self, !stopping else { return }
+                    migrateSharedState(pool, migrations, attempt: attempt + 1)
+                }
             }
         }
     }
