@@ -11,7 +11,7 @@ SYSCONF  ?= /etc/relayd
 # each capability and names the package to install; every package here is
 # named by one of its checks.
 # What building and running needs.
-RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev zlib1g-dev pkg-config openssl
+RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev zlib1g-dev libpq-dev pkg-config openssl
 # What the tests add: real peers and clients. Recommends left out on
 # purpose: swaks' libio-socket-inet6-perl and libnet-dns-perl (the tests
 # give swaks an IPv4 --server), unbound's dns-root-data (the bed's unbound
@@ -24,9 +24,12 @@ RUN_PKGS  = libssl-dev libc-ares-dev libcrypt-dev zlib1g-dev pkg-config openssl
 # ldnsutils signs the bed's DNSSEC zone (ldns-keygen, -signzone, -key2ds).
 # prometheus brings promtool (checks contrib/'s dashboard queries and alert
 # rules) and the server the metrics tests scrape with.
+# postgresql (the server: initdb, pg_ctl, postgres) is started by the
+# RelayPostgres tests in a temp dir, loopback only; its Recommends
+# (postgresql-contrib, sysstat) are not used.
 # gcc builds the benchmark's load generator (bench/loadgen.c; the bench
 # smoke test in tests/e2e runs it).
-TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace prometheus gcc
+TEST_PKGS = postfix swaks libnet-ssleay-perl unbound ldnsutils nginx python3 python3-pytest python3-dnspython testssl.sh systemd strace prometheus gcc postgresql
 
 .PHONY: all deps test-deps bench-deps build release debug dev-setup run test unit e2e check-example install clean fuzz bench tsan
 
@@ -111,6 +114,8 @@ install: build
 	install -m 0755 .build/release/relayd $(DESTDIR)$(PREFIX)/bin/relayd
 	[ -e $(DESTDIR)$(SYSCONF)/relayd.conf ] || install -m 0640 config/relayd.conf.example $(DESTDIR)$(SYSCONF)/relayd.conf
 	install -m 0644 config/relayd.service $(DESTDIR)/etc/systemd/system/relayd.service
+	install -d $(DESTDIR)$(PREFIX)/share/relayd/migrations
+	install -m 0644 migrations/*.sql $(DESTDIR)$(PREFIX)/share/relayd/migrations/
 	@echo "edit $(SYSCONF)/relayd.conf (paths marked 'Production'), then: systemctl daemon-reload && systemctl enable --now relayd"
 
 clean:

@@ -9,7 +9,7 @@
 // does not allow fails the build. The roles live under Sources/RelayCore/
 // as folders, each its own module (RelayModel, RelaySMTP, …); the C shims
 // sit beside them (COpenSSL over OpenSSL 3, CAres over c-ares 1.18, CCrypt
-// over libxcrypt), each imported by exactly one role.
+// over libxcrypt, CZlib over zlib, CLibPQ over libpq), each imported by exactly one role.
 //
 // `RelayCore` is the top layer itself (the server wiring, Server/) and
 // re-exports the layers below it, so the executable and anyone embedding
@@ -61,6 +61,7 @@ let package = Package(
         .target(name: "CAres", path: "Sources/CAres", linkerSettings: [.linkedLibrary("cares")]),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ"),
 
         // Pure: values and protocol machines, no I/O.
         role("RelayModel", "Model", []),
@@ -75,6 +76,8 @@ let package = Package(
         role("RelayTLS", "TLS", ["RelayModel", "COpenSSL"]),
         role("RelayDNS", "DNS", ["RelayModel", "CAres"]),
         role("RelayAuth", "Auth", ["RelayModel", "RelaySync", "CCrypt"]),
+        // Shared state's foundation: the PostgreSQL client, pool and migrations.
+        role("RelayPostgres", "Postgres", ["RelayModel", "RelaySync", "CLibPQ", logging]),
 
         // Files, sockets and the configuration.
         role("RelayQueue", "Queue", ["RelayModel", "RelaySMTP", "RelaySync"]),
@@ -94,7 +97,8 @@ let package = Package(
                                            "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", "RelayMetrics", logging]),
         role("RelayCore", "Server", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                                      "RelayAuth", "RelayQueue", "RelayIO", "RelayConfig", "RelayDelivery", "RelaySync",
-                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", "RelayMetrics", logging]),
+                                     "RelaySTS", "RelayHTTPS", "RelayMTASTS", "RelayLearned", "RelayTLSRPT", "RelayMetrics",
+                                     "RelayPostgres", logging]),
 
         .executableTarget(
             name: "relayd",
@@ -105,7 +109,8 @@ let package = Package(
         // Tests: one target per role, named after it, and shared helpers.
         .target(name: "RelayTestSupport",
                 dependencies: ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS", "RelayAuth",
-                               "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics", logging],
+                               "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics", "RelayPostgres",
+                               logging],
                 path: "Tests/RelayTestSupport", exclude: ["Fixtures"], swiftSettings: settings),
         tests("RelaySMTPTests", ["RelayModel", "RelaySMTP"]),
         tests("RelayTLSTests", ["RelayModel", "RelayTLS"]),
@@ -127,6 +132,7 @@ let package = Package(
                                    "RelaySync", "RelayMTASTS"]),
         tests("RelayTLSRPTTests", ["RelayModel", "RelayQueue", "RelaySync", "RelayDNS", "RelayHTTPS", "RelayTLS",
                                    "RelayTLSRPT"]),
+        tests("RelayPostgresTests", ["RelayModel", "RelaySync", "RelayPostgres"]),
         tests("RelayLearnedTests", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", "RelayLearned"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                         "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics"]),

@@ -38,6 +38,12 @@ else
   pkg-config --exists libxcrypt || fail "no crypt.h (libxcrypt)" libcrypt-dev
   # TLS-RPT reports are sent gzipped (RFC 8460 §5.3): CZlib links zlib.
   pkg-config --exists zlib || fail "no zlib.h (zlib)" zlib1g-dev
+  # Shared state on PostgreSQL: CLibPQ includes <postgresql/libpq-fe.h>
+  # and links libpq; its asynchronous API (PQconnectStartParams) is 9.0+.
+  if ! pkg-config --exists libpq || [ ! -r /usr/include/postgresql/libpq-fe.h ] ||
+     ! grep -q PQconnectStartParams /usr/include/postgresql/libpq-fe.h; then
+    fail "no libpq headers and library (libpq-fe.h in /usr/include/postgresql)" libpq-dev
+  fi
 fi
 # Users files hold yescrypt hashes: a known answer from the system's crypt(3)
 # (perl's crypt() calls it; perl-base is always there).
@@ -188,6 +194,15 @@ EOF
     /usr/bin/python3 -c 'import pytest' 2>/dev/null || fail "python3 cannot import pytest" python3-pytest
     /usr/bin/python3 -c 'import dns.message, dns.query, dns.rcode' 2>/dev/null ||
       fail "python3 cannot import dns (dnspython)" python3-dnspython
+  fi
+
+  # The RelayPostgres tests run a private server: initdb and pg_ctl from
+  # /usr/lib/postgresql/*/bin, which must make a cluster in a temp dir.
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ] || [ ! -x "$pgbin/pg_ctl" ] || [ ! -x "$pgbin/postgres" ]; then
+    fail "the PostgreSQL server (initdb, pg_ctl, postgres) is missing" postgresql
+  elif ! "$pgbin/postgres" --version 2>/dev/null | grep -q 'PostgreSQL'; then
+    fail "the PostgreSQL server does not run" postgresql
   fi
 
   # tests/e2e/test_contrib.py: promtool checks the dashboard's queries and

@@ -11,6 +11,7 @@ struct Relayd: ParsableCommand {
         abstract: "SMTP relay that enforces a per-destination TLS policy.",
         version: RelaydVersion.string,
         subcommands: [Run.self, CheckConfig.self, QueueCommand.self, PolicyCommand.self, ProbeCommand.self, ReportCommand.self,
+                      StateCommand.self,
                       Version.self])
 }
 

@@ -102,6 +102,15 @@ final class Daemon: @unchecked Sendable {
     private var stsRefreshTimer: (any DispatchSourceTimer)?
     private let signalQueue = DispatchQueue(label: "relayd.signals")
     private var stopping = false
+    /// `[state] backend = "postgres"`: the pool the shared-state stores
+    /// will use. For now it only applies the schema migrations at start, in
+    /// the background: the stores are not wired to it yet, and a database
+    /// that is down never holds the start.
+    private var statePool: PGPool?
+    /// Learned TLS status shared through `statePool` (LearnedSync), and
+    /// the timer that pushes and pulls it.
+    private var learnedSync: LearnedSync?
+    private var learnedSyncTimer: (any DispatchSourceTimer)?
     /// The config relayd started with: what sockets, spool, resolver and
     /// log handler were made from, so each reload names what it cannot apply.
     private let started: Config
@@ -208,6 +217,9 @@ final class Daemon: @unchecked Sendable {
             unlink(spool.root + "/relayd.pid")
             throw error
         }
+        // Before the runner: the learned observer is in place for the first
+        // delivery.
+        startSharedState()
         runner.start()
         let timer = DispatchSource.makeTimerSource(queue: signalQueue)
         timer.schedule(deadline: .now() + .seconds(60 + Int.random(in: 0...60)), repeating: .seconds(600), leeway: .seconds(30))
@@ -290,6 +302,61 @@ final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// Opens the shared-state pool and applies the migrations not yet
+    /// applied (under the advisory lock, so instances starting together
+    /// apply each once); the outcome is logged, never fatal.
+    private func startSharedState() {
+        guard let configuration = PGPoolConfiguration(state: started.state) else { return }
+        let pool = PGPool(configuration, logger: logger)
+        statePool = pool
+        pool.start()
+        let migrations: [PGMigration]
+        do { migrations = try PGMigrations.load(directory: started.state.migrations) } catch {
+            logger.error("shared state: \(error)")
+            return
+        }
+        let logger = self.logger
+        if started.learned.enabled {
+            // Learned evidence is shared from the start; until the schema is
+            // there, pushes fail and wait in the outbox like any outage.
+            let sync = LearnedSync(status: learned, backend: PGLearnedBackend(pool: pool, instance: started.state.instance),
+                                   spool: spool, logger: logger)
+            sync.load()
+            learned.setSessionObserver { domain, seen, at in sync.observe(domain: domain, seen: seen, at: at) }
+            learnedSync = sync
+            let timer = DispatchSource.makeTimerSource(queue: signalQueue)
+            let every = started.state.syncInterval
+            timer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(every), leeway: .milliseconds(200))
+            timer.setEventHandler { sync.tick() }
+            timer.resume()
+            learnedSyncTimer = timer
+        }
+        migrateSharedState(pool, migrations, attempt: 1)
+    }
+
+    /// Applies the schema; a database that is down at start is retried
+    /// every 30 seconds until it answers (shared writes wait in the outbox
+    /// meanwhile), never fatal.
+    private func migrateSharedState(_ pool: PGPool, _ migrations: [PGMigration], attempt: Int) {
+        let logger = self.logger
+        PGMigrations.migrate(pool, migrations: migrations, on: signalQueue) { [weak self] result in
+            switch result {
+            case .success(let report):
+                logger.info("shared state: schema ready", metadata: [
+                    "applied": "\(report.applied.map(\.file).joined(separator: ","))",
+                    "already": "\(report.alreadyApplied.count)"])
+            case .failure(let error):
+                logger.error("shared state: migrations not applied; retried in 30 s", metadata: [
+                    "error": "\(error)", "attempt": "\(attempt)"])
+                guard let self else { return }
+                signalQueue.asyncAfter(deadline: .now() + 30) { [weak self] in
+                    guard let self, !stopping else { return }
+                    migrateSharedState(pool, migrations, attempt: attempt + 1)
+                }
+            }
+        }
+    }
+
     private func stop(signal sig: Int32, grace: Double) {
         dispatchPrecondition(condition: .onQueue(signalQueue))
         if stopping {
@@ -301,6 +368,9 @@ final class Daemon: @unchecked Sendable {
         logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "TERM" : "INT")"])
         runner.stop()
         metricsServer?.stop()
+        learnedSyncTimer?.cancel()
+        learnedSync?.persistPending()
+        statePool?.shutdown()
         inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt, tlsTally] in
             learned.flush()
             tlsrpt?.ledger.flush()

@@ -30,6 +30,8 @@ public struct Config: Sendable {
     public var escalation = Escalation()
     public var forwarding = Forwarding()
     public var smime = SMIME()
+    /// `[state]`: where shared state lives (file, or PostgreSQL).
+    public var state = State()
 
     public struct Server: Sendable {
         /// The name in the greeting, EHLO and Received headers.
@@ -265,6 +267,7 @@ public struct Config: Sendable {
         if windows != runningWindows { keys.append("learned") }
         if tlsrpt != running.tlsrpt { keys.append("tlsrpt") }
         if metrics != running.metrics { keys.append("metrics.address") }
+        if state != running.state { keys.append("state") }
         return keys
     }
 }

@@ -89,9 +89,10 @@ struct ConfigBuilder {
         let smime = buildSMIME()
         let escalation = buildEscalation(relays: outbound?.relays ?? [:], smime: smime)
         let forwarding = buildForwarding(relay: relay)
+        let state = buildState()
         root.finish()
         guard let server, let tls, let listeners, let relay, let outbound, let queue, let dns, let limits, let log, let mtaSTS,
-              let learned, let tlsrpt, let metrics, let smime, let escalation, let forwarding
+              let learned, let tlsrpt, let metrics, let smime, let escalation, let forwarding, let state
         else { return nil }
         var config = Config(file: file, server: server, listeners: listeners, tls: tls, relay: relay,
                             outbound: outbound, queue: queue, dns: dns, limits: limits, log: log)
@@ -102,6 +103,7 @@ struct ConfigBuilder {
         config.escalation = escalation
         config.forwarding = forwarding
         config.smime = smime
+        config.state = state
         if outbound.domains.values.contains(where: \.smime) || outbound.defaultPolicy.smime, smime.certificateDirectory == nil {
             diagnostics.report("smime", "a domain's channel is \"smime\" but [smime] certificate_directory is not set")
             return nil

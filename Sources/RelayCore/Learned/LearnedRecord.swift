@@ -77,6 +77,14 @@ public struct LevelEvidence: Equatable, Sendable {
 
     init(at t: Int) { self.init(firstSeen: t, lastSeen: t, count: 1, days: 1) }
 
+    /// The merge of two views of the same level (shared state): the
+    /// earliest first, the latest last, the larger count and days. Never
+    /// less than either side; the same whichever order it is taken in.
+    public func merged(with o: LevelEvidence) -> LevelEvidence {
+        LevelEvidence(firstSeen: min(firstSeen, o.firstSeen), lastSeen: max(lastSeen, o.lastSeen),
+                      count: max(count, o.count), days: max(days, o.days))
+    }
+
     /// One more observation. A day counts once; a clock stepped back adds
     /// no day (days only grow with lastSeen's day).
     mutating func add(at t: Int) {

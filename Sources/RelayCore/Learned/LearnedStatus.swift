@@ -36,6 +36,7 @@ public final class LearnedStatus: Sendable {
     /// relaxed and expired, and how many sessions were deferred as
     /// suspected downgrades.
     public let counters = Locked<Counters>(Counters())
+    private let sessionObserver = Locked<(@Sendable (String, TLSEvidence, Int) -> Void)?>(nil)
 
     public struct Counters: Equatable, Sendable {
         public var relaxed = 0
@@ -104,6 +105,7 @@ public final class LearnedStatus: Sendable {
             let changed = table[domain]!.observeSession(host: host, seen: seen, reason: reason, key: key, at: t)
             return (changed || created, before, table[domain]!.learned)
         }
+        if let observe = sessionObserver.withLock({ $0 }) { observe(domain, seen, t) }
         guard let outcome else { return }
         if outcome.before != outcome.after, let after = outcome.after {
             logger.info("learned TLS status raised", metadata: [
@@ -111,6 +113,49 @@ public final class LearnedStatus: Sendable {
                 "to": "\(after)", "answers": "\(after.policyLevel?.rawValue ?? "-")"])
         }
         if outcome.changed { persist(domain) } else { dirty.withLock { _ = $0.insert(domain) } }
+    }
+
+    /// Evidence other relayd instances gathered (LearnedSync's pull),
+    /// merged into the local record: each level's first/last seen, count
+    /// and days only grow, so the learned level never goes down by it.
+    /// Evidence last seen before the record relaxed is left out (the
+    /// relaxation was this domain's own judgement). A domain without a
+    /// record gets one only for TLS evidence. True when the record changed
+    /// (it is then written through at once).
+    @discardableResult
+    public func mergeShared(domain: String, evidence: EvidenceByLevel) -> Bool {
+        guard LearnedRecordFormat.isDomain(domain) else { return false }
+        let t = now()
+        let outcome: (TLSEvidence?, TLSEvidence?)? = table.withLock { table in
+            let relaxedAt = table[domain]?.relaxedAt ?? Int.min
+            let fresh = evidence.filter { $0.value.lastSeen > relaxedAt && $0.value.count >= 1 }
+            if table[domain] == nil {
+                guard fresh.keys.contains(where: { $0 > .plaintext }) else { return nil }
+                table[domain] = LearnedRecord(domain: domain, created: t)
+            }
+            let before = table[domain]!.learned
+            var r = table[domain]!
+            for (level, e) in fresh {
+                r.evidence[level] = r.evidence[level].map { $0.merged(with: e) } ?? e
+            }
+            guard r != table[domain]! else { return nil }
+            table[domain] = r
+            return (before, r.learned)
+        }
+        guard let outcome else { return false }
+        if outcome.0 != outcome.1, let after = outcome.1 {
+            logger.info("learned TLS status raised by another instance", metadata: [
+                "domain": "\(domain)", "from": "\(outcome.0.map(\.description) ?? "nothing")", "to": "\(after)",
+                "answers": "\(after.policyLevel?.rawValue ?? "-")"])
+        }
+        persist(domain)
+        return true
+    }
+
+    /// Told of every session observed (LearnedSync shares them); set once,
+    /// before deliveries start.
+    public func setSessionObserver(_ observer: @escaping @Sendable (String, TLSEvidence, Int) -> Void) {
+        sessionObserver.withLock { $0 = observer }
     }
 
     /// A session deferred because the learned level could not be had.

@@ -19,3 +19,4 @@
 @_exported import RelayLearned
 @_exported import RelaySTS
 @_exported import RelayTLSRPT
+@_exported import RelayPostgres

@@ -1,0 +1,118 @@
+"""Learned TLS status shared on PostgreSQL (issue 17, the learned part of
+"Must show" 1 and 2): two relayd instances on their own spools, one real
+PostgreSQL (initdb/pg_ctl in a temp dir, loopback, stopped by PID), the
+bed's switchable STARTTLS-strip proxy in front of learned-strip.test.
+
+Instance A delivers there over TLS; instance B, which never talked to the
+domain, learns it from the shared table and defers the next message when
+the strip attack is on (never plaintext). Then PostgreSQL is stopped: mail
+keeps flowing on both, what A learns meanwhile waits in its outbox, B's
+learned domain is not downgraded; after a restart the queued writes arrive
+(counted in the table) and B learns the new domain too.
+"""
+import uuid
+
+import pytest
+
+from bed import DNS_IP, Bed, wait_for
+from delivery_log import log_lines, submit, wait_deferred, wait_delivered
+from postgres_harness import Postgres, binaries
+from relayd_harness import REPO, Relayd
+
+pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
+
+DOMAIN = "learned-strip.test"
+SECOND = "learned-backend.test"    # a TLS receiver of its own: the domain A learns while the database is down
+
+
+@pytest.fixture(scope="module")
+def bed():
+    b = Bed().start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def pg():
+    server = Postgres().start()
+    yield server
+    server.remove()
+
+
+def instance(tmp_path, bed, pg, name):
+    return Relayd(tmp_path / name, relay_domains=(), dns_servers=(DNS_IP,), ca_bundle=bed.ca.cert,
+                  extra=f'''[mta_sts]
+enabled = false
+[state]
+backend = "postgres"
+postgres = "{pg.url()}"
+sslmode = "disable"
+instance = "{name}"
+sync_interval = "1s"
+statement_timeout = "2s"
+migrations = "{REPO / 'migrations'}"
+''',
+                  queue='retry_schedule = ["1s"]\nmax_lifetime = "10m"',
+                  outbound='default_level = "opportunistic"\nconnect_timeout = "3s"\nconnection_reuse = "0s"\n'
+                           '[outbound.domains]\n"sender.test" = "opportunistic"\n')
+
+
+def tag(what):
+    return f"shared-{what}-{uuid.uuid4().hex[:8]}"
+
+
+def evidence_rows(pg, domain):
+    return pg.psql(f"SELECT instance || ':' || level FROM learned_evidence WHERE domain = '{domain}' ORDER BY 1").split()
+
+
+def test_one_instance_learns_the_other_defers_and_an_outage_loses_nothing(bed, pg, tmp_path):
+    bed.set_strip(DOMAIN, False)
+    a = instance(tmp_path, bed, pg, "instance-a").start()
+    b = instance(tmp_path, bed, pg, "instance-b").start()
+    try:
+        wait_for(lambda: log_lines(a, "shared state: schema ready") and log_lines(b, "shared state: schema ready"), 30,
+                 "both instances to see the schema")
+        # 1. A delivers over TLS and learns the domain.
+        first = submit(a, f"user@{DOMAIN}", tag("a-first"))
+        line = wait_delivered(a, first)
+        assert line["tls"].startswith("TLSv1."), line
+        # The leaf verifies against the bed's CA: a verified session (one
+        # day of it answers forced, as TLS does).
+        wait_for(lambda: evidence_rows(pg, DOMAIN) == ["instance-a:verified"], 20, "A's evidence in the shared table")
+
+        # 2. B learns it from the table, never having talked to the domain.
+        wait_for(lambda: log_lines(b, "learned TLS status raised by another instance", domain=DOMAIN), 20,
+                 "B to learn the domain from A")
+        # 3. The strip attack: B defers, never sends in plaintext.
+        bed.set_strip(DOMAIN, True)
+        second = submit(b, f"user@{DOMAIN}", tag("b-stripped"))
+        deferred = wait_deferred(b, second, times=2)
+        for d in deferred:
+            assert d["layer"] == "learned" and d["level"] == "forced" and d["tls"] == "none", d
+        assert not [m for m in bed.messages("127.0.0.93") if "b-stripped" in m["data"]], "sent through the strip"
+
+        # 4. The database goes away mid-run.
+        pg.stop()
+        third = submit(a, f"user@{SECOND}", tag("a-during-outage"))
+        wait_delivered(a, third)   # mail flows without the database
+        wait_for(lambda: log_lines(a, "shared state unreachable; deciding from the local copy, writes queued"), 20,
+                 "A to notice the outage")
+        outbox = (a.spool / "shared-outbox")
+        wait_for(lambda: outbox.exists() and SECOND in [p.name for p in outbox.iterdir()], 20, "A's queued write on disk")
+        again = submit(b, f"user@{DOMAIN}", tag("b-during-outage"))
+        for d in wait_deferred(b, again, times=2):
+            assert d["layer"] == "learned" and d["tls"] == "none", "B's learned domain is not downgraded by the outage"
+
+        # 5. Back: the queued write arrives, and B learns the new domain.
+        pg.start()
+        wait_for(lambda: log_lines(a, "shared state reachable again; replayed the queued writes"), 30, "A's replay")
+        assert evidence_rows(pg, SECOND) == ["instance-a:tls"], "the certificate names another host: TLS, unverified"
+        assert [p.name for p in outbox.iterdir()] == [], "the outbox is empty once replayed"
+        wait_for(lambda: log_lines(b, "learned TLS status raised by another instance", domain=SECOND), 20,
+                 "B to learn the domain A learned during the outage")
+        # B's plaintext-only sessions teach nothing and are not shared.
+        assert evidence_rows(pg, DOMAIN) == ["instance-a:verified"], evidence_rows(pg, DOMAIN)
+    finally:
+        bed.set_strip(DOMAIN, False)
+        a.stop()
+        b.stop()
