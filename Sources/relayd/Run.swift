@@ -107,6 +107,9 @@ final class Daemon: @unchecked Sendable {
     /// the background: the stores are not wired to it yet, and a database
     /// that is down never holds the start.
     private var statePool: PGPool?
+    /// MTA-STS policies shared through `statePool` (one fetch for all
+    /// instances); kept across reloads, as the pool is.
+    private var stsShared: PGSTSBackend?
     /// Learned TLS status shared through `statePool` (LearnedSync), and
     /// the timer that pushes and pulls it.
     private var learnedSync: LearnedSync?
@@ -161,8 +164,14 @@ final class Daemon: @unchecked Sendable {
         })
         learned = LearnedStatus(store: learnedStore, settings: config.learned, logger: logger, now: { Int(time(nil)) })
         learned.load()
+        // `[state] backend = "postgres"`: the pool is made here (started in
+        // start()), so the delivery environment's MTA-STS discovery can
+        // share policies through it from the first delivery.
+        statePool = PGPoolConfiguration(state: config.state).map { PGPool($0, logger: logger) }
+        stsShared = statePool.map { PGSTSBackend(pool: $0, instance: config.state.instance) }
         var environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
-                                                           stsStore: stsStore, stsPolicies: stsPolicies, learned: learned)
+                                                           stsStore: stsStore, stsPolicies: stsPolicies, learned: learned,
+                                                           stsShared: stsShared)
         tlsTally = TLSTally(spool: spool, logger: logger, now: { Int(time(nil)) })
         tlsTally.load()
         environment.tlsTally = tlsTally
@@ -306,9 +315,7 @@ final class Daemon: @unchecked Sendable {
     /// applied (under the advisory lock, so instances starting together
     /// apply each once); the outcome is logged, never fatal.
     private func startSharedState() {
-        guard let configuration = PGPoolConfiguration(state: started.state) else { return }
-        let pool = PGPool(configuration, logger: logger)
-        statePool = pool
+        guard let pool = statePool else { return }
         pool.start()
         let migrations: [PGMigration]
         do { migrations = try PGMigrations.load(directory: started.state.migrations) } catch {
@@ -403,7 +410,7 @@ final class Daemon: @unchecked Sendable {
             let inboundSettings = try InboundSettings(config: config)
             var environment = try OutboundSettings.environment(config: config, resolver: resolver, logger: logger,
                                                                stsStore: stsStore, stsPolicies: stsPolicies,
-                                                               learned: learned)
+                                                               learned: learned, stsShared: stsShared)
             environment.tlsrpt = tlsrpt?.ledger
             environment.tlsTally = tlsTally
             environment.metrics = metrics

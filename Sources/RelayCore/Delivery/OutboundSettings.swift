@@ -59,13 +59,15 @@ public enum OutboundSettings {
     /// reloads; discovery is built for it when `[mta_sts] enabled`.
     public static func environment(config: Config, resolver: any DNSResolving, logger: Logger,
                                    stsStore: (any STSCacheStore)? = nil, stsPolicies: STSPolicies? = nil,
-                                   learned: LearnedStatus? = nil) throws -> DeliveryEnvironment {
+                                   learned: LearnedStatus? = nil,
+                                   stsShared: (any SharedSTSBackend)? = nil) throws -> DeliveryEnvironment {
         let tls = try clientTLSContext(config)
         var discovery: STSDiscovery?
         if config.mtaSTS.enabled, let stsStore, let stsPolicies {
             let fetcher = HTTPSFetcher(resolver: resolver, tlsContext: tls, timeoutSeconds: config.mtaSTS.fetchTimeout)
             discovery = STSDiscovery(resolver: resolver, fetcher: fetcher, store: stsStore, policies: stsPolicies,
-                                     logger: logger, now: { Int(time(nil)) })
+                                     logger: logger, now: { Int(time(nil)) }, shared: stsShared,
+                                     sharedWait: config.mtaSTS.fetchTimeout)
         }
         return DeliveryEnvironment(config: config, engine: engine(config, stsPolicies: discovery?.policies, learned: learned), mx: MXResolver(resolver: resolver, trustAD: config.dns.dnssec),
                                    dns: resolver, tlsContext: tls, relayCredentials: try relayCredentials(config),

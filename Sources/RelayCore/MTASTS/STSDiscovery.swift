@@ -115,8 +115,19 @@ public final class STSDiscovery: Sendable {
     /// The domain's last fetch problem, if no fetch has succeeded since.
     public func fetchProblem(_ domain: String) -> FetchProblem? { fetchProblems.withLock { $0[domain] } }
 
+    /// Shared state (STSShared.swift): nil with the file backend.
+    let shared: (any SharedSTSBackend)?
+    /// How long an instance waits for another's fetch before fetching
+    /// itself, and how long it awaits any one answer of the shared table.
+    let sharedWait: Int
+    static let answerTimeout = 1.0
+    static let sharedPollInterval = 0.25
+
     public init(resolver: any DNSResolving, fetcher: any STSPolicyFetching, store: any STSCacheStore,
-                policies: STSPolicies, logger: Logger, now: @escaping @Sendable () -> Int) {
+                policies: STSPolicies, logger: Logger, now: @escaping @Sendable () -> Int,
+                shared: (any SharedSTSBackend)? = nil, sharedWait: Int = 10) {
+        self.shared = shared
+        self.sharedWait = sharedWait
         self.resolver = resolver
         self.fetcher = fetcher
         self.store = store
@@ -241,8 +252,80 @@ public final class STSDiscovery: Sendable {
                t - failed.at < Self.failedFetchBackoff {
                 return finish(domain)
             }
-            fetch(domain, id: record.id, cached: usable ? cached : nil)
+            if !force, shared != nil {
+                fromShared(domain, id: record.id, cached: usable ? cached : nil)
+            } else {
+                fetch(domain, id: record.id, cached: usable ? cached : nil)
+            }
         }
+    }
+
+    // MARK: shared state
+
+    enum LeaseAnswer: Sendable { case held, heldByAnother, unavailable }
+
+    /// The policy under `id` from the shared table, or this instance's
+    /// fetch when it holds the lease, or the lease holder's result, or,
+    /// when none of that comes in time, a fetch of its own.
+    private func fromShared(_ domain: String, id: String, cached: CachedSTSPolicy?) {
+        guard let shared else { return fetch(domain, id: id, cached: cached) }
+        askShared(domain, id: id) { [self] found in
+            if let found { return take(found, cached: cached) }
+            firstOf(seconds: Self.answerTimeout, { (done: @escaping @Sendable (LeaseAnswer) -> Void) in
+                shared.lease(domain: domain, seconds: sharedWait + 5) { r in
+                    switch r {
+                    case .success(true): done(.held)
+                    case .success(false): done(.heldByAnother)
+                    case .failure: done(.unavailable)
+                    }
+                }
+            }, done: { [self] answer in
+                switch answer {
+                case .heldByAnother?:
+                    waitForOthers(domain, id: id, cached: cached, until: Double(now()) + Double(sharedWait))
+                case .held?, .unavailable?, nil:
+                    // Ours, or the table is down or slow: fetch as if alone.
+                    fetch(domain, id: id, cached: cached)
+                }
+            })
+        }
+    }
+
+    /// Asks the table for the policy under `id`; nil for none, an error, no
+    /// answer in time, or a row that does not parse.
+    private func askShared(_ domain: String, id: String, _ then: @escaping @Sendable (CachedSTSPolicy?) -> Void) {
+        guard let shared else { return then(nil) }
+        firstOf(seconds: Self.answerTimeout, { done in
+            shared.lookup(domain: domain, id: id) { done(try? $0.get()) }
+        }, done: { [self] (answer: SharedSTSPolicy??) in
+            guard let row = answer ?? nil, row.domain == domain, row.id == id,
+                  case .success(let policy) = STSPolicy.parse(Array(row.text.utf8)) else { return then(nil) }
+            let record = CachedSTSPolicy(domain: domain, id: id, policy: policy, fetched: row.fetched)
+            guard !record.isExpired(at: now()) else { return then(nil) }
+            logger.info("MTA-STS policy taken from shared state", metadata: [
+                "domain": "\(domain)", "id": "\(id)", "mode": "\(policy.mode.rawValue)", "fetched_by": "\(row.fetchedBy)"])
+            then(record)
+        })
+    }
+
+    private func waitForOthers(_ domain: String, id: String, cached: CachedSTSPolicy?, until deadline: Double) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.sharedPollInterval) { [self] in
+            askShared(domain, id: id) { [self] found in
+                if let found { return take(found, cached: cached) }
+                if Double(now()) >= deadline {
+                    logger.info("MTA-STS: another instance's fetch did not come in time; fetching", metadata: ["domain": "\(domain)"])
+                    return fetch(domain, id: id, cached: cached)
+                }
+                waitForOthers(domain, id: id, cached: cached, until: deadline)
+            }
+        }
+    }
+
+    private func take(_ record: CachedSTSPolicy, cached: CachedSTSPolicy?) {
+        failedFetches.withLock { _ = $0.removeValue(forKey: record.domain) }
+        fetchProblems.withLock { _ = $0.removeValue(forKey: record.domain) }
+        keep(record)
+        finish(record.domain)
     }
 
     /// Fetches and stores the policy published under `id`.
@@ -264,6 +347,15 @@ public final class STSDiscovery: Sendable {
                     fetchProblems.withLock { _ = $0.removeValue(forKey: domain) }
                     let record = CachedSTSPolicy(domain: domain, id: id, policy: policy, fetched: t)
                     keep(record)
+                    if let shared {
+                        let row = SharedSTSPolicy(domain: domain, id: id, text: policy.text, fetched: t, fetchedBy: "")
+                        shared.publish(row, expires: record.expires) { [logger] result in
+                            if case .failure(let error) = result {
+                                logger.info("MTA-STS: policy not published to shared state", metadata: [
+                                    "domain": "\(domain)", "error": "\(error)"])
+                            }
+                        }
+                    }
                     logger.info("MTA-STS policy fetched", metadata: [
                         "domain": "\(domain)", "id": "\(id)", "mode": "\(policy.mode.rawValue)",
                         "max_age": "\(policy.maxAge)", "mx": "\(policy.mx.joined(separator: ","))"])

@@ -1,5 +1,5 @@
-"""Learned TLS status shared on PostgreSQL (issue 17, the learned part of
-"Must show" 1 and 2): two relayd instances on their own spools, one real
+"""Shared state on PostgreSQL (issue 17), end to end. Learned TLS status
+(the learned part of "Must show" 1 and 2): two relayd instances on their own spools, one real
 PostgreSQL (initdb/pg_ctl in a temp dir, loopback, stopped by PID), the
 bed's switchable STARTTLS-strip proxy in front of learned-strip.test.
 
@@ -9,6 +9,9 @@ the strip attack is on (never plaintext). Then PostgreSQL is stopped: mail
 keeps flowing on both, what A learns meanwhile waits in its outbox, B's
 learned domain is not downgraded; after a restart the queued writes arrive
 (counted in the table) and B learns the new domain too.
+
+MTA-STS ("Must show" 1): one instance fetches a policy, the other takes it
+from the table; the policy host's access log shows one fetch.
 """
 import uuid
 
@@ -114,5 +117,38 @@ def test_one_instance_learns_the_other_defers_and_an_outage_loses_nothing(bed, p
         assert evidence_rows(pg, DOMAIN) == ["instance-a:verified"], evidence_rows(pg, DOMAIN)
     finally:
         bed.set_strip(DOMAIN, False)
+        a.stop()
+        b.stop()
+
+
+def test_one_fetch_of_an_mta_sts_policy_serves_both_instances(bed, pg, tmp_path):
+    """Issue 17 "Must show" 1: one instance fetches a domain's MTA-STS
+    policy and the other uses it without fetching — the policy host's
+    access log shows one fetch for two deliveries, one per instance."""
+    sts = '[mta_sts]\nenabled = true\nfetch_timeout = "5s"\n'
+
+    def sts_instance(name):
+        r = instance(tmp_path, bed, pg, name)
+        r.config.write_text(r.config.read_text().replace("[mta_sts]\nenabled = false\n", sts))
+        return r
+
+    access = bed.nginx_dir / "access.log"
+    a, b = sts_instance("sts-a").start(), sts_instance("sts-b").start()
+    try:
+        wait_for(lambda: log_lines(a, "shared state: schema ready") and log_lines(b, "shared state: schema ready"), 30,
+                 "both instances to see the schema")
+        before = access.read_text().count("/.well-known/mta-sts.txt") if access.exists() else 0
+        first = submit(a, "user@sts-enforce.test", tag("sts-a"))
+        line = wait_delivered(a, first)
+        assert line["mta_sts"] == "enforce" and line["verify"] == "trusted", line
+        second = submit(b, "user@sts-enforce.test", tag("sts-b"))
+        line = wait_delivered(b, second)
+        assert line["mta_sts"] == "enforce" and line["layer"] == "mta-sts", line
+        assert log_lines(b, "MTA-STS policy taken from shared state", domain="sts-enforce.test")
+        assert not log_lines(b, "MTA-STS policy fetched", domain="sts-enforce.test"), "B never fetched"
+        fetches = access.read_text().count("/.well-known/mta-sts.txt") - before
+        assert fetches == 1, f"{fetches} fetches of the policy for two instances"
+        assert pg.psql("SELECT fetched_by FROM mta_sts_policies WHERE domain = 'sts-enforce.test'") == "sts-a"
+    finally:
         a.stop()
         b.stop()
