@@ -25,6 +25,12 @@ final class FakeSTSTable: @unchecked Sendable {
     var clock: () -> Int = { 1_800_000_000 }
 
     func view(_ instance: String) -> FakeSTSView { FakeSTSView(table: self, instance: instance) }
+
+    func put(_ row: SharedSTSPolicy, expires: Int) {
+        lock.lock()
+        rows[row.domain] = (row, expires)
+        lock.unlock()
+    }
 }
 
 struct FakeSTSView: SharedSTSBackend {
@@ -131,6 +137,30 @@ private func prepare(_ d: STSDiscovery, _ domain: String) async {
         #expect(bed.host.fetches == ["far.test"])
         #expect(a.policies.record("far.test")?.policy.mode == .enforce)
         #expect(Date().timeIntervalSince(started) < 5, "each table answer is awaited about a second at most")
+    }
+
+    /// A proactive refresh takes a copy another instance refreshed since
+    /// this one fetched, instead of fetching again; its own old copy in the
+    /// table does not count as a refresh.
+    @Test func aProactiveRefreshTakesAnotherInstancesNewerCopy() async throws {
+        let bed = try DiscoveryBed()
+        bed.txt("far.test", ["v=STSv1; id=one;"])
+        bed.host.serve("far.test", enforce)
+        let table = FakeSTSTable()
+        table.clock = { bed.clock.now }
+        let a = discovery(bed, table.view("a"))
+        await prepare(a, "far.test")
+        for _ in 0..<100 where table.rows.isEmpty { try await Task.sleep(nanoseconds: 10_000_000) }
+        #expect(bed.host.fetches.count == 1)
+        bed.clock.advance(90_000)
+        table.put(SharedSTSPolicy(domain: "far.test", id: "one", text: enforce, fetched: bed.clock.now - 60, fetchedBy: "b"),
+                  expires: bed.clock.now + 86_000)
+        a.refreshStale(jitter: { _ in 0 })
+        for _ in 0..<300 where a.policies.record("far.test")?.fetched != bed.clock.now - 60 {
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        #expect(a.policies.record("far.test")?.fetched == bed.clock.now - 60, "b's refresh taken")
+        #expect(bed.host.fetches.count == 1, "no second fetch")
     }
 
     @Test func aDamagedRowIsNoPolicy() async throws {

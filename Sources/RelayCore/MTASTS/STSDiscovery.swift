@@ -170,7 +170,11 @@ public final class STSDiscovery: Sendable {
             let quarter = max(1, r.policy.maxAge / 4)
             guard t - r.fetched >= age || r.expires - t <= quarter else { continue }
             let delay = jitter(60)
-            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(delay)) { [self] in refresh(domain) {} }
+            // With shared state, a policy another instance refreshed since
+            // this copy was fetched is taken instead of fetching again.
+            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(delay)) { [self] in
+                discover(domain, force: true, sharedNewerThan: r.fetched) {}
+            }
         }
     }
 
@@ -201,7 +205,7 @@ public final class STSDiscovery: Sendable {
         discover(domain, force: true, done: done)
     }
 
-    private func discover(_ domain: String, force: Bool, done: @escaping @Sendable () -> Void) {
+    private func discover(_ domain: String, force: Bool, sharedNewerThan: Int? = nil, done: @escaping @Sendable () -> Void) {
         let first = waiting.withLock { w -> Bool in
             if w[domain] != nil { w[domain]!.append(done); return false }
             w[domain] = [done]
@@ -209,7 +213,7 @@ public final class STSDiscovery: Sendable {
         }
         guard first else { return }
         resolver.query("_mta-sts." + domain, .txt) { [self] result in
-            lookedUp(domain, result, force: force)
+            lookedUp(domain, result, force: force, sharedNewerThan: sharedNewerThan)
         }
     }
 
@@ -218,7 +222,7 @@ public final class STSDiscovery: Sendable {
         for d in all { d() }
     }
 
-    private func lookedUp(_ domain: String, _ result: Result<DNSResponse, DNSError>, force: Bool) {
+    private func lookedUp(_ domain: String, _ result: Result<DNSResponse, DNSError>, force: Bool, sharedNewerThan: Int? = nil) {
         let cached = policies.record(domain)
         let usable = cached.map { !$0.isExpired(at: now()) } ?? false
         let records: [[[UInt8]]]
@@ -252,8 +256,8 @@ public final class STSDiscovery: Sendable {
                t - failed.at < Self.failedFetchBackoff {
                 return finish(domain)
             }
-            if !force, shared != nil {
-                fromShared(domain, id: record.id, cached: usable ? cached : nil)
+            if shared != nil, !force || sharedNewerThan != nil {
+                fromShared(domain, id: record.id, cached: usable ? cached : nil, newerThan: sharedNewerThan)
             } else {
                 fetch(domain, id: record.id, cached: usable ? cached : nil)
             }
@@ -267,9 +271,9 @@ public final class STSDiscovery: Sendable {
     /// The policy under `id` from the shared table, or this instance's
     /// fetch when it holds the lease, or the lease holder's result, or,
     /// when none of that comes in time, a fetch of its own.
-    private func fromShared(_ domain: String, id: String, cached: CachedSTSPolicy?) {
+    private func fromShared(_ domain: String, id: String, cached: CachedSTSPolicy?, newerThan: Int? = nil) {
         guard let shared else { return fetch(domain, id: id, cached: cached) }
-        askShared(domain, id: id) { [self] found in
+        askShared(domain, id: id, newerThan: newerThan) { [self] found in
             if let found { return take(found, cached: cached) }
             firstOf(seconds: Self.answerTimeout, { (done: @escaping @Sendable (LeaseAnswer) -> Void) in
                 shared.lease(domain: domain, seconds: sharedWait + 5) { r in
@@ -282,7 +286,7 @@ public final class STSDiscovery: Sendable {
             }, done: { [self] answer in
                 switch answer {
                 case .heldByAnother?:
-                    waitForOthers(domain, id: id, cached: cached, until: Double(now()) + Double(sharedWait))
+                    waitForOthers(domain, id: id, cached: cached, newerThan: newerThan, until: Double(now()) + Double(sharedWait))
                 case .held?, .unavailable?, nil:
                     // Ours, or the table is down or slow: fetch as if alone.
                     fetch(domain, id: id, cached: cached)
@@ -293,12 +297,15 @@ public final class STSDiscovery: Sendable {
 
     /// Asks the table for the policy under `id`; nil for none, an error, no
     /// answer in time, or a row that does not parse.
-    private func askShared(_ domain: String, id: String, _ then: @escaping @Sendable (CachedSTSPolicy?) -> Void) {
+    /// `newerThan`: only a row fetched after this (a proactive refresh
+    /// takes another instance's newer fetch, not its own old copy).
+    private func askShared(_ domain: String, id: String, newerThan: Int? = nil,
+                           _ then: @escaping @Sendable (CachedSTSPolicy?) -> Void) {
         guard let shared else { return then(nil) }
         firstOf(seconds: Self.answerTimeout, { done in
             shared.lookup(domain: domain, id: id) { done(try? $0.get()) }
         }, done: { [self] (answer: SharedSTSPolicy??) in
-            guard let row = answer ?? nil, row.domain == domain, row.id == id,
+            guard let row = answer ?? nil, row.domain == domain, row.id == id, row.fetched > (newerThan ?? Int.min),
                   case .success(let policy) = STSPolicy.parse(Array(row.text.utf8)) else { return then(nil) }
             let record = CachedSTSPolicy(domain: domain, id: id, policy: policy, fetched: row.fetched)
             guard !record.isExpired(at: now()) else { return then(nil) }
@@ -308,15 +315,15 @@ public final class STSDiscovery: Sendable {
         })
     }
 
-    private func waitForOthers(_ domain: String, id: String, cached: CachedSTSPolicy?, until deadline: Double) {
+    private func waitForOthers(_ domain: String, id: String, cached: CachedSTSPolicy?, newerThan: Int?, until deadline: Double) {
         DispatchQueue.global().asyncAfter(deadline: .now() + Self.sharedPollInterval) { [self] in
-            askShared(domain, id: id) { [self] found in
+            askShared(domain, id: id, newerThan: newerThan) { [self] found in
                 if let found { return take(found, cached: cached) }
                 if Double(now()) >= deadline {
                     logger.info("MTA-STS: another instance's fetch did not come in time; fetching", metadata: ["domain": "\(domain)"])
                     return fetch(domain, id: id, cached: cached)
                 }
-                waitForOthers(domain, id: id, cached: cached, until: deadline)
+                waitForOthers(domain, id: id, cached: cached, newerThan: newerThan, until: deadline)
             }
         }
     }
