@@ -105,6 +105,10 @@ def test_one_instance_learns_the_other_defers_and_an_outage_loses_nothing(bed, p
         again = submit(b, f"user@{DOMAIN}", tag("b-during-outage"))
         for d in wait_deferred(b, again, times=2):
             assert d["layer"] == "learned" and d["tls"] == "none", "B's learned domain is not downgraded by the outage"
+        # Mail keeps flowing on both: counted.
+        flowing = [submit(x, "someone@sender.test", tag(f"flow-{i}")) for i, x in enumerate([a, b, a, b])]
+        delivered = [wait_delivered(x, q) for x, q in zip([a, b, a, b], flowing)]
+        assert len(delivered) == 4 and all(d["outcome"] == "delivered" for d in delivered)
 
         # 5. Back: the queued write arrives, and B learns the new domain.
         pg.start()
