@@ -153,7 +153,7 @@ public enum EncodedWords {
         var acc: UInt32 = 0
         var bits = 0
         for c in text {
-            guard let v = sixBits(c) else { return nil }
+            guard let v = SASL.value(c) else { return nil }
             acc = (acc << 6) | UInt32(v)
             bits += 6
             if bits >= 8 {
@@ -162,17 +162,6 @@ public enum EncodedWords {
             }
         }
         return out
-    }
-
-    static func sixBits(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "A")...UInt8(ascii: "Z"): return c - UInt8(ascii: "A")
-        case UInt8(ascii: "a")...UInt8(ascii: "z"): return c - UInt8(ascii: "a") + 26
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0") + 52
-        case UInt8(ascii: "+"): return 62
-        case UInt8(ascii: "/"): return 63
-        default: return nil
-        }
     }
 
     /// Q (§4.2): "_" is a space, "=XX" a byte (lower-case hex accepted).

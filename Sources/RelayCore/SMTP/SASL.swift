@@ -63,7 +63,9 @@ public enum SASL {
         return String(decoding: out, as: UTF8.self)
     }
 
-    private static func value(_ c: UInt8) -> UInt8? {
+    /// The value of one base64 character (RFC 4648 §4 alphabet); nil for
+    /// anything else. Shared with EncodedWords' "B" encoding.
+    static func value(_ c: UInt8) -> UInt8? {
         switch c {
         case UInt8(ascii: "A")...UInt8(ascii: "Z"): return c - UInt8(ascii: "A")
         case UInt8(ascii: "a")...UInt8(ascii: "z"): return c - UInt8(ascii: "a") + 26
