@@ -107,6 +107,8 @@ final class Daemon: @unchecked Sendable {
     /// the background: the stores are not wired to it yet, and a database
     /// that is down never holds the start.
     private var statePool: PGPool?
+    /// Pushes this instance's TLS-RPT counts (TLSRPTSync).
+    private var tlsrptSyncTimer: (any DispatchSourceTimer)?
     /// Learned TLS status shared through `statePool` (LearnedSync), and
     /// the timer that pushes and pulls it.
     private var learnedSync: LearnedSync?
@@ -179,6 +181,17 @@ final class Daemon: @unchecked Sendable {
         }
         runner = QueueRunner(spool: spool, environment: environment, logger: logger)
         let runner = self.runner
+        // The shared state's pool is made here (started in start()), as the
+        // TLS-RPT sender is built with its backend.
+        let pool = PGPoolConfiguration(state: config.state).map { PGPool($0, logger: logger) }
+        statePool = pool
+        var sharedTLSRPT: TLSRPTSharedSending?
+        if let pool, let ledger = tlsrptLedger {
+            let backend = PGTLSRPTBackend(pool: pool, instance: config.state.instance)
+            let sync = TLSRPTSync(ledger: ledger, backend: backend, spool: spool, logger: logger)
+            sync.load()
+            sharedTLSRPT = TLSRPTSharedSending(backend: backend, instance: config.state.instance, sync: sync)
+        }
         if let ledger = tlsrptLedger {
             let fetcher = HTTPSFetcher(resolver: resolver, tlsContext: try OutboundSettings.clientTLSContext(config))
             let transport = TLSRPTSender.Transport.live(resolver: resolver, fetcher: fetcher) { [spool, runner] message in
@@ -187,7 +200,7 @@ final class Daemon: @unchecked Sendable {
             }
             let sender = TLSRPTSender(ledger: ledger, submitter: TLSRPTSubmitter(config.tlsrpt), from: config.tlsrpt.from,
                                       hostname: config.server.hostname, transport: transport, logger: logger,
-                                      now: { Int(time(nil)) })
+                                      now: { Int(time(nil)) }, shared: sharedTLSRPT)
             tlsrpt = (ledger, sender, TLSRPTRequests(spool: spool))
         } else {
             tlsrpt = nil
@@ -306,9 +319,7 @@ final class Daemon: @unchecked Sendable {
     /// applied (under the advisory lock, so instances starting together
     /// apply each once); the outcome is logged, never fatal.
     private func startSharedState() {
-        guard let configuration = PGPoolConfiguration(state: started.state) else { return }
-        let pool = PGPool(configuration, logger: logger)
-        statePool = pool
+        guard let pool = statePool else { return }
         pool.start()
         let migrations: [PGMigration]
         do { migrations = try PGMigrations.load(directory: started.state.migrations) } catch {
@@ -330,6 +341,15 @@ final class Daemon: @unchecked Sendable {
             timer.setEventHandler { sync.tick() }
             timer.resume()
             learnedSyncTimer = timer
+        }
+        if let sync = tlsrpt?.sender.shared?.sync {
+            // TLS-RPT counts: pushed on the same interval; until the schema
+            // is there, pushes fail and wait in the outbox like any outage.
+            let timer = DispatchSource.makeTimerSource(queue: signalQueue)
+            timer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(started.state.syncInterval), leeway: .milliseconds(200))
+            timer.setEventHandler { sync.tick() }
+            timer.resume()
+            tlsrptSyncTimer = timer
         }
         migrateSharedState(pool, migrations, attempt: 1)
     }
@@ -369,6 +389,7 @@ final class Daemon: @unchecked Sendable {
         runner.stop()
         metricsServer?.stop()
         learnedSyncTimer?.cancel()
+        tlsrptSyncTimer?.cancel()
         learnedSync?.persistPending()
         statePool?.shutdown()
         inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt, tlsTally] in
