@@ -138,3 +138,52 @@ def test_one_report_counts_the_sessions_of_both_instances_and_arrives_once(bed, 
             bed.unbound_control("local_data_remove", f"_smtp._tls.{DOMAIN}.")
         except Exception:
             pass
+
+
+def test_counts_queued_during_an_outage_arrive_once_and_no_partial_report_is_sent(bed, pg, tmp_path):
+    submitter = f"relay-{uuid.uuid4().hex[:6]}.e2e.test"
+    a = instance(tmp_path, bed, pg, "instance-a", submitter).start()
+    b = instance(tmp_path, bed, pg, "instance-b", submitter).start()
+    try:
+        wait_for(lambda: log_lines(a, "shared state: schema ready") and log_lines(b, "shared state: schema ready"), 30,
+                 "both instances to see the schema")
+        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        tag = f"shared-tlsrpt-outage-{uuid.uuid4().hex[:8]}"
+        wait_delivered(a, submit(a, f"user@{DOMAIN}", f"{tag}-a0"))
+        wait_for(lambda: counts_by_instance(pg) == ["instance-a:1"], 30, "A's first session pushed")
+
+        # The database goes away: mail flows, A's counts wait in its outbox.
+        pg.stop()
+        wait_delivered(a, submit(a, f"user@{DOMAIN}", f"{tag}-a1"))
+        wait_for(lambda: log_lines(a, "shared state unreachable; TLS-RPT counts queued"), 20, "A to notice the outage")
+        outbox = a.spool / "tlsrpt-outbox"
+        wait_for(lambda: outbox.exists() and f"{day}_{DOMAIN}" in [p.name for p in outbox.iterdir()], 20,
+                 "A's queued counts on disk")
+        bed.unbound_control("local_data", f'_smtp._tls.{DOMAIN}. 1 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@sender.test"')
+        wait_for(lambda: (bed.dns_answers(f"_smtp._tls.{DOMAIN}", "TXT") or (None, []))[1]
+                 == ['"v=TLSRPTv1; rua=mailto:tlsrpt@sender.test"'], 10, "the TLS-RPT record published")
+        # No report from A's counts alone while the database is down.
+        out = report(a, day)
+        assert "shared state unreachable" in out and "no report sent from this instance's counts alone" in out, out
+        assert ": sent" not in out, out
+
+        # Back: the queued counts arrive once (absolute values: 2, not 1 + 2).
+        pg.start()
+        wait_for(lambda: log_lines(a, "shared state reachable again; replayed the queued TLS-RPT counts"), 30, "A's replay")
+        wait_for(lambda: counts_by_instance(pg) == ["instance-a:2"], 20, "A's queued counts in the table")
+        assert [p.name for p in outbox.iterdir()] == [], "the outbox is empty once replayed"
+        wait_delivered(b, submit(b, f"user@{DOMAIN}", f"{tag}-b0"))
+        wait_for(lambda: counts_by_instance(pg) == ["instance-a:2", "instance-b:1"], 30, "B's session pushed")
+
+        out = report(a, day)
+        assert f"{DOMAIN}: 3 sessions;" in out and "mailto:tlsrpt@sender.test: sent" in out, out
+        wait_for(lambda: report_mails(bed, submitter), 30, "the report mail")
+        time.sleep(3)
+        assert len(report_mails(bed, submitter)) == 1
+    finally:
+        a.stop()
+        b.stop()
+        try:
+            bed.unbound_control("local_data_remove", f"_smtp._tls.{DOMAIN}.")
+        except Exception:
+            pass
