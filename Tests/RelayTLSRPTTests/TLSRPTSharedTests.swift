@@ -260,6 +260,23 @@ final class FakeTLSRPTBackend: TLSRPTSharedBackend {
         #expect(world.queued.withLock { $0.count } == 1 && world.posts.withLock { $0.count } == 1)
     }
 
+    @Test func aDryRunShowsTheSumWithoutTakingTheLease() throws {
+        let world = FakeWorld()
+        world.txt.withLock { $0["_smtp._tls.example.com"] = .success([["v=TLSRPTv1; rua=mailto:rpt@example.com"]]) }
+        let tables = FakeTLSRPTBackend.Tables()
+        let a = try instance("a", world, tables)
+        let b = try instance("b", world, tables)
+        defer { for i in [a, b] { try? FileManager.default.removeItem(atPath: i.dir) } }
+        a.ledger.record(.success(stsPolicy))
+        b.ledger.record(.success(stsPolicy))
+        b.sync.tick()
+        let lines = Locked<[String]>([])
+        a.sender.sendNow(day: TLSRPTDay(containing: world.now()), dryRun: true, includeJSON: false) { l in lines.withLock { $0 = l } }
+        #expect(lines.withLock { $0 }.first?.hasPrefix("example.com: 2 sessions;") == true, "\(lines.withLock { $0 })")
+        #expect(tables.leases.withLock { $0.isEmpty } && tables.sent.withLock { $0.isEmpty })
+        #expect(world.queued.withLock { $0.isEmpty })
+    }
+
     @Test func databaseDownWhenDueWaitsAndNeverSendsPartialCounts() throws {
         let world = FakeWorld()
         world.txt.withLock { $0["_smtp._tls.example.com"] = .success([["v=TLSRPTv1; rua=mailto:rpt@example.com"]]) }

@@ -192,13 +192,18 @@ public final class TLSRPTSender: Sendable {
     }
 
     /// This instance's counts pushed, then the lease: the day's domains
-    /// over every instance when this instance holds it, nil when another
-    /// does (`lines` says which).
-    private func sharedDomains(_ day: TLSRPTDay, _ shared: TLSRPTSharedSending,
+    /// over every instance when this instance holds it, a failure with
+    /// `heldBy` when another does. A dry run reads without taking the lease.
+    private func sharedDomains(_ day: TLSRPTDay, _ shared: TLSRPTSharedSending, takeLease: Bool = true,
                                _ done: @escaping @Sendable (Result<[String]?, TLSRPTSharedError>) -> Void) {
         shared.sync.flush { result in
             if case .failure(let e) = result { return done(.failure(TLSRPTSharedError(text: "push: \(e)"))) }
-            shared.backend.lease(day: day, seconds: shared.leaseSeconds) { result in
+            let lease: (@escaping @Sendable (Result<String, any Error>) -> Void) -> Void = { reply in
+                if takeLease { shared.backend.lease(day: day, seconds: shared.leaseSeconds, completion: reply) } else {
+                    reply(.success(shared.instance))
+                }
+            }
+            lease { result in
                 switch result {
                 case .failure(let e): done(.failure(TLSRPTSharedError(text: "lease: \(e)")))
                 case .success(let holder) where holder != shared.instance:
@@ -226,7 +231,7 @@ public final class TLSRPTSender: Sendable {
             return sendNow(day: day, domains: ledger.domains(day: day), dryRun: dryRun, includeJSON: includeJSON,
                            completion: completion)
         }
-        sharedDomains(day, shared) { [self] result in
+        sharedDomains(day, shared, takeLease: !dryRun) { [self] result in
             switch result {
             case .failure(let why) where why.heldBy != nil:
                 completion(["\(day): \(why.text); that instance sends the reports (from every instance's counts)"])
