@@ -111,6 +111,13 @@ struct ReportCommand: ParsableCommand {
         }
 
         static func standalone(_ request: TLSRPTRequest, config: Config, spool: Spool, timeout: Double) throws -> String {
+            // With shared state a report is made from every instance's
+            // counts by the day's lease holder: never from this spool alone.
+            if config.state.backend == .postgres && !request.dryRun {
+                printError("relayd report tlsrpt: relayd is not running here; with [state] backend = \"postgres\" the reports "
+                           + "are sent by a running instance (the day's lease holder), from the counts of every instance")
+                throw ExitCode(1)
+            }
             let logger = Logger(label: "relayd") { LogfmtHandler(label: $0, level: .warning) }  // stderr
             let now: @Sendable () -> Int = { Int(time(nil)) }
             let ledger = TLSRPTLedger(store: TLSRPTStore(spool: spool, now: now), logger: logger, now: now)

@@ -102,14 +102,15 @@ final class Daemon: @unchecked Sendable {
     private var stsRefreshTimer: (any DispatchSourceTimer)?
     private let signalQueue = DispatchQueue(label: "relayd.signals")
     private var stopping = false
-    /// `[state] backend = "postgres"`: the pool the shared-state stores
-    /// will use. For now it only applies the schema migrations at start, in
-    /// the background: the stores are not wired to it yet, and a database
-    /// that is down never holds the start.
+    /// `[state] backend = "postgres"`: the pool of the shared-state stores
+    /// (learned status, MTA-STS, TLS-RPT). A database that is down never
+    /// holds the start: migrations are retried, writes wait in outboxes.
     private var statePool: PGPool?
     /// MTA-STS policies shared through `statePool` (one fetch for all
     /// instances); kept across reloads, as the pool is.
     private var stsShared: PGSTSBackend?
+    /// Pushes this instance's TLS-RPT counts (TLSRPTSync).
+    private var tlsrptSyncTimer: (any DispatchSourceTimer)?
     /// Learned TLS status shared through `statePool` (LearnedSync), and
     /// the timer that pushes and pulls it.
     private var learnedSync: LearnedSync?
@@ -188,6 +189,16 @@ final class Daemon: @unchecked Sendable {
         }
         runner = QueueRunner(spool: spool, environment: environment, logger: logger)
         let runner = self.runner
+        // The TLS-RPT sender is built with the shared backend (the pool
+        // made above, started in start()).
+        let pool = statePool
+        var sharedTLSRPT: TLSRPTSharedSending?
+        if let pool, let ledger = tlsrptLedger {
+            let backend = PGTLSRPTBackend(pool: pool, instance: config.state.instance)
+            let sync = TLSRPTSync(ledger: ledger, backend: backend, spool: spool, logger: logger)
+            sync.load()
+            sharedTLSRPT = TLSRPTSharedSending(backend: backend, instance: config.state.instance, sync: sync)
+        }
         if let ledger = tlsrptLedger {
             let fetcher = HTTPSFetcher(resolver: resolver, tlsContext: try OutboundSettings.clientTLSContext(config))
             let transport = TLSRPTSender.Transport.live(resolver: resolver, fetcher: fetcher) { [spool, runner] message in
@@ -196,7 +207,7 @@ final class Daemon: @unchecked Sendable {
             }
             let sender = TLSRPTSender(ledger: ledger, submitter: TLSRPTSubmitter(config.tlsrpt), from: config.tlsrpt.from,
                                       hostname: config.server.hostname, transport: transport, logger: logger,
-                                      now: { Int(time(nil)) })
+                                      now: { Int(time(nil)) }, shared: sharedTLSRPT)
             tlsrpt = (ledger, sender, TLSRPTRequests(spool: spool))
         } else {
             tlsrpt = nil
@@ -338,6 +349,15 @@ final class Daemon: @unchecked Sendable {
             timer.resume()
             learnedSyncTimer = timer
         }
+        if let sync = tlsrpt?.sender.shared?.sync {
+            // TLS-RPT counts: pushed on the same interval; until the schema
+            // is there, pushes fail and wait in the outbox like any outage.
+            let timer = DispatchSource.makeTimerSource(queue: signalQueue)
+            timer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(started.state.syncInterval), leeway: .milliseconds(200))
+            timer.setEventHandler { sync.tick() }
+            timer.resume()
+            tlsrptSyncTimer = timer
+        }
         migrateSharedState(pool, migrations, attempt: 1)
     }
 
@@ -376,6 +396,7 @@ final class Daemon: @unchecked Sendable {
         runner.stop()
         metricsServer?.stop()
         learnedSyncTimer?.cancel()
+        tlsrptSyncTimer?.cancel()
         learnedSync?.persistPending()
         statePool?.shutdown()
         inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt, tlsTally] in

@@ -66,10 +66,12 @@ let repositoryMigrations: String = {
 }()
 
 /// A copy of the repository's migrations in a temp folder a test may change.
+/// A folder with the repository's first migration only: the tests add
+/// their own "0002_…" files, whatever later schemas the repository has.
 func migrationsCopy() throws -> String {
     let dir = NSTemporaryDirectory() + "relayd-migrations-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    for f in try FileManager.default.contentsOfDirectory(atPath: repositoryMigrations) {
+    for f in try FileManager.default.contentsOfDirectory(atPath: repositoryMigrations) where f.hasPrefix("0001_") {
         try FileManager.default.copyItem(atPath: repositoryMigrations + "/" + f, toPath: dir + "/" + f)
     }
     return dir

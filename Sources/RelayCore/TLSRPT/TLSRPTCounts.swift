@@ -50,8 +50,8 @@ public struct TLSRPTCounts: Equatable, Sendable {
 
     public var sessionTotal: Int { counts.values.reduce(0) { $0 + $1.successes + $1.failureTotal } }
 
-    /// Counts one session.
-    public mutating func add(_ event: TLSRPTEvent) {
+    /// Counts one session (or `count` sessions alike: summing instances).
+    public mutating func add(_ event: TLSRPTEvent, count n: Int = 1) {
         var policy = event.policy
         if counts[policy] == nil {
             if policies.count >= Self.maxPolicies { policy = policies[policies.count - 1] } else {
@@ -61,14 +61,27 @@ public struct TLSRPTCounts: Equatable, Sendable {
         }
         switch event.result {
         case .success:
-            counts[policy]!.successes += 1
+            counts[policy]!.successes += n
         case .failure(let f):
             if counts[policy]!.failures[f] != nil || counts[policy]!.failures.count < Self.maxDetails {
-                counts[policy]!.failures[f, default: 0] += 1
+                counts[policy]!.failures[f, default: 0] += n
             } else {
-                counts[policy]!.undetailedFailures += 1
+                counts[policy]!.undetailedFailures += n
             }
         }
+    }
+
+    /// Adds failures counted without their particulars (over the bound on
+    /// some instance).
+    public mutating func addUndetailed(_ policy: TLSRPTPolicy, count n: Int) {
+        var policy = policy
+        if counts[policy] == nil {
+            if policies.count >= Self.maxPolicies { policy = policies[policies.count - 1] } else {
+                policies.append(policy)
+                counts[policy] = PolicyCounts()
+            }
+        }
+        counts[policy]!.undetailedFailures += n
     }
 
     // MARK: the file form

@@ -29,6 +29,8 @@ public final class TLSRPTLedger: Sendable {
     struct State: Sendable {
         var table: [Key: TLSRPTCounts] = [:]
         var dirty: Set<Key> = []
+        /// Changed since TLSRPTSync last took them (shared state only).
+        var shareDirty: Set<Key> = []
         var domainsPerDay: [TLSRPTDay: Int] = [:]
         var dropped = 0
     }
@@ -66,6 +68,7 @@ public final class TLSRPTLedger: Sendable {
             }
             s.table[key]!.add(event)
             s.dirty.insert(key)
+            s.shareDirty.insert(key)
         }
     }
 
@@ -81,6 +84,9 @@ public final class TLSRPTLedger: Sendable {
                     let key = Key(day: day, domain: domain)
                     if s.table[key] == nil { s.domainsPerDay[day, default: 0] += 1 }
                     s.table[key] = c
+                    // Pushed again at start: harmless (absolute values),
+                    // and it covers a push the last run did not make.
+                    s.shareDirty.insert(key)
                 }
             }
         }
@@ -116,6 +122,16 @@ public final class TLSRPTLedger: Sendable {
                     s.domainsPerDay[day] = nil
                 }
             }
+        }
+    }
+
+    /// The counters changed since the last call, for TLSRPTSync to push
+    /// (absolute values: this instance's whole count for the day).
+    public func takeShareChanges() -> [TLSRPTCounts] {
+        state.withLock { s in
+            let changed = s.shareDirty.compactMap { s.table[$0] }
+            s.shareDirty.removeAll()
+            return changed.sorted { ($0.day, $0.domain) < ($1.day, $1.domain) }
         }
     }
 

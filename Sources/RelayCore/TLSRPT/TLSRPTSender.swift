@@ -83,12 +83,19 @@ public final class TLSRPTSender: Sendable {
     /// Reports known finished, so the minute's tick does not read their
     /// state files again (a week of days, thousands of domains each).
     private let finished = Locked<Set<String>>([])
+    /// With `[state] backend = "postgres"`: reports from the counts of
+    /// every instance, sent by the day's lease holder (TLSRPTShared).
+    public let shared: TLSRPTSharedSending?
+    /// Shared days already logged as waiting for the database, or given up.
+    private let sharedLogged = Locked<Set<String>>([])
     /// Days whose states and counters are removed once this old.
     public static let keepDays = 7
 
     public init(ledger: TLSRPTLedger, submitter: TLSRPTSubmitter, from: Mailbox?, hostname: String, transport: Transport,
                 logger: Logger, now: @escaping @Sendable () -> Int,
-                random: @escaping @Sendable (ClosedRange<Int>) -> Int = { Int.random(in: $0) }) {
+                random: @escaping @Sendable (ClosedRange<Int>) -> Int = { Int.random(in: $0) },
+                shared: TLSRPTSharedSending? = nil) {
+        self.shared = shared
         self.ledger = ledger
         self.submitter = submitter
         self.from = from
@@ -114,7 +121,7 @@ public final class TLSRPTSender: Sendable {
                 }
                 continue
             }
-            guard day < today else { continue }
+            guard day < today, shared == nil else { continue }
             for domain in ledger.domains(day: day) where !finished.withLock({ $0.contains("\(day)_\(domain)") }) {
                 guard var state = readState(day, domain) else {
                     let first = TLSRPTSchedule.firstAttempt(day: day, random: random)
@@ -130,6 +137,87 @@ public final class TLSRPTSender: Sendable {
                 send(state, force: false) { _ in }
             }
         }
+        if shared != nil {
+            for day in [today.previous.previous, today.previous] { sharedTick(day, now: t) }
+        }
+    }
+
+    /// A day that has ended, with shared counts: nothing until the first
+    /// reports are due; then, each minute, the lease (taken or renewed),
+    /// the day's domains over every instance, and the reports due among
+    /// them. A database that does not answer delays the reports (they are
+    /// never made from this instance's counts alone) until the 24-hour
+    /// window after the latest first attempt has passed; then the day is
+    /// given up, and said so once.
+    private func sharedTick(_ day: TLSRPTDay, now t: Int) {
+        guard let shared, t >= day.end + TLSRPTSchedule.settle else { return }
+        if t > day.end + TLSRPTSchedule.spread + TLSRPTSchedule.window {
+            if sharedLogged.withLock({ $0.insert("\(day) over").inserted }) {
+                logger.debug("TLS-RPT: the day's sending window is over", metadata: ["day": "\(day)"])
+            }
+            return
+        }
+        sharedDomains(day, shared) { [self] result in
+            switch result {
+            case .failure(let why) where why.heldBy != nil:
+                return  // another instance holds the lease and sends
+            case .failure(let why):
+                let first = sharedLogged.withLock { $0.insert("\(day) waiting").inserted }
+                if first {
+                    logger.warning("TLS-RPT: shared state unreachable; the day's reports wait for it (never sent from this instance's counts alone)",
+                                   metadata: ["day": "\(day)", "error": "\(why)"])
+                }
+            case .success(nil):
+                return  // another instance holds the lease
+            case .success(let domains?):
+                if sharedLogged.withLock({ $0.remove("\(day) waiting") != nil }) {
+                    logger.notice("TLS-RPT: shared state reachable again; the day's reports go on", metadata: ["day": "\(day)"])
+                }
+                for domain in domains where !finished.withLock({ $0.contains("\(day)_\(domain)") }) {
+                    guard var state = readState(day, domain) else {
+                        let first = TLSRPTSchedule.firstAttempt(day: day, random: random)
+                        save(TLSRPTSendState(day: day, domain: domain, first: first))
+                        continue
+                    }
+                    if state.finished {
+                        finished.withLock { _ = $0.insert("\(day)_\(domain)") }
+                        continue
+                    }
+                    guard state.next <= t else { continue }
+                    state.attempts += 1
+                    send(state, force: false) { _ in }
+                }
+            }
+        }
+    }
+
+    /// This instance's counts pushed, then the lease: the day's domains
+    /// over every instance when this instance holds it, a failure with
+    /// `heldBy` when another does. A dry run reads without taking the lease.
+    private func sharedDomains(_ day: TLSRPTDay, _ shared: TLSRPTSharedSending, takeLease: Bool = true,
+                               _ done: @escaping @Sendable (Result<[String]?, TLSRPTSharedError>) -> Void) {
+        shared.sync.flush { result in
+            if case .failure(let e) = result { return done(.failure(TLSRPTSharedError(text: "push: \(e)"))) }
+            let lease: (@escaping @Sendable (Result<String, any Error>) -> Void) -> Void = { reply in
+                if takeLease { shared.backend.lease(day: day, seconds: shared.leaseSeconds, completion: reply) } else {
+                    reply(.success(shared.instance))
+                }
+            }
+            lease { result in
+                switch result {
+                case .failure(let e): done(.failure(TLSRPTSharedError(text: "lease: \(e)")))
+                case .success(let holder) where holder != shared.instance:
+                    done(.failure(TLSRPTSharedError(text: "the day's lease is held by \(holder)", heldBy: holder)))
+                case .success:
+                    shared.backend.domains(day: day) { result in
+                        switch result {
+                        case .failure(let e): done(.failure(TLSRPTSharedError(text: "domains: \(e)")))
+                        case .success(let d): done(.success(d))
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// `relayd report tlsrpt`: the day's reports now, whatever the
@@ -139,7 +227,24 @@ public final class TLSRPTSender: Sendable {
     /// when `includeJSON`.
     public func sendNow(day: TLSRPTDay, dryRun: Bool, includeJSON: Bool,
                         completion: @escaping @Sendable ([String]) -> Void) {
-        let domains = ledger.domains(day: day)
+        guard let shared else {
+            return sendNow(day: day, domains: ledger.domains(day: day), dryRun: dryRun, includeJSON: includeJSON,
+                           completion: completion)
+        }
+        sharedDomains(day, shared, takeLease: !dryRun) { [self] result in
+            switch result {
+            case .failure(let why) where why.heldBy != nil:
+                completion(["\(day): \(why.text); that instance sends the reports (from every instance's counts)"])
+            case .failure(let why):
+                completion(["\(day): shared state unreachable (\(why.text)); no report sent from this instance's counts alone"])
+            case .success(let domains):
+                sendNow(day: day, domains: domains ?? [], dryRun: dryRun, includeJSON: includeJSON, completion: completion)
+            }
+        }
+    }
+
+    private func sendNow(day: TLSRPTDay, domains: [String], dryRun: Bool, includeJSON: Bool,
+                         completion: @escaping @Sendable ([String]) -> Void) {
         guard !domains.isEmpty else { return completion(["\(day): no sessions counted; nothing to report"]) }
         let lines = Locked<[String]>([])
         let left = Locked(domains.count)
@@ -165,12 +270,33 @@ public final class TLSRPTSender: Sendable {
             inFlight.withLock { _ = $0.remove(key) }
             done(lines)
         }
-        var state = initial
-        guard let counts = ledger.counts(day: state.day, domain: state.domain), counts.sessionTotal > 0 else {
-            state.finished = true
-            state.note = "no sessions"
-            return finish(state, ["\(state.domain): no sessions"])
+        counts(initial.day, initial.domain) { [self] result in
+            var state = initial
+            switch result {
+            case .failure(let e):
+                state.note = "shared state unreachable: \(e)"
+                return finish(failed(state, force: force), ["\(state.domain): \(state.note); retried later, not sent from local counts"])
+            case .success(let counts):
+                guard let counts, counts.sessionTotal > 0 else {
+                    state.finished = true
+                    state.note = "no sessions"
+                    return finish(state, ["\(state.domain): no sessions"])
+                }
+                lookup(counts, state: state, force: force, dryRun: dryRun, includeJSON: includeJSON, finish: finish)
+            }
         }
+    }
+
+    /// The counters a report is made from: this instance's, or with shared
+    /// state the sum over every instance.
+    private func counts(_ day: TLSRPTDay, _ domain: String,
+                        _ done: @escaping @Sendable (Result<TLSRPTCounts?, any Error>) -> Void) {
+        guard let shared else { return done(.success(ledger.counts(day: day, domain: domain))) }
+        shared.backend.counts(day: day, domain: domain) { done($0.map { $0 }) }
+    }
+
+    private func lookup(_ counts: TLSRPTCounts, state: TLSRPTSendState, force: Bool, dryRun: Bool, includeJSON: Bool,
+                        finish: @escaping @Sendable (TLSRPTSendState, [String]) -> Void) {
         let looked = state
         transport.lookupTXT("_smtp._tls.\(looked.domain)") { [self] result in
             var state = looked
@@ -185,7 +311,37 @@ public final class TLSRPTSender: Sendable {
                     if !dryRun { logger.info("TLS-RPT: no report wanted", metadata: ["day": "\(state.day)", "domain": "\(state.domain)"]) }
                     return finish(state, ["\(state.domain): no usable TLSRPT record; no report"])
                 }
-                deliver(counts, record: record, state: state, force: force, dryRun: dryRun, includeJSON: includeJSON, finish: finish)
+                claim(counts, state: state, force: force, dryRun: dryRun) { [self] state, lines in
+                    if let lines { return finish(state, lines) }
+                    deliver(counts, record: record, state: state, force: force, dryRun: dryRun, includeJSON: includeJSON,
+                            finish: finish)
+                }
+            }
+        }
+    }
+
+    /// With shared state: the report is claimed before any destination
+    /// gets it, so no other instance (nor this one after a restart) sends
+    /// it again. A claim that is already this instance's goes on (a retry
+    /// of destinations that failed); another's ends the report here.
+    private func claim(_ counts: TLSRPTCounts, state: TLSRPTSendState, force: Bool, dryRun: Bool,
+                       then: @escaping @Sendable (TLSRPTSendState, [String]?) -> Void) {
+        guard let shared, !dryRun else { return then(state, nil) }
+        let id = TLSRPTReport.reportID(day: counts.day, domain: counts.domain, submitter: submitter.submitter)
+        shared.backend.claim(day: state.day, domain: state.domain, reportID: id) { [self] result in
+            var s = state
+            switch result {
+            case .failure(let e):
+                s.note = "shared state unreachable: \(e)"
+                then(failed(s, force: force), ["\(s.domain): \(s.note); retried later, not sent from local counts"])
+            case .success(let holder) where holder != shared.instance:
+                s.finished = true
+                s.note = "sent by \(holder)"
+                logger.info("TLS-RPT: report already sent by another instance", metadata: [
+                    "day": "\(s.day)", "domain": "\(s.domain)", "by": "\(holder)"])
+                then(s, ["\(s.domain): already sent by \(holder)"])
+            case .success:
+                then(s, nil)
             }
         }
     }
@@ -283,6 +439,20 @@ public final class TLSRPTSender: Sendable {
                                                                           "error": "\(error)"])
         }
     }
+}
+
+/// Why shared reports cannot go on now.
+public struct TLSRPTSharedError: Error, Sendable, CustomStringConvertible {
+    public var text: String
+    /// Set when another instance holds the day's lease.
+    public var heldBy: String?
+
+    public init(text: String, heldBy: String? = nil) {
+        self.text = text
+        self.heldBy = heldBy
+    }
+
+    public var description: String { text }
 }
 
 public enum TLSRPTSendError: Error, Equatable, Sendable, CustomStringConvertible {
