@@ -26,6 +26,19 @@ final class FakeSTSTable: @unchecked Sendable {
 
     func view(_ instance: String) -> FakeSTSView { FakeSTSView(table: self, instance: instance) }
 
+    /// The rows, read under the lock (the discoveries write from their queues).
+    var snapshot: [String: (SharedSTSPolicy, Int)] {
+        lock.lock()
+        defer { lock.unlock() }
+        return rows
+    }
+
+    var leaseHolders: [String: String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return leases.mapValues(\.0)
+    }
+
     func put(_ row: SharedSTSPolicy, expires: Int) {
         lock.lock()
         rows[row.domain] = (row, expires)
@@ -97,12 +110,12 @@ private func prepare(_ d: STSDiscovery, _ domain: String) async {
         await prepare(a, "far.test")
         #expect(bed.host.fetches == ["far.test"])
         // publishing is asynchronous; wait for the row
-        for _ in 0..<100 where table.rows.isEmpty { try await Task.sleep(nanoseconds: 10_000_000) }
+        for _ in 0..<100 where table.snapshot.isEmpty { try await Task.sleep(nanoseconds: 10_000_000) }
         await prepare(b, "far.test")
         #expect(bed.host.fetches == ["far.test"], "one fetch for both instances")
         #expect(b.policies.record("far.test")?.id == "one" && b.policies.record("far.test")?.policy.mode == .enforce)
         #expect(bed.lines.count("MTA-STS policy taken from shared state") == 1)
-        #expect(table.rows["far.test"]?.0.fetchedBy == "a")
+        #expect(table.snapshot["far.test"]?.0.fetchedBy == "a")
     }
 
     @Test func whileOneInstanceHoldsTheLeaseTheOtherWaitsForItsResult() async throws {
@@ -115,7 +128,7 @@ private func prepare(_ d: STSDiscovery, _ domain: String) async {
         bed.host.hold()
         async let first: Void = prepare(a, "far.test")
         for _ in 0..<200 where bed.host.fetches.isEmpty { try await Task.sleep(nanoseconds: 10_000_000) }
-        #expect(table.leases["far.test"]?.0 == "a")
+        #expect(table.leaseHolders["far.test"] == "a")
         async let second: Void = prepare(b, "far.test")
         try await Task.sleep(nanoseconds: 300_000_000)
         bed.host.release()
@@ -150,7 +163,7 @@ private func prepare(_ d: STSDiscovery, _ domain: String) async {
         table.clock = { bed.clock.now }
         let a = discovery(bed, table.view("a"))
         await prepare(a, "far.test")
-        for _ in 0..<100 where table.rows.isEmpty { try await Task.sleep(nanoseconds: 10_000_000) }
+        for _ in 0..<100 where table.snapshot.isEmpty { try await Task.sleep(nanoseconds: 10_000_000) }
         #expect(bed.host.fetches.count == 1)
         bed.clock.advance(90_000)
         table.put(SharedSTSPolicy(domain: "far.test", id: "one", text: enforce, fetched: bed.clock.now - 60, fetchedBy: "b"),
@@ -169,8 +182,8 @@ private func prepare(_ d: STSDiscovery, _ domain: String) async {
         bed.host.serve("far.test", enforce)
         let table = FakeSTSTable()
         table.clock = { bed.clock.now }
-        table.rows["far.test"] = (SharedSTSPolicy(domain: "far.test", id: "one", text: "mode: enforce\n'; DROP TABLE x; --",
-                                                  fetched: bed.clock.now, fetchedBy: "evil"), bed.clock.now + 3600)
+        table.put(SharedSTSPolicy(domain: "far.test", id: "one", text: "mode: enforce\n'; DROP TABLE x; --",
+                                  fetched: bed.clock.now, fetchedBy: "evil"), expires: bed.clock.now + 3600)
         let a = discovery(bed, table.view("a"))
         await prepare(a, "far.test")
         #expect(bed.host.fetches == ["far.test"], "a row that does not parse is ignored and the policy fetched")
