@@ -135,6 +135,7 @@ let package = Package(
         tests("RelayPostgresTests", ["RelayModel", "RelaySync", "RelayPostgres"]),
         tests("RelayLearnedTests", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", "RelayLearned"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
-                        "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics"]),
+                        "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics",
+                        "RelayPostgres", "RelayLearned", "RelaySync"]),
     ]
 )
