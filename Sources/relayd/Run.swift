@@ -112,6 +112,8 @@ final class Daemon: @unchecked Sendable {
     private var learnedSync: LearnedSync?
     /// Pins, unpins and forgets shared through `statePool`.
     private var actionSync: LearnedActionSync?
+    /// Ticks the shared tls-exclusive drop audit's outbox.
+    private var dropAuditTimer: (any DispatchSourceTimer)?
     private var learnedSyncTimer: (any DispatchSourceTimer)?
     /// The config relayd started with: what sockets, spool, resolver and
     /// log handler were made from, so each reload names what it cannot apply.
@@ -339,6 +341,16 @@ final class Daemon: @unchecked Sendable {
             timer.resume()
             learnedSyncTimer = timer
         }
+        // The tls-exclusive drop audit: every drop also goes to the shared
+        // table, through SharedDropAudit's outbox in the spool.
+        let drops = SharedDropAudit(backend: PGDropsBackend(pool: pool, instance: started.state.instance), spool: spool, logger: logger)
+        drops.load(now: Int(time(nil)))
+        runner.dropObserver = { drops.record($0) }
+        let dropTimer = DispatchSource.makeTimerSource(queue: signalQueue)
+        dropTimer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(started.state.syncInterval), leeway: .milliseconds(200))
+        dropTimer.setEventHandler { drops.tick() }
+        dropTimer.resume()
+        dropAuditTimer = dropTimer
         migrateSharedState(pool, migrations, attempt: 1)
     }
 
@@ -377,6 +389,7 @@ final class Daemon: @unchecked Sendable {
         runner.stop()
         metricsServer?.stop()
         learnedSyncTimer?.cancel()
+        dropAuditTimer?.cancel()
         learnedSync?.persistPending()
         actionSync?.persistPending()
         statePool?.shutdown()

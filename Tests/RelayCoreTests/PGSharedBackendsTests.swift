@@ -90,4 +90,20 @@ func sharedStateServer() async throws -> (PostgresServer, PGPool)? {
         pull = try await `await` { evidence.pull(since: 0, completion: $0) }
         #expect(pull.merged.map(\.domain) == ["partner.example"] && pull.merged.first?.evidence.keys.sorted() == [.verified])
     }
+
+    @Test func hostileDropsRoundTripAndAreStoredOnce() async throws {
+        guard let (pg, pool) = try await sharedStateServer() else { return }
+        defer { pool.shutdown(); pg.stop() }
+        let backend = PGDropsBackend(pool: pool, instance: "inst-\u{1F600}")
+        let drops = Self.hostile.enumerated().map { i, text in
+            SharedDrop(at: 1_700_000_000 + i, queueID: text, domain: "o'brien.example", reason: text)
+        }
+        try await `await` { backend.append(drops, completion: $0) }
+        try await `await` { backend.append(drops, completion: $0) }
+        let rows: [SharedDropRow] = try await `await` { backend.list(since: 1_700_000_000, completion: $0) }
+        #expect(rows.map(\.drop) == drops)
+        #expect(rows.allSatisfy { $0.instance == "inst-\u{1F600}" })
+        let later: [SharedDropRow] = try await `await` { backend.list(since: 1_700_000_002, completion: $0) }
+        #expect(later.map(\.drop) == [drops[2]])
+    }
 }
