@@ -106,4 +106,25 @@ func sharedStateServer() async throws -> (PostgresServer, PGPool)? {
         let later: [SharedDropRow] = try await `await` { backend.list(since: 1_700_000_002, completion: $0) }
         #expect(later.map(\.drop) == [drops[2]])
     }
+
+    @Test func theHistoryShowsWhichInstanceSawWhatAndTheActions() async throws {
+        guard let (pg, pool) = try await sharedStateServer() else { return }
+        defer { pool.shutdown(); pg.stop() }
+        let e = LevelEvidence(firstSeen: 1_700_000_000, lastSeen: 1_700_090_000, count: 4, days: 2)
+        for inst in ["a", "b\u{301}"] {
+            try await `await` { PGLearnedBackend(pool: pool, instance: inst).push([SharedEvidence(domain: "partner.example", evidence: [.tls: e])],
+                                                                                 completion: $0) }
+        }
+        let pin = SharedAction(change: .pin(domain: "partner.example", level: "verify", until: nil, reason: Self.hostile[1], by: Self.hostile[0]),
+                               at: 1_700_100_000, instance: "a")
+        try await `await` { PGActionsBackend(pool: pool, instance: "a").append([pin], completion: $0) }
+        let history: SharedLearnedHistory = try await `await` { PGLearnedHistory.read(pool, domain: "partner.example", completion: $0) }
+        #expect(history.evidence.map(\.instance) == ["a", "b\u{301}"])
+        #expect(history.evidence.allSatisfy { $0.firstSeen == e.firstSeen && $0.lastSeen == e.lastSeen && $0.count == 4 && $0.days == 2 })
+        #expect(history.actions.map(\.change) == [pin.change])
+        let text = history.text("partner.example")
+        #expect(text.contains("b\u{301}  tls  first 2023-11-14 22:13:20 UTC") && text.contains("by \(Self.hostile[0])"))
+        let other: SharedLearnedHistory = try await `await` { PGLearnedHistory.read(pool, domain: "other.example", completion: $0) }
+        #expect(other.evidence.isEmpty && other.actions.isEmpty)
+    }
 }

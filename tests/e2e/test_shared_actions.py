@@ -91,6 +91,12 @@ def test_a_pin_on_a_shows_on_b_and_a_forget_reaches_b(pg, tmp_path):
         assert pg.psql(f"SELECT reason = $${REASON}$$ AND until = '2099-01-01' FROM learned_actions WHERE domain = '{DOMAIN}'") == "t"
         assert "from instance instance-a" in audit(b), audit(b)
         assert "operator on another instance" in b.log_text()
+        # B's explain shows the action history from the shared table.
+        acts = j["shared"]["actions"]
+        assert [(x["action"], x["instance"], x["level"], x["reason"], x["until"]) for x in acts] == \
+            [("pin", "instance-a", "verify", REASON, "2099-01-01 00:00:00 UTC")], acts
+        text = policy(b, "explain", DOMAIN).stdout
+        assert "Shared state (PostgreSQL):" in text and "instance-a  pin verify until 2099-01-01" in text, text
 
         # 2. The unpin follows.
         policy(a, "unpin", DOMAIN)
@@ -100,6 +106,12 @@ def test_a_pin_on_a_shows_on_b_and_a_forget_reaches_b(pg, tmp_path):
         pg.psql(f"""INSERT INTO learned_evidence (domain, instance, level, first_seen, last_seen, count, days)
                     VALUES ('{DOMAIN}', 'instance-c', 'tls', now() - interval '2 days', now() - interval '1 minute', 5, 2)""")
         wait("B to learn from C", lambda: explain(b)["learned"].get("record"))
+        seen = explain(b)["shared"]["evidence"]
+        assert [(e["instance"], e["level"], e["count"], e["days"]) for e in seen] == [("instance-c", "tls", 5, 2)], seen
+        listed = json.loads(policy(b, "list", "--learned", "--json").stdout)
+        assert [x["action"] for x in listed["shared"][DOMAIN]["actions"]] == ["pin", "unpin"], listed["shared"]
+        text = policy(a, "list", "--learned").stdout
+        assert f"{DOMAIN}:" in text and "instance-c  tls  first" in text and "5 sessions on 2 days" in text, text
         # ... and a forget on A removes it there, and in the table.
         policy(a, "forget", DOMAIN)
         wait("the forget on B", lambda: not explain(b)["learned"].get("record"))
@@ -114,3 +126,10 @@ def test_a_pin_on_a_shows_on_b_and_a_forget_reaches_b(pg, tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_file_backend_shows_no_shared_state(tmp_path):
+    r = Relayd(tmp_path / "relayd", relay_domains=(), dns="dnssec = false\n")
+    assert "Shared state" not in policy(r, "explain", DOMAIN).stdout
+    assert "shared" not in json.loads(policy(r, "explain", DOMAIN, "--json").stdout)
+    assert "shared" not in json.loads(policy(r, "list", "--learned", "--json").stdout)
