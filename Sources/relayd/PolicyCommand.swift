@@ -139,7 +139,16 @@ struct PolicyCommand: ParsableCommand {
                 if let here { return try here(config, spool) }
                 let status = writableLearnedStatus(config, spool)
                 _ = status.reload(change.domain)
-                return status.apply(change)
+                // No daemon: with the shared backend the change waits in the
+                // actions outbox, and the next start appends it.
+                let shared = PGPoolConfiguration(state: config.state) == nil ? nil
+                    : LearnedActionSync(status: status, evidence: nil, backend: OutboxOnly(), instance: config.state.instance, spool: spool,
+                                        logger: Logger(label: "relayd") { _ in SwiftLogNoOpLogHandler() })
+                if let shared { status.setChangeObserver { change, at in shared.record(change, at: at) } }
+                let result = status.apply(change)
+                shared?.persistPending()
+                if let shared, !shared.pending.isEmpty { return result + " (shared with the other instances when relayd next starts)" }
+                return result
             }
             print(result)
             if result.hasPrefix("error:") { throw ExitCode(1) }
@@ -149,6 +158,14 @@ struct PolicyCommand: ParsableCommand {
             printError("relayd policy \(command): \(error)")
             throw ExitCode(1)
         }
+    }
+
+    /// The actions outbox without a database: what is recorded is only
+    /// persisted (by `persistPending`), for the daemon to append.
+    struct OutboxOnly: SharedActionBackend {
+        struct NotHere: Error {}
+        func append(_ actions: [SharedAction], completion: @escaping @Sendable (Result<Void, any Error>) -> Void) { completion(.failure(NotHere())) }
+        func actions(after: Int64, completion: @escaping @Sendable (Result<SharedActionPull, any Error>) -> Void) { completion(.failure(NotHere())) }
     }
 
     struct List: ParsableCommand {

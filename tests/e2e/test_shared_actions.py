@@ -133,3 +133,19 @@ def test_the_file_backend_shows_no_shared_state(tmp_path):
     assert "Shared state" not in policy(r, "explain", DOMAIN).stdout
     assert "shared" not in json.loads(policy(r, "explain", DOMAIN, "--json").stdout)
     assert "shared" not in json.loads(policy(r, "list", "--learned", "--json").stdout)
+
+
+def test_a_pin_made_while_the_daemon_is_stopped_is_shared_at_its_next_start(pg, tmp_path):
+    a = instance(tmp_path, pg, "instance-a")
+    b = instance(tmp_path, pg, "instance-b").start()
+    try:
+        out = policy(a, "pin", DOMAIN, "forced", "--reason", "offline").stdout
+        assert "pinned to forced" in out and "shared with the other instances when relayd next starts" in out, out
+        assert len(list((a.spool / "shared-actions-outbox").iterdir())) == 1
+        a.start()
+        j = wait("the pin on B", lambda: (lambda e: e if (e["learned"].get("record") or {}).get("pin") else None)(explain(b)))
+        assert j["learned"]["record"]["pin"]["reason"] == "offline"
+        wait("A's outbox to empty", lambda: not list((a.spool / "shared-actions-outbox").iterdir()))
+    finally:
+        a.stop()
+        b.stop()
