@@ -136,6 +136,6 @@ let package = Package(
         tests("RelayLearnedTests", ["RelayModel", "RelayPolicy", "RelayQueue", "RelaySync", "RelayLearned"]),
         tests("RelayCoreTests", ["RelayModel", "RelaySMTP", "RelayPolicy", "RelayLog", "RelayTLS", "RelayDNS",
                         "RelayAuth", "RelayIO", "RelayQueue", "RelayConfig", "RelayDelivery", "RelayCore", "RelayMetrics",
-                        "RelayTLSRPT", "RelayPostgres", "RelaySync"]),
+                        "RelayTLSRPT", "RelayPostgres", "RelayLearned", "RelaySync"]),
     ]
 )

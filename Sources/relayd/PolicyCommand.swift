@@ -61,6 +61,24 @@ struct PolicyCommand: ParsableCommand {
         return LearnedStatus(store: store, settings: config.learned, logger: logger, now: now)
     }
 
+    /// With [state] backend = "postgres": the shared evidence per instance
+    /// and the action history of one domain (or all); nil with the file
+    /// backend. A database that does not answer is said, not fatal: the
+    /// local part of the answer stands on its own.
+    static func sharedHistory(_ config: Config, domain: String?) -> Result<SharedLearnedHistory, SharedHistoryError>? {
+        guard var pool = PGPoolConfiguration(state: config.state, applicationName: "relayd-policy") else { return nil }
+        pool.size = 1
+        do {
+            return .success(try SharedStateQuery.run(pool) { pg, done in PGLearnedHistory.read(pg, domain: domain, completion: done) })
+        } catch {
+            return .failure(SharedHistoryError(description: "\(error)"))
+        }
+    }
+
+    struct SharedHistoryError: Error, CustomStringConvertible {
+        var description: String
+    }
+
     enum DANEFindings {
         case found([MXHost], [String: DANEHostState])
         case notLookedUp(String)
@@ -121,7 +139,16 @@ struct PolicyCommand: ParsableCommand {
                 if let here { return try here(config, spool) }
                 let status = writableLearnedStatus(config, spool)
                 _ = status.reload(change.domain)
-                return status.apply(change)
+                // No daemon: with the shared backend the change waits in the
+                // actions outbox, and the next start appends it.
+                let shared = PGPoolConfiguration(state: config.state) == nil ? nil
+                    : LearnedActionSync(status: status, evidence: nil, backend: OutboxOnly(), instance: config.state.instance, spool: spool,
+                                        logger: Logger(label: "relayd") { _ in SwiftLogNoOpLogHandler() })
+                if let shared { status.setChangeObserver { change, at in shared.record(change, at: at) } }
+                let result = status.apply(change)
+                shared?.persistPending()
+                if let shared, !shared.pending.isEmpty { return result + " (shared with the other instances when relayd next starts)" }
+                return result
             }
             print(result)
             if result.hasPrefix("error:") { throw ExitCode(1) }
@@ -131,6 +158,14 @@ struct PolicyCommand: ParsableCommand {
             printError("relayd policy \(command): \(error)")
             throw ExitCode(1)
         }
+    }
+
+    /// The actions outbox without a database: what is recorded is only
+    /// persisted (by `persistPending`), for the daemon to append.
+    struct OutboxOnly: SharedActionBackend {
+        struct NotHere: Error {}
+        func append(_ actions: [SharedAction], completion: @escaping @Sendable (Result<Void, any Error>) -> Void) { completion(.failure(NotHere())) }
+        func actions(after: Int64, completion: @escaping @Sendable (Result<SharedActionPull, any Error>) -> Void) { completion(.failure(NotHere())) }
     }
 
     struct List: ParsableCommand {
@@ -149,15 +184,33 @@ struct PolicyCommand: ParsableCommand {
             let now = Int(Date().timeIntervalSince1970)
             if learned {
                 let records = try PolicyCommand.learnedStatus(config).records
+                let shared = PolicyCommand.sharedHistory(config, domain: nil)
                 if json {
                     let all = records.map { LearnedExplanation.record($0, settings: config.learned, now: now) }
-                    let data = try JSONSerialization.data(withJSONObject: ["enabled": config.learned.enabled, "records": all] as [String: Any],
-                                                          options: [.sortedKeys])
+                    var root: [String: Any] = ["enabled": config.learned.enabled, "records": all]
+                    switch shared {
+                    case .none: break
+                    case .success(let history): root["shared"] = Dictionary(uniqueKeysWithValues: history.domains.map { ($0, history.json($0)) })
+                    case .failure(let error): root["shared"] = ["error": error.description]
+                    }
+                    let data = try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
                     print(String(decoding: data, as: UTF8.self))
+                    return
                 } else if records.isEmpty {
                     print("no learned TLS records")
                 } else {
                     print(LearnedExplanation.list(records, settings: config.learned, now: now))
+                }
+                switch shared {
+                case .none: break
+                case .success(let history):
+                    print("")
+                    if history.domains.isEmpty { print("Shared state (PostgreSQL): no evidence and no operator actions") }
+                    for d in history.domains {
+                        print("\(d):")
+                        print(history.text(d).split(separator: "\n").dropFirst().joined(separator: "\n"))
+                    }
+                case .failure(let error): print("\nShared state (PostgreSQL): unavailable: \(error)")
                 }
                 return
             }
@@ -288,6 +341,11 @@ struct PolicyCommand: ParsableCommand {
             let dane = try PolicyCommand.daneLookup(config, d, relay: relay?.name, decision: decision)
             if json {
                 var extra: [String: Any] = ["learned": LearnedExplanation.json(record, decision: decision, settings: config.learned, now: now)]
+                switch PolicyCommand.sharedHistory(config, domain: d) {
+                case .none: break
+                case .success(let history): extra["shared"] = history.json(d)
+                case .failure(let error): extra["shared"] = ["error": error.description]
+                }
                 switch dane {
                 case .found(let hosts, let states): extra["dane"] = ProbeReport.daneJSON(hosts: hosts, states: states, addresses: [])
                 case .notLookedUp(let why): extra["dane"] = NSNull(); extra["dane_note"] = why
@@ -297,6 +355,11 @@ struct PolicyCommand: ParsableCommand {
             } else {
                 print(PolicyExplanation.text(decision, cached: cached, enabled: config.mtaSTS.enabled, relay: relay?.name, now: now))
                 print(LearnedExplanation.text(record, decision: decision, settings: config.learned, now: now))
+                switch PolicyCommand.sharedHistory(config, domain: d) {
+                case .none: break
+                case .success(let history): print(history.text(d))
+                case .failure(let error): print("Shared state (PostgreSQL): unavailable: \(error)")
+                }
                 switch dane {
                 case .found(let hosts, let states):
                     print(ProbeReport.daneText(hosts: hosts, states: states, port: config.outbound.mxPort, addresses: []).joined(separator: "\n"))

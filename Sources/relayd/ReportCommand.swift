@@ -17,8 +17,8 @@ extension TLSRPTSubmitter {
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "Send or show reports about delivery (TLS-RPT, the TLS tally).",
-        subcommands: [TLSRPT.self, TLS.self])
+        abstract: "Send or show reports about delivery (TLS-RPT, the TLS tally, tls-exclusive drops).",
+        subcommands: [TLSRPT.self, TLS.self, Drops.self])
 
     /// `relayd report tls --since 7d [--json]`: per destination domain, how
     /// mail left over the last days — messages and sessions by TLS outcome,
@@ -54,6 +54,58 @@ struct ReportCommand: ParsableCommand {
             let tally = TLSTally(spool: spool, logger: logger, now: { now }, setsAsideDamaged: false)
             let report = TLSReport(tally.counts(days: days), days: days)
             print(json ? try report.json() : report.text, terminator: json ? "\n" : "")
+        }
+    }
+
+    /// `relayd report drops [--since 7d] [--json]`: the tls-exclusive drops
+    /// of every instance, from the shared table (tls_exclusive_drops). Only
+    /// with [state] backend = "postgres"; with the file backend each
+    /// instance's drops are in its own log (audit=tls-exclusive-drop).
+    struct Drops: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "drops",
+            abstract: "The tls-exclusive drops of every instance, from the shared state (PostgreSQL).")
+        @OptionGroup var options: ConfigOption
+        @Option(help: "How far back: a duration (1d, 7d, 12h).") var since: String = "7d"
+        @Flag(help: "JSON instead of text.") var json = false
+
+        func validate() throws {
+            guard ConfigLoader.parseDuration(since) != nil else {
+                throw ValidationError("--since: expected a duration such as 1d, 7d or 12h, not '\(since)'")
+            }
+        }
+
+        func run() throws {
+            let config: Config
+            do { config = try ConfigLoader.load(path: options.config) } catch let e as ConfigErrors {
+                for error in e.errors { printError(error.description) }
+                throw ExitCode(1)
+            }
+            guard var pool = PGPoolConfiguration(state: config.state, applicationName: "relayd-report") else {
+                printError("relayd report drops needs the shared state: [state] backend = \"postgres\" (this config uses \"file\"; "
+                           + "each instance's drops are in its own log, audit=tls-exclusive-drop)")
+                throw ExitCode(1)
+            }
+            pool.size = 1
+            let from = Int(time(nil)) - (ConfigLoader.parseDuration(since) ?? 0)
+            let rows: [SharedDropRow]
+            do { rows = try SharedStateQuery.run(pool) { pg, done in PGDropsBackend(pool: pg, instance: config.state.instance).list(since: from, completion: done) } } catch {
+                printError("relayd report drops: \(error)")
+                throw ExitCode(1)
+            }
+            if json {
+                let all = rows.map { ["instance": $0.instance, "at": LearnedClock.utc($0.drop.at), "at_unix": $0.drop.at, "id": $0.drop.queueID,
+                                      "domain": $0.drop.domain, "reason": $0.drop.reason] as [String: Any] }
+                let data = try JSONSerialization.data(withJSONObject: ["since": LearnedClock.utc(from), "drops": all] as [String: Any],
+                                                      options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else if rows.isEmpty {
+                print("no tls-exclusive drops since \(LearnedClock.utc(from))")
+            } else {
+                for r in rows {
+                    print("\(LearnedClock.utc(r.drop.at))  \(r.instance)  \(r.drop.queueID)  \(r.drop.domain)  \(r.drop.reason)")
+                }
+            }
         }
     }
 

@@ -114,6 +114,10 @@ final class Daemon: @unchecked Sendable {
     /// Learned TLS status shared through `statePool` (LearnedSync), and
     /// the timer that pushes and pulls it.
     private var learnedSync: LearnedSync?
+    /// Pins, unpins and forgets shared through `statePool`.
+    private var actionSync: LearnedActionSync?
+    /// Ticks the shared tls-exclusive drop audit's outbox.
+    private var dropAuditTimer: (any DispatchSourceTimer)?
     private var learnedSyncTimer: (any DispatchSourceTimer)?
     /// The config relayd started with: what sockets, spool, resolver and
     /// log handler were made from, so each reload names what it cannot apply.
@@ -342,10 +346,16 @@ final class Daemon: @unchecked Sendable {
             sync.load()
             learned.setSessionObserver { domain, seen, at in sync.observe(domain: domain, seen: seen, at: at) }
             learnedSync = sync
+            let actions = LearnedActionSync(status: learned, evidence: sync,
+                                            backend: PGActionsBackend(pool: pool, instance: started.state.instance),
+                                            instance: started.state.instance, spool: spool, logger: logger)
+            actions.load()
+            learned.setChangeObserver { change, at in actions.record(change, at: at) }
+            actionSync = actions
             let timer = DispatchSource.makeTimerSource(queue: signalQueue)
             let every = started.state.syncInterval
             timer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(every), leeway: .milliseconds(200))
-            timer.setEventHandler { sync.tick() }
+            timer.setEventHandler { sync.tick(); actions.tick() }
             timer.resume()
             learnedSyncTimer = timer
         }
@@ -358,6 +368,16 @@ final class Daemon: @unchecked Sendable {
             timer.resume()
             tlsrptSyncTimer = timer
         }
+        // The tls-exclusive drop audit: every drop also goes to the shared
+        // table, through SharedDropAudit's outbox in the spool.
+        let drops = SharedDropAudit(backend: PGDropsBackend(pool: pool, instance: started.state.instance), spool: spool, logger: logger)
+        drops.load(now: Int(time(nil)))
+        runner.dropObserver = { drops.record($0) }
+        let dropTimer = DispatchSource.makeTimerSource(queue: signalQueue)
+        dropTimer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(started.state.syncInterval), leeway: .milliseconds(200))
+        dropTimer.setEventHandler { drops.tick() }
+        dropTimer.resume()
+        dropAuditTimer = dropTimer
         migrateSharedState(pool, migrations, attempt: 1)
     }
 
@@ -397,7 +417,9 @@ final class Daemon: @unchecked Sendable {
         metricsServer?.stop()
         learnedSyncTimer?.cancel()
         tlsrptSyncTimer?.cancel()
+        dropAuditTimer?.cancel()
         learnedSync?.persistPending()
+        actionSync?.persistPending()
         statePool?.shutdown()
         inbound.stop(grace: grace) { [logger, spool, learned, tlsrpt, tlsTally] in
             learned.flush()

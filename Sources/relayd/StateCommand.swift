@@ -79,3 +79,29 @@ struct StateCommand: ParsableCommand {
         }
     }
 }
+
+/// One read from the shared state for a command: a pool of one, the query,
+/// a bounded wait (the statement timeout bounds the query itself).
+enum SharedStateQuery {
+    static func run<T: Sendable>(_ configuration: PGPoolConfiguration,
+                                 _ query: (PGPool, @escaping @Sendable (Result<T, any Error>) -> Void) -> Void) throws -> T {
+        let logger = Logger(label: "relayd.state") { _ in SwiftLogNoOpLogHandler() }
+        let pg = PGPool(configuration, logger: logger)
+        pg.start()
+        defer { pg.shutdown() }
+        let outcome = Locked<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        query(pg) { result in
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + .seconds(60)) == .success, let result = outcome.withLock({ $0 }) else {
+            throw SharedStateTimeout()
+        }
+        return try result.get()
+    }
+
+    struct SharedStateTimeout: Error, CustomStringConvertible {
+        var description: String { "the shared-state database did not answer within 60 s" }
+    }
+}

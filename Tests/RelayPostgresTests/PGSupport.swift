@@ -65,12 +65,12 @@ let repositoryMigrations: String = {
     return url.appendingPathComponent("migrations").path
 }()
 
-/// A copy of the repository's migrations in a temp folder a test may change.
-/// A folder with the repository's first migration only: the tests add
-/// their own "0002_…" files, whatever later schemas the repository has.
+/// A copy of the repository's schema 1 in a temp folder a test may change.
 func migrationsCopy() throws -> String {
     let dir = NSTemporaryDirectory() + "relayd-migrations-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    // Only schema 1: the mechanism tests add their own `0002_…` file
+    // (the repository's later files are exercised by the schema tests).
     for f in try FileManager.default.contentsOfDirectory(atPath: repositoryMigrations) where f.hasPrefix("0001_") {
         try FileManager.default.copyItem(atPath: repositoryMigrations + "/" + f, toPath: dir + "/" + f)
     }

@@ -53,13 +53,16 @@ def test_dry_run_prints_and_applies_nothing_then_migrate_applies_once(pg, tmp_pa
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     said = sorted(o[0].strip() for o in outs)
-    assert said == ["applied 0001_initial.sql (version 1)\napplied 0002_tlsrpt_rows.sql (version 2)",
-                    "schema up to date (2 migrations applied)"], said
+    assert said == ["applied 0001_initial.sql (version 1)
+applied 0002_tlsrpt_rows.sql (version 2)
+"
+                    "applied 0003_learned_actions_until.sql (version 3)",
+                    "schema up to date (3 migrations applied)"], said
     assert pg.psql("SELECT version || ':' || name FROM relayd_schema_migrations ORDER BY version").split() == \
-        ["1:initial", "2:tlsrpt_rows"]
+        ["1:initial", "2:tlsrpt_rows", "3:learned_actions_until"]
 
     again = migrate(r.config, "--dry-run")
-    assert again.returncode == 0 and again.stdout.strip() == "schema up to date (2 migrations applied)"
+    assert again.returncode == 0 and again.stdout.strip() == "schema up to date (3 migrations applied)"
 
 
 def test_run_applies_at_start_and_starts_without_the_database(pg, tmp_path):
@@ -68,10 +71,10 @@ def test_run_applies_at_start_and_starts_without_the_database(pg, tmp_path):
         deadline = time.monotonic() + 15
         while "shared state: schema ready" not in r.log_text() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert "applied=0001_initial.sql" in r.log_text()
+        assert "applied=0001_initial.sql,0002_tlsrpt_rows.sql,0003_learned_actions_until.sql" in r.log_text()
     finally:
         r.stop()
-    assert pg.psql("SELECT count(*) FROM relayd_schema_migrations") == "2"
+    assert pg.psql("SELECT count(*) FROM relayd_schema_migrations") == "3"
 
     pg.stop()
     down = Relayd(tmp_path / "relayd-down", extra=state_section(pg)).start()

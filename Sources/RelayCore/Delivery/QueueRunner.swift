@@ -139,6 +139,14 @@ public final class QueueRunner: @unchecked Sendable {
     }
     private var monitor: LearnedMonitor?
 
+    /// Told of each tls-exclusive drop after its local audit line (the
+    /// shared drop audit, SharedDropAudit); set before start.
+    public var dropObserver: (@Sendable (SharedDrop) -> Void)? {
+        get { queue.sync { onDrop } }
+        set { queue.sync { onDrop = newValue } }
+    }
+    private var onDrop: (@Sendable (SharedDrop) -> Void)?
+
     /// Whether DANE or MTA-STS decides the domain under the current
     /// environment: learned status never relaxes such a domain. Not to be
     /// called on the runner's queue.
@@ -458,6 +466,11 @@ public final class QueueRunner: @unchecked Sendable {
                     logger.warning("audit: message dropped by tls-exclusive policy; no delivery, no bounce",
                                    metadata: ["id": "\(message.id)", "to": "<\(rcpt)>", "from": "<\(message.envelope.sender)>",
                                               "layer": "\(report.decision.layer.rawValue)", "reason": "\(why)", "audit": "tls-exclusive-drop"])
+                    if let onDrop {
+                        var domain = rcpt.domain.lowercased()
+                        if domain.hasSuffix(".") { domain.removeLast() }
+                        onDrop(SharedDrop(at: now(), queueID: message.id, domain: domain, reason: why))
+                    }
                 case .failed(let f) where f.isPermanent:
                     state.recipients[i] = .init(status: .bounced, detail: f.reason, enhancedStatus: f.status)
                 case .failed(let f):

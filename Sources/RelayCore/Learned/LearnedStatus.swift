@@ -37,6 +37,13 @@ public final class LearnedStatus: Sendable {
     /// suspected downgrades.
     public let counters = Locked<Counters>(Counters())
     private let sessionObserver = Locked<(@Sendable (String, TLSEvidence, Int) -> Void)?>(nil)
+    /// Told of every operator change made here (LearnedActionSync shares
+    /// them): the change and when it was made.
+    private let changeObserver = Locked<(@Sendable (LearnedChange, Int) -> Void)?>(nil)
+    /// Per domain, the latest forget (here or on another instance): shared
+    /// evidence last seen before it is not taken back in by `mergeShared`,
+    /// so another instance's older evidence cannot undo the forget.
+    private let forgotten = Locked<[String: Int]>([:])
 
     public struct Counters: Equatable, Sendable {
         public var relaxed = 0
@@ -126,9 +133,10 @@ public final class LearnedStatus: Sendable {
     public func mergeShared(domain: String, evidence: EvidenceByLevel) -> Bool {
         guard LearnedRecordFormat.isDomain(domain) else { return false }
         let t = now()
+        let forgottenAt = forgotten.withLock { $0[domain] } ?? Int.min
         let outcome: (TLSEvidence?, TLSEvidence?)? = table.withLock { table in
-            let relaxedAt = table[domain]?.relaxedAt ?? Int.min
-            let fresh = evidence.filter { $0.value.lastSeen > relaxedAt && $0.value.count >= 1 }
+            let barrier = max(table[domain]?.relaxedAt ?? Int.min, forgottenAt)
+            let fresh = evidence.filter { $0.value.lastSeen > barrier && $0.value.count >= 1 }
             if table[domain] == nil {
                 guard fresh.keys.contains(where: { $0 > .plaintext }) else { return nil }
                 table[domain] = LearnedRecord(domain: domain, created: t)
@@ -156,6 +164,21 @@ public final class LearnedStatus: Sendable {
     /// before deliveries start.
     public func setSessionObserver(_ observer: @escaping @Sendable (String, TLSEvidence, Int) -> Void) {
         sessionObserver.withLock { $0 = observer }
+    }
+
+    /// Told of every operator change carried out here (not of those
+    /// applied from another instance); set once, before requests are taken.
+    public func setChangeObserver(_ observer: @escaping @Sendable (LearnedChange, Int) -> Void) {
+        changeObserver.withLock { $0 = observer }
+    }
+
+    /// When the domain was last forgotten (here or elsewhere), if it was.
+    public func forgottenAt(_ domain: String) -> Int? { forgotten.withLock { $0[domain] } }
+
+    /// Marks the domain forgotten at `at` without touching its record (a
+    /// forget still waiting in the shared-actions outbox, at start).
+    public func noteForgotten(_ domain: String, at: Int) {
+        forgotten.withLock { $0[domain] = max($0[domain] ?? Int.min, at) }
     }
 
     /// A session deferred because the learned level could not be had.
@@ -223,8 +246,30 @@ public final class LearnedStatus: Sendable {
     /// the operator. Each change is logged and appended to the audit log.
     public func apply(_ change: LearnedChange) -> String {
         let t = now()
+        let result = apply(change, at: t, from: nil)
+        if !result.hasPrefix("error:"), let observe = changeObserver.withLock({ $0 }) { observe(change, t) }
+        return result
+    }
+
+    /// A pin, unpin or forget another instance made (LearnedActionSync's
+    /// pull): carried out as given, at the time it was made, and audited
+    /// with the instance it came from. A pin or unpin older than the pin
+    /// this record holds is superseded and left out; a forget removes the
+    /// evidence last seen before it (what was seen after it stays).
+    public func applyShared(_ change: LearnedChange, at: Int, from instance: String) -> String {
+        apply(change, at: at, from: instance)
+    }
+
+    private func apply(_ change: LearnedChange, at: Int, from origin: String?) -> String {
+        let t = now()
         let domain = change.domain
         guard LearnedRecordFormat.isDomain(domain) else { return "error: not a domain name: \(domain)" }
+        if origin != nil, case .pin = change, let held = table.withLock({ $0[domain]?.pin }), held.at > at {
+            return "\(domain): superseded by the pin made \(LearnedClock.utc(held.at))"
+        }
+        if origin != nil, case .unpin = change, let held = table.withLock({ $0[domain]?.pin }), held.at > at {
+            return "\(domain): superseded by the pin made \(LearnedClock.utc(held.at))"
+        }
         let result: String
         switch change {
         case .pin(_, let levelName, let until, let reason, let by):
@@ -234,7 +279,7 @@ public final class LearnedStatus: Sendable {
             if let until, until <= t { return "error: --until \(LearnedClock.utc(until)) is already past" }
             table.withLock { table in
                 var r = table[domain] ?? LearnedRecord(domain: domain, created: t)
-                r.pin = .init(level: level, until: until, reason: LearnedRecord.clip(reason), by: LearnedRecord.clip(by), at: t)
+                r.pin = .init(level: level, until: until, reason: LearnedRecord.clip(reason), by: LearnedRecord.clip(by), at: at)
                 table[domain] = r
             }
             result = "\(domain): pinned to \(level.rawValue)" + (until.map { " until \(LearnedClock.utc($0))" } ?? " until unpinned")
@@ -245,39 +290,64 @@ public final class LearnedStatus: Sendable {
                 if table[domain]!.evidence.isEmpty { table[domain] = nil }
                 return true
             }
-            guard had else { return "\(domain): not pinned" }
+            guard had else {
+                if let origin { audit(t, change, "\(domain): not pinned", origin: origin, at: at) }
+                return "\(domain): not pinned"
+            }
             result = "\(domain): unpinned; learned status decides again"
         case .reprobe:
             // The monitor's (LearnedMonitor.probeNow), not a record change.
             return "error: a probe is started by the learned monitor, not by the record store"
         case .forget:
-            let kept: LearnedRecord.Pin?? = table.withLock { table in
-                guard let r = table[domain] else { return .none }
-                if let pin = r.activePin(at: t) {
+            // Evidence last seen before the forget goes (for a forget made
+            // here: all of it); an active pin stays.
+            forgotten.withLock { $0[domain] = max($0[domain] ?? Int.min, at) }
+            let kept: (pin: LearnedRecord.Pin?, newer: Int)? = table.withLock { table in
+                guard let r = table[domain] else { return nil }
+                let newer = r.evidence.filter { $0.value.lastSeen > at }
+                let pin = r.activePin(at: t)
+                if pin == nil && newer.isEmpty {
+                    table[domain] = nil
+                } else {
                     var fresh = LearnedRecord(domain: domain, created: t)
                     fresh.pin = pin
+                    fresh.evidence = newer
                     table[domain] = fresh
-                    return .some(pin)
                 }
-                table[domain] = nil
-                return .some(nil)
+                return (pin, newer.count)
             }
             switch kept {
-            case .none: return "\(domain): no learned record"
-            case .some(.some(let pin)): result = "\(domain): learned evidence forgotten; the pin to \(pin.level.rawValue) stays (use `relayd policy unpin`)"
-            case .some(.none): result = "\(domain): learned record forgotten"
+            case .none:
+                if let origin { audit(t, change, "\(domain): no learned record", origin: origin, at: at) }
+                return "\(domain): no learned record"
+            case .some(let k):
+                var text = k.newer > 0 ? "\(domain): learned evidence before the forget removed; \(k.newer) level(s) seen since stay"
+                                       : (k.pin == nil ? "\(domain): learned record forgotten" : "\(domain): learned evidence forgotten")
+                if let pin = k.pin { text += "; the pin to \(pin.level.rawValue) stays (use `relayd policy unpin`)" }
+                result = text
             }
         }
-        logger.notice("learned TLS status changed by operator", metadata: [
-            "domain": "\(domain)", "change": "\(change)", "result": "\(result)"])
+        var fields: Logger.Metadata = ["domain": "\(domain)", "change": "\(change)", "result": "\(result)"]
+        if let origin { fields["instance"] = "\(origin)" }
+        logger.notice(origin == nil ? "learned TLS status changed by operator" : "learned TLS status changed by operator on another instance",
+                      metadata: fields)
         persist(domain)
+        if let warning = audit(t, change, result, origin: origin, at: at) { return result + warning }
+        return result
+    }
+
+    /// Appends the audit log line; a change from another instance names it
+    /// and when it was made there. Returns a warning when it failed.
+    @discardableResult
+    private func audit(_ t: Int, _ change: LearnedChange, _ result: String, origin: String?, at: Int) -> String? {
+        let from = origin.map { " (from instance \(XText.encode($0)), made \(LearnedClock.utc(at)))" } ?? ""
         do {
-            try store.audit("\(LearnedClock.utc(t)) \(change) -> \(result)")
+            try store.audit("\(LearnedClock.utc(t)) \(change) -> \(result)\(from)")
+            return nil
         } catch {
             logger.error("learned TLS status: cannot write the audit log", metadata: ["error": "\(error)"])
-            return result + " (warning: the audit log could not be written: \(error))"
+            return " (warning: the audit log could not be written: \(error))"
         }
-        return result
     }
 
     // MARK: persistence

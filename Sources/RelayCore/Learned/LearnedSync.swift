@@ -155,6 +155,24 @@ public final class LearnedSync: Sendable {
         if !isReachable { persist(snapshot) }
     }
 
+    /// The domain was forgotten at `at` (here or on another instance): this
+    /// instance's own evidence last seen before then is dropped, so it is
+    /// not pushed again, and its queued snapshot with it.
+    public func forgotten(_ domain: String, at: Int) {
+        let emptied = state.withLock { s -> Bool in
+            guard let e = s.own[domain] else { return false }
+            let newer = e.filter { $0.value.lastSeen > at }
+            if newer.isEmpty {
+                s.own[domain] = nil
+                s.pending[domain] = nil
+                return true
+            }
+            s.own[domain] = newer
+            return false
+        }
+        if emptied { _ = try? spool?.removeRecord(Self.folder, domain) }
+    }
+
     /// At stop: what was not pushed yet goes to the outbox, so the next
     /// start pushes it.
     public func persistPending() {

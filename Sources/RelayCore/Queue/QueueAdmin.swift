@@ -105,6 +105,12 @@ public enum LearnedChange: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The change from its one-line form (`description`), as kept in the
+    /// shared-actions outbox; nil when it does not read.
+    public static func decode(line: String) -> LearnedChange? {
+        decode(line.split(separator: " ", omittingEmptySubsequences: false).map(String.init))
+    }
+
     static func decode(_ w: [String]) -> LearnedChange? {
         switch (w.first, w.count) {
         case ("pin", 6):

@@ -5,7 +5,9 @@
 // pull asks which domains changed after the cursor and returns, for each,
 // the evidence merged over every instance (earliest first seen, latest
 // last seen, the sum of counts, the most days one instance saw). SQL text
-// is static (StaticString), values go as parameters.
+// is static (StaticString), values go as parameters. Rows last seen before
+// the domain's latest forget (learned_actions) are left out of a pull: an
+// instance that pushed old evidence after the forget does not undo it.
 //
 // The cursor: the change sequence is allocated when a statement starts and
 // becomes visible when it commits, so a row may appear with a number below
@@ -64,6 +66,9 @@ public final class PGLearnedBackend: SharedLearnedBackend {
                    (SELECT coalesce(max(change_seq), 0) FROM learned_evidence) AS cursor
             FROM learned_evidence
             WHERE mx_host = '' AND domain IN (SELECT domain FROM learned_evidence WHERE change_seq > $1::bigint)
+              AND last_seen > coalesce((SELECT max(a.at) FROM learned_actions a
+                                        WHERE a.domain = learned_evidence.domain AND a.action = 'forget'),
+                                       '-infinity'::timestamptz)
             GROUP BY domain, level
             ORDER BY domain, level
             """, ["\(from)"], on: queue) { result in
