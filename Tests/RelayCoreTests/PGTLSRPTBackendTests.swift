@@ -40,7 +40,7 @@ import RelayTLSRPT
                 done($0.mapError { $0 })
             }
         }
-        #expect(applied.applied.map(\.version) == [1, 2])
+        #expect(applied.applied.map(\.version).starts(with: [1, 2]), "schema 2 (the TLS-RPT rows) among those applied")
 
         let day = TLSRPTDay(index: 20_000)
         let domain = "o'brien.example"
