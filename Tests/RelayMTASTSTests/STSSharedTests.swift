@@ -149,7 +149,9 @@ private func prepare(_ d: STSDiscovery, _ domain: String) async {
         await prepare(a, "far.test")
         #expect(bed.host.fetches == ["far.test"])
         #expect(a.policies.record("far.test")?.policy.mode == .enforce)
-        #expect(Date().timeIntervalSince(started) < 5, "each table answer is awaited about a second at most")
+        // Each table answer is awaited about a second (two of them here);
+        // the bound is loose because the whole suite shares two cores.
+        #expect(Date().timeIntervalSince(started) < 30, "the fetch is not held by the table")
     }
 
     /// A proactive refresh takes a copy another instance refreshed since
