@@ -53,9 +53,7 @@ def test_dry_run_prints_and_applies_nothing_then_migrate_applies_once(pg, tmp_pa
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     said = sorted(o[0].strip() for o in outs)
-    assert said == ["applied 0001_initial.sql (version 1)
-applied 0002_tlsrpt_rows.sql (version 2)
-"
+    assert said == ["applied 0001_initial.sql (version 1)\napplied 0002_tlsrpt_rows.sql (version 2)\n"
                     "applied 0003_learned_actions_until.sql (version 3)",
                     "schema up to date (3 migrations applied)"], said
     assert pg.psql("SELECT version || ':' || name FROM relayd_schema_migrations ORDER BY version").split() == \
