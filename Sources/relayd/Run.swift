@@ -111,6 +111,8 @@ final class Daemon: @unchecked Sendable {
     private var stsShared: PGSTSBackend?
     /// Pushes this instance's TLS-RPT counts (TLSRPTSync).
     private var tlsrptSyncTimer: (any DispatchSourceTimer)?
+    /// Reads the shared state into the relayd_shared_state_* metrics.
+    private var sharedMetricsTimer: (any DispatchSourceTimer)?
     /// Learned TLS status shared through `statePool` (LearnedSync), and
     /// the timer that pushes and pulls it.
     private var learnedSync: LearnedSync?
@@ -378,7 +380,36 @@ final class Daemon: @unchecked Sendable {
         dropTimer.setEventHandler { drops.tick() }
         dropTimer.resume()
         dropAuditTimer = dropTimer
+        startSharedStateMetrics(pool, drops: drops)
         migrateSharedState(pool, migrations, attempt: 1)
+    }
+
+    /// Every sync interval: whether the database answers, what waits in
+    /// each outbox, how many writes each store sent since the last look,
+    /// and an outage each time it stopped answering (relayd_shared_state_*).
+    private func startSharedStateMetrics(_ pool: PGPool, drops: SharedDropAudit) {
+        struct Seen { var reachable = false; var sent: [RelayMetrics.SharedStore: Int] = [:] }
+        let seen = Locked(Seen())
+        let (metrics, learnedSync, actionSync, tlsrptSync) = (metrics, learnedSync, actionSync, tlsrpt?.sender.shared?.sync)
+        let timer = DispatchSource.makeTimerSource(queue: signalQueue)
+        timer.schedule(deadline: .now() + .seconds(1), repeating: .seconds(started.state.syncInterval), leeway: .milliseconds(200))
+        timer.setEventHandler {
+            let reachable = pool.stats.healthy
+            let sent: [RelayMetrics.SharedStore: Int] = [
+                .learned: learnedSync?.counters.pushed ?? 0, .actions: actionSync?.counters.appended ?? 0,
+                .tlsrpt: tlsrptSync?.counters.pushed ?? 0, .drops: drops.counters.appended]
+            let before = seen.withLock { s -> Seen in
+                defer { s = Seen(reachable: reachable, sent: sent) }
+                return s
+            }
+            if before.reachable && !reachable { metrics.sharedStateOutage() }
+            for (store, n) in sent { metrics.sharedStateWritten(store, n - (before.sent[store] ?? 0)) }
+            metrics.setSharedState(reachable: reachable, queued: [
+                .learned: learnedSync?.pendingDomains.count ?? 0, .actions: actionSync?.pending.count ?? 0,
+                .tlsrpt: tlsrptSync?.pendingKeys.count ?? 0, .drops: drops.pending.count])
+        }
+        timer.resume()
+        sharedMetricsTimer = timer
     }
 
     /// Applies the schema; a database that is down at start is retried
@@ -417,6 +448,7 @@ final class Daemon: @unchecked Sendable {
         metricsServer?.stop()
         learnedSyncTimer?.cancel()
         tlsrptSyncTimer?.cancel()
+        sharedMetricsTimer?.cancel()
         dropAuditTimer?.cancel()
         learnedSync?.persistPending()
         actionSync?.persistPending()

@@ -8,6 +8,23 @@ import Testing
         Set(String(decoding: m.render(), as: UTF8.self).split(separator: "\n").map(String.init))
     }
 
+    /// The shared-state gauges follow what the daemon reads; outages and
+    /// writes only add up.
+    @Test func sharedStateSeries() {
+        let m = RelayMetrics(listeners: ["127.0.0.1:25"], build: .init(version: "1", openssl: "o", cares: "c"))
+        m.setSharedState(reachable: true, queued: [.learned: 3])
+        m.sharedStateWritten(.learned, 2)
+        m.sharedStateWritten(.learned, 0)
+        m.sharedStateOutage()
+        m.setSharedState(reachable: false, queued: [.learned: 5, .drops: 1])
+        let text = String(decoding: m.render(), as: UTF8.self)
+        for expected in ["relayd_shared_state_reachable 0.0", #"relayd_shared_state_queued_writes{store="learned"} 5.0"#,
+                         #"relayd_shared_state_queued_writes{store="drops"} 1.0"#, "relayd_shared_state_outages_total 1",
+                         #"relayd_shared_state_replayed_total{store="learned"} 2"#] {
+            #expect(text.contains(expected), "\(expected)")
+        }
+    }
+
     @Test func everyFamilyIsThereFromTheStartAtZero() {
         let m = RelayMetrics(listeners: ["127.0.0.1:25", "[::1]:587"], build: Self.build)
         let l = lines(m)
@@ -29,6 +46,10 @@ import Testing
             "relayd_tls_exclusive_drops_total 0",
             "relayd_downgrades_suspected_total 0",
             #"relayd_policy_cache_entries{kind="learned"} 0.0"#,
+            "relayd_shared_state_reachable 0.0",
+            #"relayd_shared_state_queued_writes{store="tlsrpt"} 0.0"#,
+            "relayd_shared_state_outages_total 0",
+            #"relayd_shared_state_replayed_total{store="drops"} 0"#,
             #"relayd_build_info{version="1.2.3",openssl="OpenSSL 3.0.13",cares="1.27.0"} 1.0"#,
             "# TYPE relayd_delivery_duration_seconds histogram",
             "# TYPE relayd_smtp_sessions_total counter",

@@ -13,6 +13,7 @@ learned domain is not downgraded; after a restart the queued writes arrive
 MTA-STS ("Must show" 1): one instance fetches a policy, the other takes it
 from the table; the policy host's access log shows one fetch.
 """
+import urllib.request
 import uuid
 
 import pytest
@@ -42,8 +43,8 @@ def pg():
     server.remove()
 
 
-def instance(tmp_path, bed, pg, name):
-    return Relayd(tmp_path / name, relay_domains=(), dns_servers=(DNS_IP,), ca_bundle=bed.ca.cert,
+def instance(tmp_path, bed, pg, name, metrics=False):
+    return Relayd(tmp_path / name, relay_domains=(), dns_servers=(DNS_IP,), ca_bundle=bed.ca.cert, metrics=metrics,
                   extra=f'''[mta_sts]
 enabled = false
 [state]
@@ -64,13 +65,22 @@ def tag(what):
     return f"shared-{what}-{uuid.uuid4().hex[:8]}"
 
 
+def metric(relayd, series):
+    """One sample of relayd's /metrics (0 when the series is absent)."""
+    text = urllib.request.urlopen(f"http://{relayd.metrics_address}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def evidence_rows(pg, domain):
     return pg.psql(f"SELECT instance || ':' || level FROM learned_evidence WHERE domain = '{domain}' ORDER BY 1").split()
 
 
 def test_one_instance_learns_the_other_defers_and_an_outage_loses_nothing(bed, pg, tmp_path):
     bed.set_strip(DOMAIN, False)
-    a = instance(tmp_path, bed, pg, "instance-a").start()
+    a = instance(tmp_path, bed, pg, "instance-a", metrics=True).start()
     b = instance(tmp_path, bed, pg, "instance-b").start()
     try:
         wait_for(lambda: log_lines(a, "shared state: schema ready") and log_lines(b, "shared state: schema ready"), 30,
@@ -102,6 +112,10 @@ def test_one_instance_learns_the_other_defers_and_an_outage_loses_nothing(bed, p
                  "A to notice the outage")
         outbox = (a.spool / "shared-outbox")
         wait_for(lambda: outbox.exists() and SECOND in [p.name for p in outbox.iterdir()], 20, "A's queued write on disk")
+        # ... and shows in A's metrics.
+        wait_for(lambda: metric(a, "relayd_shared_state_reachable") == 0
+                 and metric(a, 'relayd_shared_state_queued_writes{store="learned"}') >= 1, 20, "the outage in the metrics")
+        assert metric(a, "relayd_shared_state_outages_total") == 1
         again = submit(b, f"user@{DOMAIN}", tag("b-during-outage"))
         for d in wait_deferred(b, again, times=2):
             assert d["layer"] == "learned" and d["tls"] == "none", "B's learned domain is not downgraded by the outage"
@@ -115,6 +129,9 @@ def test_one_instance_learns_the_other_defers_and_an_outage_loses_nothing(bed, p
         wait_for(lambda: log_lines(a, "shared state reachable again; replayed the queued writes"), 30, "A's replay")
         assert evidence_rows(pg, SECOND) == ["instance-a:tls"], "the certificate names another host: TLS, unverified"
         assert [p.name for p in outbox.iterdir()] == [], "the outbox is empty once replayed"
+        wait_for(lambda: metric(a, "relayd_shared_state_reachable") == 1
+                 and metric(a, 'relayd_shared_state_queued_writes{store="learned"}') == 0, 20, "the recovery in the metrics")
+        assert metric(a, 'relayd_shared_state_replayed_total{store="learned"}') >= 2, "A's first write and the replay"
         wait_for(lambda: log_lines(b, "learned TLS status raised by another instance", domain=SECOND), 20,
                  "B to learn the domain A learned during the outage")
         # B's plaintext-only sessions teach nothing and are not shared.

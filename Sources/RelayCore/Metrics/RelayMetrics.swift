@@ -103,6 +103,19 @@ public final class RelayMetrics: Sendable {
     private let exclusiveDrops: Prometheus.Counter
     private let downgrades: Prometheus.Counter
     private let policyCache: [PolicyCache: Prometheus.Gauge]
+    private let sharedReachable: Prometheus.Gauge
+    private let sharedQueued: [SharedStore: Prometheus.Gauge]
+    private let sharedOutages: Prometheus.Counter
+    private let sharedReplayed: [SharedStore: Prometheus.Counter]
+
+    /// What the shared state (`[state] backend = "postgres"`) keeps in an
+    /// outbox while the database is unreachable.
+    public enum SharedStore: String, CaseIterable, Sendable {
+        case learned
+        case actions
+        case tlsrpt
+        case drops
+    }
 
     /// `listeners`: the `listener` label's values, one per configured
     /// inbound listener (its address as configured).
@@ -156,6 +169,15 @@ public final class RelayMetrics: Sendable {
         downgrades = r.makeCounter(descriptor: Self.descriptor("relayd_downgrades_suspected_total", "Sessions that showed less TLS than learned status expects (suspected downgrades)."))
         policyCache = Dictionary(uniqueKeysWithValues: PolicyCache.allCases.map {
             ($0, r.makeGauge(descriptor: Self.descriptor("relayd_policy_cache_entries", "Entries in the policy caches, by kind."), labels: [("kind", $0.rawValue)]))
+        })
+        sharedReachable = r.makeGauge(descriptor: Self.descriptor("relayd_shared_state_reachable",
+                                                                  "1 while the shared-state database answers ([state] backend = \"postgres\"); 0 while it does not, and always with the file backend."))
+        sharedQueued = Dictionary(uniqueKeysWithValues: SharedStore.allCases.map {
+            ($0, r.makeGauge(descriptor: Self.descriptor("relayd_shared_state_queued_writes", "Writes waiting in the spool for the shared-state database, by store."), labels: [("store", $0.rawValue)]))
+        })
+        sharedOutages = r.makeCounter(descriptor: Self.descriptor("relayd_shared_state_outages_total", "Times the shared-state database stopped answering."))
+        sharedReplayed = Dictionary(uniqueKeysWithValues: SharedStore.allCases.map {
+            ($0, r.makeCounter(descriptor: Self.descriptor("relayd_shared_state_replayed_total", "Writes sent to the shared-state database, by store (after an outage: the replay)."), labels: [("store", $0.rawValue)]))
         })
         r.makeGauge(descriptor: Self.descriptor("relayd_build_info", "Always 1; the labels name the build."), labels: [("version", build.version), ("openssl", build.openssl), ("cares", build.cares)]).set(to: 1.0)
     }
@@ -239,6 +261,21 @@ public final class RelayMetrics: Sendable {
 
     public func setPolicyCacheEntries(_ kind: PolicyCache, _ count: Int) {
         policyCache[kind]!.set(to: Double(count))
+    }
+
+    /// The shared state as the daemon sees it every sync interval.
+    public func setSharedState(reachable: Bool, queued: [SharedStore: Int]) {
+        sharedReachable.set(to: reachable ? 1 : 0)
+        for store in SharedStore.allCases { sharedQueued[store]!.set(to: Double(queued[store] ?? 0)) }
+    }
+
+    /// The database stopped answering (the daemon saw it go down).
+    public func sharedStateOutage() { sharedOutages.increment() }
+
+    /// Writes the shared-state database took, by store.
+    public func sharedStateWritten(_ store: SharedStore, _ count: Int) {
+        guard count > 0 else { return }
+        sharedReplayed[store]!.increment(by: Int64(count))
     }
 
     // MARK: exposition
