@@ -45,8 +45,10 @@ test-deps:
 	@scripts/ensure-packages.sh $(RUN_PKGS) $(TEST_PKGS)
 	@SWIFT='$(SWIFT)' scripts/check-setup.sh test
 
+# Only the executable: a whole-package release build would also compile
+# RelayTestSupport, whose @testable imports need a debug (testing) build.
 build release: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --product relayd
 
 debug: deps
 	$(SWIFT) build
@@ -105,7 +107,7 @@ bench-deps:
 	@scripts/ensure-packages.sh $(RUN_PKGS) postfix python3 openssl gcc
 	@SWIFT='$(SWIFT)' scripts/check-setup.sh run
 bench: bench-deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --product relayd
 	$(MAKE) -C bench OUT=$(CURDIR)/.build-bench
 	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 

@@ -595,7 +595,7 @@ def main():
     if not set(suites) <= known:
         sys.exit(f"unknown suite(s) {', '.join(sorted(set(suites) - known))}; known: {', '.join(sorted(known))}")
     if not RELAYD.exists():
-        sys.exit(f"{RELAYD} is missing: swift build -c release (make bench does)")
+        sys.exit(f"{RELAYD} is missing: swift build -c release --product relayd (make bench does)")
     # The sinks bind with SO_REUSEPORT, so a second bench run (make e2e's
     # bench smoke test uses these addresses too) would not fail to bind:
     # it would silently share the sinks' connections and counts with this

@@ -56,3 +56,14 @@ def make_list(name):
 def test_makefile_installs_exactly_the_packages_the_checks_name():
     named = set(re.findall(r'fail "(?:[^"\\]|\\.)*" ([\w.+-]+)', SCRIPT.read_text()))
     assert named == make_list("RUN_PKGS") | make_list("TEST_PKGS")
+
+
+def test_release_builds_name_the_executable():
+    """`make run`, `make build` and `make bench` build the release binary
+    only: a whole-package release build also compiles RelayTestSupport,
+    whose @testable imports fail outside a testing build (this broke
+    `make run` once)."""
+    text = (REPO / "Makefile").read_text()
+    recipes = [line.strip() for line in text.splitlines() if "build -c release" in line]
+    assert recipes, "no release build in the Makefile"
+    assert all("--product relayd" in r for r in recipes), recipes
