@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from relayd_harness import free_port
+from relayd_harness import REPO, free_port
 
 
 def binaries():
@@ -70,6 +70,19 @@ class Postgres:
     def remove(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def state_section(self, instance, sync_interval="1s"):
+        """relayd's [state] table for this server: loopback without TLS,
+        quick syncs, the repository's migrations."""
+        return f"""[state]
+backend = "postgres"
+postgres = "{self.url()}"
+sslmode = "disable"
+instance = "{instance}"
+sync_interval = "{sync_interval}"
+statement_timeout = "2s"
+migrations = "{REPO / 'migrations'}"
+"""
 
     def psql(self, sql, database="postgres"):
         return self._tool("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER, "-d", database,

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from postgres_harness import Postgres, binaries
-from relayd_harness import RELAYD, REPO, Relayd
+from relayd_harness import RELAYD, Relayd
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
 
@@ -35,15 +35,7 @@ def instance(tmp_path, pg, name):
     return Relayd(tmp_path / name, relay_domains=(),
                   extra=f'''[mta_sts]
 enabled = false
-[state]
-backend = "postgres"
-postgres = "{pg.url()}"
-sslmode = "disable"
-instance = "{name}"
-sync_interval = "1s"
-statement_timeout = "2s"
-migrations = "{REPO / 'migrations'}"
-''', dns="dnssec = false\n")
+{pg.state_section(name)}''', dns="dnssec = false\n")
 
 
 def policy(relayd, *args, check=True):

@@ -14,7 +14,7 @@ import pytest
 from bed import DNS_IP, Bed, wait_for
 from delivery_log import submit
 from postgres_harness import Postgres, binaries
-from relayd_harness import RELAYD, REPO, Relayd
+from relayd_harness import RELAYD, Relayd
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
 
@@ -39,15 +39,7 @@ def instance(tmp_path, bed, pg, name):
     return Relayd(tmp_path / name, relay_domains=(), dns_servers=(DNS_IP,), ca_bundle=bed.ca.cert,
                   extra=f'''[mta_sts]
 enabled = false
-[state]
-backend = "postgres"
-postgres = "{pg.url()}"
-sslmode = "disable"
-instance = "{name}"
-sync_interval = "1s"
-statement_timeout = "2s"
-migrations = "{REPO / 'migrations'}"
-''',
+{pg.state_section(name)}''',
                   queue='retry_schedule = ["1s"]\nmax_lifetime = "10m"',
                   outbound='default_level = "opportunistic"\nconnect_timeout = "3s"\n'
                            f'[outbound.domains]\n"sender.test" = "opportunistic"\n"{DOMAIN}" = "tls-exclusive"\n')

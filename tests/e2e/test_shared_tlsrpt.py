@@ -24,7 +24,7 @@ import pytest
 from bed import DNS_IP, Bed, wait_for
 from delivery_log import log_lines, submit, wait_delivered
 from postgres_harness import Postgres, binaries
-from relayd_harness import REPO, RELAYD, Relayd
+from relayd_harness import RELAYD, Relayd
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
 
@@ -54,15 +54,7 @@ organization = "E2E Org"
 submitter = "{submitter}"
 [mta_sts]
 enabled = false
-[state]
-backend = "postgres"
-postgres = "{pg.url()}"
-sslmode = "disable"
-instance = "{name}"
-sync_interval = "1s"
-statement_timeout = "2s"
-migrations = "{REPO / 'migrations'}"
-''',
+{pg.state_section(name)}''',
                   queue='retry_schedule = ["1s"]\nmax_lifetime = "10m"',
                   outbound='default_level = "opportunistic"\nconnect_timeout = "3s"\nconnection_reuse = "0s"\n')
 

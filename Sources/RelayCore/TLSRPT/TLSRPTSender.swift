@@ -122,23 +122,31 @@ public final class TLSRPTSender: Sendable {
                 continue
             }
             guard day < today, shared == nil else { continue }
-            for domain in ledger.domains(day: day) where !finished.withLock({ $0.contains("\(day)_\(domain)") }) {
-                guard var state = readState(day, domain) else {
-                    let first = TLSRPTSchedule.firstAttempt(day: day, random: random)
-                    save(TLSRPTSendState(day: day, domain: domain, first: first))
-                    continue
-                }
-                if state.finished {
-                    finished.withLock { _ = $0.insert("\(day)_\(domain)") }
-                    continue
-                }
-                guard state.next <= t else { continue }
-                state.attempts += 1
-                send(state, force: false) { _ in }
-            }
+            schedule(day: day, domains: ledger.domains(day: day), at: t)
         }
         if shared != nil {
             for day in [today.previous.previous, today.previous] { sharedTick(day, now: t) }
+        }
+    }
+
+    /// Each domain's report of `day`: its send state made on first sight
+    /// (with a random first attempt), a finished one remembered, a due one
+    /// sent (the local ledger's domains, or every instance's with shared
+    /// state).
+    private func schedule(day: TLSRPTDay, domains: [String], at t: Int) {
+        for domain in domains where !finished.withLock({ $0.contains("\(day)_\(domain)") }) {
+            guard var state = readState(day, domain) else {
+                let first = TLSRPTSchedule.firstAttempt(day: day, random: random)
+                save(TLSRPTSendState(day: day, domain: domain, first: first))
+                continue
+            }
+            if state.finished {
+                finished.withLock { _ = $0.insert("\(day)_\(domain)") }
+                continue
+            }
+            guard state.next <= t else { continue }
+            state.attempts += 1
+            send(state, force: false) { _ in }
         }
     }
 
@@ -173,20 +181,7 @@ public final class TLSRPTSender: Sendable {
                 if sharedLogged.withLock({ $0.remove("\(day) waiting") != nil }) {
                     logger.notice("TLS-RPT: shared state reachable again; the day's reports go on", metadata: ["day": "\(day)"])
                 }
-                for domain in domains where !finished.withLock({ $0.contains("\(day)_\(domain)") }) {
-                    guard var state = readState(day, domain) else {
-                        let first = TLSRPTSchedule.firstAttempt(day: day, random: random)
-                        save(TLSRPTSendState(day: day, domain: domain, first: first))
-                        continue
-                    }
-                    if state.finished {
-                        finished.withLock { _ = $0.insert("\(day)_\(domain)") }
-                        continue
-                    }
-                    guard state.next <= t else { continue }
-                    state.attempts += 1
-                    send(state, force: false) { _ in }
-                }
+                schedule(day: day, domains: domains, at: t)
             }
         }
     }
