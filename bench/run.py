@@ -549,6 +549,11 @@ def med(rs, key):
     return round(statistics.median(vals), 2) if vals else None
 
 
+# What each cell keeps of a run (the median over the rounds).
+CELL_KEYS = ("msgs_per_s", "p50_ms", "p99_ms", "txn_p50_ms", "txn_p99_ms", "cpu_ms_per_msg", "peak_rss_kib",
+             "delivered_per_s", "refused")
+
+
 def main():
     global RELAYD
     p = argparse.ArgumentParser(
@@ -618,10 +623,11 @@ def main():
 
     def cell(suite, label, ra, rb, extra=None):
         c = {"suite": suite, "cell": label,
-             "relayd": {k: med(ra, k) for k in ("msgs_per_s", "p50_ms", "p99_ms", "cpu_ms_per_msg", "peak_rss_kib", "delivered_per_s", "refused")},
-             "postfix": {k: med(rb, k) for k in ("msgs_per_s", "p50_ms", "p99_ms", "cpu_ms_per_msg", "peak_rss_kib", "delivered_per_s", "refused")},
+             "relayd": {k: med(ra, k) for k in CELL_KEYS},
+             "postfix": {k: med(rb, k) for k in CELL_KEYS},
              "throughput_ratio": ratio_cell(ra, rb, "msgs_per_s"),
              "p99_ratio": ratio_cell(ra, rb, "p99_ms"),
+             "txn_p99_ratio": ratio_cell(ra, rb, "txn_p99_ms"),
              "cpu_ratio": ratio_cell(ra, rb, "cpu_ms_per_msg")}
         if extra:
             c.update(extra)
@@ -637,8 +643,10 @@ def main():
         if ceiling and r["msgs_per_s"]:
             c["relayd_share_of_ceiling"] = round(r["msgs_per_s"] / ceiling, 2)
             share = f" | relayd {round(100 * r['msgs_per_s'] / ceiling)} % of ceiling"
+        pr, tp = c["p99_ratio"] or {}, c["txn_p99_ratio"] or {}
         print(f"{suite:10} {label:28} relayd {r['msgs_per_s']:>8} msg/s p99 {r['p99_ms']:>8} ms  | postfix {q['msgs_per_s']:>8} msg/s p99 {q['p99_ms']:>8} ms"
-              f" | ratio {tr.get('median')} ({tr.get('min')}–{tr.get('max')}){share}", flush=True)
+              f" | ratio {tr.get('median')} ({tr.get('min')}–{tr.get('max')}){share}"
+              f" | p99 ratio {pr.get('median')}, from MAIL {tp.get('median')} ({tp.get('min')}–{tp.get('max')})", flush=True)
         if "tls_peer_keys" in c and args.certs == "dual":
             print(f"{'':10} leaves the clients got: {c['tls_peer_keys']}", flush=True)
 
@@ -665,7 +673,7 @@ def main():
             postfix = Postfix(work, certs, relay_tls=False).start()
             started += [relayd, postfix]
             for label, sessions, tls in [("STARTTLS 4KiB 10 sessions", 10, True), ("STARTTLS 4KiB 100 sessions", 100, True),
-                                         ("plain 4KiB 10 sessions", 10, False)]:
+                                         ("plain 4KiB 10 sessions", 10, False), ("plain 4KiB 100 sessions", 100, False)]:
                 ra, rb = interleaved(relayd, postfix, args.rounds,
                                      lambda s: measure(s, sessions, args.messages, tls, args.seconds, sink=plain_sink))
                 cell("accept", label, ra, rb)

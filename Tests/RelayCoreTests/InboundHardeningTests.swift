@@ -228,6 +228,23 @@ enum Segmentation: String, CaseIterable, CustomTestStringConvertible {
         #expect(last?.code == 421 && last?.enhanced == "4.7.0")
     }
 
+    @Test("reads go on while a store is pending with nothing buffered, and stop at the first pipelined byte")
+    func holdReadsOnlyWithBufferedInput() {
+        var session = ServerSession(configuration: mx, clientAddress: "192.0.2.10")
+        _ = session.start()
+        _ = session.receive(Array("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nhi\r\n.\r\n".utf8))
+        #expect(session.isWaiting)
+        #expect(!session.shouldHoldReads, "a client waiting for its 250 sends nothing: no need to pause the socket")
+        _ = session.receive(Array("QU".utf8))
+        #expect(session.shouldHoldReads)
+        let after = session.storeFinished(.queued(id: "X"))
+        #expect(!session.isWaiting)
+        #expect(!session.shouldHoldReads)
+        #expect(after.contains { if case .send(let r) = $0 { return r.code == 250 } else { return false } })
+        // A store ended with "QU" still buffered, so the session waits for the rest of the line.
+        #expect(session.holdsPartialLine)
+    }
+
     @Test("a big body in one piece is not mistaken for buffered input")
     func bigBodyInOnePiece() {
         var h = SessionHarness(mx)

@@ -15,6 +15,7 @@
 // @unchecked Sendable. Bodies held in memory
 // are bounded by `[queue] memory_budget` (BodyCache); the rest are read
 // from the spool as they are sent.
+import RelayIO
 import RelayLearned
 import RelayMetrics
 import RelayQueue
@@ -67,7 +68,7 @@ public final class QueueRunner: @unchecked Sendable {
     public func start() {
         queue.async { [self] in
             let t = DispatchSource.makeTimerSource(queue: queue)
-            t.setEventHandler { [weak self] in self?.tick() }
+            t.setEventHandler { [weak self] in self?.timerFired() }
             t.schedule(deadline: .distantFuture)
             t.resume()
             timer = t
@@ -291,16 +292,34 @@ public final class QueueRunner: @unchecked Sendable {
             earliestDeferred = nextDue
         }
         nextDue = nextDue == Int.max ? Int.max : max(nextDue, t + 1)
-        if let timer {
+        if timer != nil {
             if inFlight.count >= limit || hasFresh {
-                timer.schedule(deadline: .now() + .seconds(1))
+                armTimer(seconds: 1)
             } else if nextDue != Int.max {
-                timer.schedule(deadline: .now() + .seconds(max(1, nextDue - t)))
+                armTimer(seconds: max(1, nextDue - t))
             } else {
                 // Nothing due: a slow rescan catches anything put in the
                 // folders behind the runner's back.
-                timer.schedule(deadline: .now() + .seconds(60))
+                armTimer(seconds: 60)
             }
+        }
+    }
+
+    /// When the timer should next run, kept lazy (RelayIO's LazyDeadline):
+    /// pump() runs for every message and used to reschedule the dispatch
+    /// timer each time, a trip through libdispatch's manager thread; now
+    /// only a deadline earlier than the armed one reschedules it.
+    private var timerDeadline = LazyDeadline()
+
+    private func armTimer(seconds: Int) {
+        let at = DispatchTime.now().uptimeNanoseconds &+ UInt64(seconds) * 1_000_000_000
+        if let armAt = timerDeadline.set(at) { timer?.schedule(deadline: DispatchTime(uptimeNanoseconds: armAt)) }
+    }
+
+    private func timerFired() {
+        switch timerDeadline.fired(now: DispatchTime.now().uptimeNanoseconds) {
+        case .rearm(let at): timer?.schedule(deadline: DispatchTime(uptimeNanoseconds: at))
+        case .due, .none: tick()
         }
     }
 

@@ -54,6 +54,7 @@ public final class Connection: @unchecked Sendable {
     private let writeSource: any DispatchSourceWrite
     private var writeSourceRunning = false
     private var timer: (any DispatchSourceTimer)?
+    private var deadline = LazyDeadline()
     private var outbox: [UInt8] = []
     private var outboxOffset = 0
     private var tls: TLSConnection?
@@ -151,21 +152,33 @@ public final class Connection: @unchecked Sendable {
         armTimer(after: seconds)
     }
 
+    /// Lazy: a deadline moved later leaves the dispatch timer where it is
+    /// (see LazyDeadline); only an earlier one reschedules it.
     private func armTimer(after seconds: Double) {
         if timer == nil {
             let t = DispatchSource.makeTimerSource(queue: queue)
-            t.setEventHandler { [weak self] in
-                guard let self, !self.tornDown else { return }
-                if self.closeWhenFlushed {
-                    self.teardown(reason: "peer did not read the last \(self.unsentBytes) bytes")
-                    return
-                }
-                self.delegate?.connectionTimedOut(self)
-            }
+            t.setEventHandler { [weak self] in self?.timerFired() }
             t.resume()
             timer = t
         }
-        timer?.schedule(deadline: .now() + .nanoseconds(Int(max(0, seconds) * 1e9)))
+        let at = DispatchTime.now().uptimeNanoseconds &+ UInt64(min(max(0, seconds), 1e8) * 1e9)
+        if let armAt = deadline.set(at) { timer?.schedule(deadline: DispatchTime(uptimeNanoseconds: armAt)) }
+    }
+
+    private func timerFired() {
+        guard !tornDown else { return }
+        switch deadline.fired(now: DispatchTime.now().uptimeNanoseconds) {
+        case .none:
+            return
+        case .rearm(let at):
+            timer?.schedule(deadline: DispatchTime(uptimeNanoseconds: at))
+        case .due:
+            if closeWhenFlushed {
+                teardown(reason: "peer did not read the last \(unsentBytes) bytes")
+                return
+            }
+            delegate?.connectionTimedOut(self)
+        }
     }
 
     // MARK: output

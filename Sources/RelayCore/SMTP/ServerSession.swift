@@ -162,6 +162,14 @@ public struct ServerSession: Sendable {
         phase == .waitingForAuthentication || phase == .waitingForStore
     }
 
+    /// The caller should stop reading: the session waits (as `isWaiting`)
+    /// and input has arrived behind the command it waits on. While nothing
+    /// is buffered the caller may keep reading, so the common case — a
+    /// client that waits for the 250 — costs no pause and resume of the
+    /// socket's read source per message; the first pipelined bytes stop it,
+    /// so the buffer stays far under `maxBufferedInput`.
+    public var shouldHoldReads: Bool { isWaiting && !input.isEmpty }
+
     /// The start of a command line (or AUTH response) is buffered and its
     /// end has not arrived: the caller's command-line deadline runs.
     public var holdsPartialLine: Bool {

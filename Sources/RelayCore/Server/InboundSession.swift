@@ -126,8 +126,11 @@ final class InboundSession: ConnectionDelegate, @unchecked Sendable {
         }
         flushReplies()
         // Nothing more is read while the session waits for a disk or a
-        // password check: pipelined input stays in the peer's socket.
-        connection.readsHeld = session.isWaiting
+        // password check with input already buffered: further pipelined
+        // input stays in the peer's socket. (Reading goes on while nothing
+        // is buffered: pausing the read source for every message cost a
+        // trip through libdispatch's manager thread each time.)
+        connection.readsHeld = session.shouldHoldReads
     }
 
     private func now() -> Double { Self.now() }
