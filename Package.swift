@@ -9,7 +9,8 @@
 // does not allow fails the build. The roles live under Sources/RelayCore/
 // as folders, each its own module (RelayModel, RelaySMTP, …); the C shims
 // sit beside them (COpenSSL over OpenSSL 3, CAres over c-ares 1.18, CCrypt
-// over libxcrypt, CZlib over zlib, CLibPQ over libpq), each imported by exactly one role.
+// over libxcrypt, CZlib over zlib, CLibPQ over libpq, CSyncFS over syncfs(2)),
+// each imported by exactly one role.
 //
 // `RelayCore` is the top layer itself (the server wiring, Server/) and
 // re-exports the layers below it, so the executable and anyone embedding
@@ -59,6 +60,7 @@ let package = Package(
         // C shims over system libraries.
         .target(name: "COpenSSL", path: "Sources/COpenSSL", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(name: "CAres", path: "Sources/CAres", linkerSettings: [.linkedLibrary("cares")]),
+        .target(name: "CSyncFS", path: "Sources/CSyncFS"),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ"),
@@ -80,7 +82,7 @@ let package = Package(
         role("RelayPostgres", "Postgres", ["RelayModel", "RelaySync", "CLibPQ", logging]),
 
         // Files, sockets and the configuration.
-        role("RelayQueue", "Queue", ["RelayModel", "RelaySMTP", "RelaySync"]),
+        role("RelayQueue", "Queue", ["RelayModel", "RelaySMTP", "RelaySync", "CSyncFS"]),
         role("RelayIO", "IO", ["RelayModel", "RelaySync", "RelayTLS"]),
         role("RelayHTTPS", "HTTPS", ["RelayModel", "RelayTLS", "RelayIO", "RelayDNS", "RelaySync"]),
         role("RelayMTASTS", "MTASTS", ["RelayModel", "RelaySTS", "RelayPolicy", "RelayDNS", "RelayHTTPS", "RelayQueue",

@@ -143,7 +143,8 @@ final class Daemon: @unchecked Sendable {
         // benchmark sets it, to compare with recycling off (0). Safe either way.
         let freeFiles = ProcessInfo.processInfo.environment["RELAYD_SPOOL_FREE_FILES"].flatMap { Int($0) }.map { max(0, $0) }
         spool = try Spool(root: config.server.spoolDirectory, reserveBytes: UInt64(config.queue.minFreeSpace),
-                          fsyncEnabled: !unsafeNoFsync, freePoolFiles: freeFiles ?? Spool.defaultFreePoolFiles)
+                          fsyncEnabled: !unsafeNoFsync, freePoolFiles: freeFiles ?? Spool.defaultFreePoolFiles,
+                          syncMethod: config.queue.sync == .filesystem ? .filesystem : .file)
         let report = spool.recover()
         for id in report.discardedPartial {
             logger.warning("discarded incomplete queue file (never acknowledged)", metadata: ["file": "\(id)"])

@@ -83,3 +83,16 @@ struct SizeCase: CustomTestStringConvertible, Sendable {
         #expect(problems(queue: #"memory_budget = "1G""#).first?.contains("queue.memory_budget") == true)
     }
 }
+
+@Suite struct QueueSyncMethod {
+    @Test func defaultsToFileAndTakesEitherName() throws {
+        #expect(try load().queue.sync == .file)
+        #expect(try load(queue: #"sync = "file""#).queue.sync == .file)
+        #expect(try load(queue: #"sync = "filesystem""#).queue.sync == .filesystem)
+    }
+
+    @Test(arguments: [#"sync = "fsync""#, #"sync = "none""#, "sync = true", #"sync = """#])
+    func refusesAnythingElse(line: String) {
+        #expect(problems(queue: line).first?.contains("queue.sync") == true)
+    }
+}

@@ -132,7 +132,8 @@ import Glibc
     /// longer message: pwritev stopped at `cut`, the old tail still in
     /// place (no truncation, no fsync), and the variant where only `cut`
     /// bytes are left at all. Whatever name the torn file is found under at
-    /// recovery, it is never taken as a message: under tmp/ it is
+    /// recovery, it is never taken as a message: under free/ (where the
+    /// writer overwrites it) it is pooled again; under tmp/ it is
     /// discarded; under incoming/NEW (the rename could not have happened,
     /// but suppose it) it goes to corrupt/; under the old name active/OLD it
     /// goes to corrupt/, except when not one new byte reached it (then it is
@@ -158,9 +159,9 @@ import Glibc
         }
 
         for cut in 0...newBytes.count {
-            // The real writer, torn: OLD's file renamed to tmp/NEW and
-            // overwritten in place up to `cut`.
-            let tmp = spool.path(.tmp, new.id)
+            // The real writer, torn: OLD's file overwritten in place, under
+            // its free/ name, up to `cut`.
+            let tmp = spool.path(.free, old.id)
             try Data(oldBytes).write(to: URL(fileURLWithPath: tmp))
             try spool.writeQueueFile(tmp, new, reuse: true, tearAt: cut)
             let torn = try [UInt8](Data(contentsOf: URL(fileURLWithPath: tmp)))
@@ -173,6 +174,10 @@ import Glibc
                 if image != oldBytes {
                     #expect(throws: (any Error).self, "cut \(cut): torn image decoded") { _ = try QueueFile.decode(image) }
                 }
+
+                let asFree = try recoverWith(image, .free, old.id)
+                #expect(asFree.freeFiles == 1 && asFree.intact == 0 && asFree.quarantined.isEmpty
+                        && asFree.discardedPartial.isEmpty, "cut \(cut) under free/: pooled, never a message")
 
                 let asTmp = try recoverWith(image, .tmp, new.id)
                 #expect(asTmp.discardedPartial == [new.id] && asTmp.intact == 0, "cut \(cut) under tmp/")

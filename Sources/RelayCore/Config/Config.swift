@@ -153,14 +153,28 @@ public struct Config: Sendable {
         /// 0 sends none.
         public let delayWarning: Int
 
+        /// How a group-committed batch of accepted messages is made durable
+        /// before its 250s (`[queue] sync`; Queue/Spool.swift).
+        public let sync: Sync
+
+        public enum Sync: String, Sendable, CaseIterable {
+            /// fsync each queue file, then the incoming/ directory once per batch.
+            case file
+            /// One syncfs(2) of the spool's filesystem per batch.
+            case filesystem
+        }
+
         public init(retrySchedule: [Int], maxLifetime: Int, minFreeSpace: Int, memoryBudget: Int = Queue.defaultMemoryBudget,
-                    delayWarning: Int = Queue.defaultDelayWarning) {
+                    delayWarning: Int = Queue.defaultDelayWarning, sync: Sync = Queue.defaultSync) {
             self.retrySchedule = retrySchedule
             self.maxLifetime = maxLifetime
             self.minFreeSpace = minFreeSpace
             self.memoryBudget = memoryBudget
             self.delayWarning = delayWarning
+            self.sync = sync
         }
+
+        public static let defaultSync = Sync.file
 
         public static let defaultMemoryBudget = 128 * 1024 * 1024
         public static let defaultDelayWarning = 4 * 3600

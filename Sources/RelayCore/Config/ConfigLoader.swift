@@ -366,8 +366,14 @@ struct ConfigBuilder {
                 delayWarning = d
             } else { ok = false }
         }
+        var sync = defaults.sync
+        if q.table.contains(key: "sync") {
+            if let v = q.string("sync"), let parsed = Config.Queue.Sync(rawValue: v) { sync = parsed } else {
+                diagnostics.report(q.keyPath("sync"), "expected \"file\" or \"filesystem\""); ok = false
+            }
+        }
         return ok ? Config.Queue(retrySchedule: schedule, maxLifetime: lifetime, minFreeSpace: minFree, memoryBudget: budget,
-                                 delayWarning: delayWarning) : nil
+                                 delayWarning: delayWarning, sync: sync) : nil
     }
 
     func buildMTASTS() -> Config.MTASTS? {
