@@ -151,10 +151,25 @@ public struct ClientSession: Sendable {
     }
 
     /// What to send first: nothing on a new connection (the server
-    /// speaks first), RSET on a reused one.
+    /// speaks first), RSET on a reused one — with MAIL and the RCPTs behind
+    /// it in one group when the server pipelines (RFC 2920 §3.1 allows
+    /// RSET, MAIL and RCPT anywhere in a group): a round trip fewer per
+    /// message on a kept connection. A refused RSET (a kept connection the
+    /// server no longer wants) still ends in `keptConnectionLost`, the
+    /// replies behind it unread, so the caller retries on a fresh one.
     public mutating func start() -> [ClientAction] {
-        stage == .rset ? [send("RSET")] : []
+        guard stage == .rset else { return [] }
+        guard pipelining else { return [send("RSET")] }
+        let transaction = startTransaction()
+        // Refused before MAIL (size, SMTPUTF8, REQUIRETLS): QUIT alone.
+        guard stage == .mail else { return transaction }
+        awaitingRSET = true
+        return [send("RSET")] + transaction
     }
+
+    /// RSET went out with the transaction behind it and its reply has not
+    /// come yet.
+    var awaitingRSET = false
 
     /// Whether the session ended with the connection still in a clean
     /// state for another transaction (keepAlive, no QUIT sent).
@@ -218,7 +233,7 @@ public struct ClientSession: Sendable {
             // policy (plaintext retry, defer, drop) must see it as one.
             return [.finished(.failed(.tls(TLSFailure(kind: .peerClosed, detail: "connection closed during the TLS handshake"))))]
         }
-        return [.finished(.failed(s == .rset ? .keptConnectionLost : .connectionLost(stage: s)))]
+        return [.finished(.failed(s == .rset || awaitingRSET ? .keptConnectionLost : .connectionLost(stage: s)))]
     }
 
     public mutating func timedOut() -> [ClientAction] {
@@ -231,6 +246,12 @@ public struct ClientSession: Sendable {
     // MARK: replies
 
     mutating func handle(_ reply: Reply) -> [ClientAction] {
+        if awaitingRSET {
+            awaitingRSET = false
+            // A kept connection the server no longer wants: the caller
+            // retries on a fresh one.
+            return reply.code == 250 ? [] : quitFailing(.keptConnectionLost)
+        }
         switch stage {
         case .greeting:
             guard reply.code == 220 else { return quitFailing(.greeting(reply)) }
