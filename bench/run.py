@@ -46,9 +46,10 @@ sys.path.insert(0, str(REPO / "tests" / "bed"))
 import postfix_instance  # noqa: E402  (shared with the test bed)
 RELAYD = REPO / ".build" / "release" / "relayd"
 LOADGEN = REPO / ".build-bench" / "loadgen"
+SINK = REPO / ".build-bench" / "sink"
 PY = "/usr/bin/python3"
-# Set by main: which generator, its extra arguments (--client-sigalgs).
-GENERATOR = {"kind": "c", "extra": [], "threads": 1}
+# Set by main: which generator, its extra arguments (--client-sigalgs), which sink.
+GENERATOR = {"kind": "c", "extra": [], "threads": 1, "sink": "c"}
 RELAYD_IP, SINK_IP, POSTFIX_IP, TLS_SINK_IP = "127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -319,8 +320,8 @@ disable_dns_lookups = yes
 class Sink:
     def __init__(self, work, ip, certs=None, processes=2):
         self.ip, self.count_file, self.processes = ip, work / f"sink-{ip}.count", processes
-        argv = [PY, str(HERE / "sink.py"), "--listen", f"{ip}:25", "--count-file", str(self.count_file),
-                "--processes", str(processes)]
+        program = [str(SINK)] if GENERATOR["sink"] == "c" else [PY, str(HERE / "sink.py")]
+        argv = [*program, "--listen", f"{ip}:25", "--count-file", str(self.count_file), "--processes", str(processes)]
         if certs:
             argv += ["--cert", str(certs["main"][0]), "--key", str(certs["main"][1])]
             if certs.get("ec"):
@@ -349,8 +350,8 @@ def ensure_loadgen():
     older than its source. Without gcc or libssl-dev the run stops here with
     a clear error: it never falls back to the Python generator on its own,
     whose figures are not comparable (it takes a large share of the cores)."""
-    src = HERE / "loadgen.c"
-    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= src.stat().st_mtime:
+    if all(b.exists() and b.stat().st_mtime >= (HERE / src).stat().st_mtime
+           for b, src in ((LOADGEN, "loadgen.c"), (SINK, "sink.c"))):
         return
     if not shutil.which("gcc"):
         sys.exit("bench/loadgen.c needs gcc to build (apt-get install gcc libssl-dev), "
@@ -359,8 +360,8 @@ def ensure_loadgen():
         sys.exit("bench/loadgen.c needs OpenSSL's headers (apt-get install libssl-dev), "
                  "or run with --generator python for the old, slower generator")
     r = subprocess.run(["make", "-s", "-C", str(HERE), f"OUT={LOADGEN.parent}"], capture_output=True, text=True, timeout=120)
-    if r.returncode != 0 or not LOADGEN.exists():
-        sys.exit(f"building bench/loadgen.c failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    if r.returncode != 0 or not LOADGEN.exists() or not SINK.exists():
+        sys.exit(f"building bench/loadgen.c and bench/sink.c failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
 
 
 def load(target, sessions, messages, starttls, seconds, size=4096, extra=()):
@@ -573,6 +574,9 @@ def main():
     p.add_argument("--generator", choices=("c", "python"), default="c",
                    help="c: bench/loadgen.c, built into .build-bench/ (default); python: bench/loadgen.py")
     p.add_argument("--gen-threads", type=int, default=1, help="event loops of the compiled generator")
+    p.add_argument("--sink", choices=("c", "python"), default="c",
+                   help="c: bench/sink.c, built into .build-bench/ (default); python: bench/sink.py, the sink of the "
+                        "runs before 2026-12-02 afternoon, about five times the CPU per message")
     p.add_argument("--seconds", type=float, default=8, help="bound of each load cell")
     p.add_argument("--messages", type=int, default=100000,
                    help="messages per session in each load cell (a second bound beside --seconds; small for a smoke run)")
@@ -587,11 +591,11 @@ def main():
     args = p.parse_args()
     if args.relayd:
         RELAYD = Path(args.relayd)
-    GENERATOR.update(kind=args.generator, threads=args.gen_threads,
+    GENERATOR.update(kind=args.generator, threads=args.gen_threads, sink=args.sink,
                      extra=["--sigalgs", args.client_sigalgs] if args.client_sigalgs else [])
     if args.client_sigalgs and args.generator == "python":
         sys.exit("--client-sigalgs needs the compiled generator")
-    if args.generator == "c":
+    if args.generator == "c" or args.sink == "c":
         ensure_loadgen()
     if os.geteuid() != 0:
         sys.exit("run as root: the servers listen on port 25 of 127.0.0.x")
@@ -612,9 +616,9 @@ def main():
     os.chmod(work, 0o755)
     certs = make_certs(work, args.certs)
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
-               "cpus": os.cpu_count(), "generator": args.generator, "certs": args.certs,
+               "cpus": os.cpu_count(), "generator": args.generator, "sink": args.sink, "certs": args.certs,
                "client_sigalgs": args.client_sigalgs, "cells": []}
-    print(f"generator {'bench/loadgen.c' if args.generator == 'c' else 'bench/loadgen.py'}, certificates {args.certs}"
+    print(f"generator {'bench/loadgen.c' if args.generator == 'c' else 'bench/loadgen.py'}, sink bench/sink.{'c' if args.sink == 'c' else 'py'}, certificates {args.certs}"
           f"{', client sigalgs ' + args.client_sigalgs if args.client_sigalgs else ''}, {args.rounds} interleaved rounds",
           flush=True)
     started = []
