@@ -340,7 +340,11 @@ public final class Spool: Sendable {
             guard fstat(fd, &st) == 0 else { throw SystemError("fstat \(p)") }
             if Int(st.st_size) > total { guard ftruncate(fd, off_t(total)) == 0 else { throw SystemError("ftruncate \(p)") } }
         }
-        if sync && fsyncEnabled { guard fsync(fd) == 0 else { throw SystemError("fsync \(p)") } }
+        // fdatasync: the data and what it takes to read it back (size,
+        // blocks), not the timestamps — a recycled file rewritten at the
+        // same size then costs one data write and a flush, not an inode
+        // write too. The name is made durable by the batch's directory fsync.
+        if sync && fsyncEnabled { guard fdatasync(fd) == 0 else { throw SystemError("fdatasync \(p)") } }
     }
 
     func rename(_ from: String, to: String) throws {

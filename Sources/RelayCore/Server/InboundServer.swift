@@ -63,7 +63,8 @@ public final class InboundServer: @unchecked Sendable {
         self.logger = logger
         self.metrics = metrics
         self.throttle = AuthThrottle(maxFailures: settings.config.limits.authFailuresPerIP)
-        self.committer = SpoolCommitter(spool: spool, logger: logger, metrics: metrics)
+        self.committer = SpoolCommitter(spool: spool, logger: logger, metrics: metrics,
+                                        lanes: SpoolCommitter.lanes(fromEnvironment: getenv("RELAYD_SPOOL_LANES").map { String(cString: $0) }))
     }
 
     /// Binds every configured listener; throws if any cannot be bound (and

@@ -6,12 +6,15 @@
 // batch is synced with one syncfs, `[queue] sync`), and each client hears
 // 250 only after its own message is durable.
 //
-// Two lanes, each with its own batch: with one, a batch's fsyncs ran one
-// after another while the next batch waited, so with 10 sessions each 250
-// waited for one and a half batches of serial fsyncs (bench/RESULTS.md: 4 ms
-// of the 4.7 ms a transaction took). Two lanes keep two batches' I/O in
-// flight; more lanes measured no faster on two cores and cost more
-// directory fsyncs per message.
+// Several lanes, each with its own batch: with one, a batch's fsyncs ran
+// one after another while the next batch waited, so with 10 sessions each
+// 250 waited for one and a half batches of serial fsyncs (bench/RESULTS.md:
+// 4 of the 4.7 ms a transaction took, and the lane busy all the time).
+// Lanes keep several batches' I/O in flight on the device. Four measured
+// best on the two-core benchmark machine (2, 3, 4 and 6 interleaved; the
+// spread between runs there is as large as the differences, so this is a
+// modest choice): each lane costs a directory fsync per batch, so more
+// lanes mean smaller batches and more fsyncs per message.
 import RelayQueue
 import RelayMetrics
 import RelaySMTP
@@ -47,7 +50,13 @@ final class SpoolCommitter: Sendable {
     /// Batches committed per lane (tests).
     var batchesPerLane: [Int] { lanes.map { $0.batches.withLock { $0 } } }
 
-    static let defaultLanes = 2
+    static let defaultLanes = 4
+
+    /// The lanes to run: `RELAYD_SPOOL_LANES` (benchmarks only, like
+    /// RELAYD_SPOOL_FREE_FILES; 1 to 16) or the default.
+    static func lanes(fromEnvironment value: String?) -> Int {
+        value.flatMap { Int($0) }.map { min(16, max(1, $0)) } ?? defaultLanes
+    }
 
     init(spool: Spool, logger: Logger, metrics: RelayMetrics? = nil, lanes: Int = SpoolCommitter.defaultLanes) {
         self.spool = spool
