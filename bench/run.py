@@ -15,8 +15,8 @@ Suites: accept, e2e, idle, durability (the default set), and bigmsg:
 peak memory with 20 concurrent 30 MiB messages, STARTTLS in and out, as a
 ratio to the same run with 4 KiB messages (see bench/RESULTS.md).
 
-Certificates (--certs): ecdsa (default: one P-256 chain, both servers),
-rsa (one RSA 2048 chain), or dual (an RSA and an ECDSA chain together:
+Certificates (--certs): rsa (default: one RSA 2048 chain, both servers, as
+a Postfix install has), ecdsa (one P-256 chain), or dual (an RSA and an ECDSA chain together:
 relayd's [tls] certificate + ec_certificate, Postfix's smtpd_tls_cert_file
 + smtpd_tls_eccert_file). Which one a client gets depends on what it
 offers: --client-sigalgs passes a signature algorithm list to the
@@ -587,9 +587,9 @@ def main():
     p.add_argument("--suites", "--suite", default="accept,e2e,idle,durability",
                    help="comma-separated: accept,e2e,idle,durability,bigmsg,spool (default: all but bigmsg and spool)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell (relayd, Postfix, relayd, ...)")
-    p.add_argument("--certs", choices=("ecdsa", "rsa", "dual"), default="ecdsa",
-                   help="server certificates: one ECDSA chain (default), one RSA chain, or dual RSA + ECDSA "
-                        "(relayd ec_certificate, Postfix smtpd_tls_eccert_file)")
+    p.add_argument("--certs", choices=("ecdsa", "rsa", "dual"), default="rsa",
+                   help="server certificates: one RSA chain (default: what a Postfix install has), one ECDSA chain, "
+                        "or dual RSA + ECDSA (relayd ec_certificate, Postfix smtpd_tls_eccert_file)")
     p.add_argument("--client-sigalgs", default=None,
                    help="signature algorithms the generator offers (OpenSSL list), e.g. to play an RSA-only client")
     p.add_argument("--generator", choices=("c", "python"), default="c",

@@ -41,8 +41,11 @@ import RelaySync
         return answers.withLock { $0 }
     }
 
-    @Test func everyStoreIsAnsweredOnceAfterItsFileIsInIncoming() throws {
-        let spool = try Spool(root: dir, reserveBytes: 0, fsyncEnabled: false)
+    @Test(arguments: Spool.SyncMethod.allCases)
+    func everyStoreIsAnsweredOnceAfterItsFileIsInIncoming(sync: Spool.SyncMethod) throws {
+        // fsync on: the lanes really sync (each with its own handle for syncfs).
+        let spool = try Spool(root: dir + "-\(sync.rawValue)", reserveBytes: 0, syncMethod: sync)
+        defer { try? FileManager.default.removeItem(atPath: dir + "-\(sync.rawValue)") }
         let committer = SpoolCommitter(spool: spool, logger: Logger(label: "test"))
         let count = 400
         let answers = submitAll(committer, count)

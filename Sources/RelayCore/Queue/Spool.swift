@@ -174,10 +174,29 @@ public final class Spool: Sendable {
         case filesystem
     }
     public let syncMethod: SyncMethod
-    /// The spool root, open for the life of the spool: syncfs(2) goes
-    /// through it, and its error cursor reports any writeback error on the
-    /// filesystem since the previous batch (Linux ≥ 5.8).
-    private let rootFD: Int32
+    /// The spool root, open for the life of the spool, for callers that
+    /// store without a `SyncHandle` of their own.
+    private let rootHandle: SyncHandle
+
+    /// A descriptor of the spool root for one caller's syncfs(2) calls.
+    /// syncfs reports a writeback error on the filesystem once per open
+    /// file description (Linux ≥ 5.8: each has its own error cursor), so
+    /// callers that sync concurrently — the commit lanes — each keep their
+    /// own: an error is then reported to every lane's next batch, never
+    /// consumed by one lane while another acknowledges a batch it hit.
+    /// Opened before the caller's first write, so no error after that
+    /// point is missed.
+    public final class SyncHandle: Sendable {
+        let fd: Int32
+        init(root: String) throws {
+            fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard fd >= 0 else { throw SystemError("open \(root)") }
+        }
+        deinit { Glibc.close(fd) }
+    }
+
+    /// A sync handle for one concurrent caller of `store(batch:using:)`.
+    public func makeSyncHandle() throws -> SyncHandle { try SyncHandle(root: root) }
 
     /// The free list: names in free/, newest last. nil until `recover()`
     /// switches recycling on.
@@ -203,11 +222,8 @@ public final class Spool: Sendable {
         self.freePoolFileBytes = min(freePoolFileBytes, Self.wholeFileLimit)
         try Self.makeDirectory(root)
         for f in Folder.allCases { try Self.makeDirectory(root + "/" + f.rawValue) }
-        rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard rootFD >= 0 else { throw SystemError("open \(root)") }
+        rootHandle = try SyncHandle(root: root)
     }
-
-    deinit { Glibc.close(rootFD) }
 
     public func path(_ folder: Folder) -> String { root + "/" + folder.rawValue }
     public func path(_ folder: Folder, _ id: String) -> String { path(folder) + "/" + id }
@@ -257,13 +273,13 @@ public final class Spool: Sendable {
     /// Makes every write and rename of the batch durable: incoming/'s
     /// entries (the files were fsynced one by one), or the whole
     /// filesystem in one syncfs(2).
-    func syncBatch() throws {
+    func syncBatch(_ handle: SyncHandle) throws {
         guard fsyncEnabled else { return }
         switch syncMethod {
         case .file:
             try syncDirectory(path(.incoming))
         case .filesystem:
-            guard relayd_syncfs(rootFD) == 0 else { throw SystemError("syncfs \(root)") }
+            guard relayd_syncfs(handle.fd) == 0 else { throw SystemError("syncfs \(root)") }
         }
     }
 
@@ -486,7 +502,9 @@ public final class Spool: Sendable {
     /// then syncs once for the batch (`syncMethod`). Each result says
     /// whether that message is durable; a failure of the batch's sync fails
     /// the whole batch (none is acknowledged).
-    public func store(batch messages: [QueuedMessage]) -> [Result<Void, StoreError>] {
+    /// Callers that store concurrently pass each their own `handle`
+    /// (`makeSyncHandle()`).
+    public func store(batch messages: [QueuedMessage], using handle: SyncHandle? = nil) -> [Result<Void, StoreError>] {
         let available = freeBytes()
         if let available, available < reserveBytes {
             return messages.map { _ in .failure(.insufficientSpace(available: available)) }
@@ -503,7 +521,7 @@ public final class Spool: Sendable {
             }
         }
         if !renamed.isEmpty {
-            do { try syncBatch() } catch {
+            do { try syncBatch(handle ?? rootHandle) } catch {
                 // Not durable: take them back so nothing half-kept is delivered.
                 for i in renamed {
                     unlink(path(.incoming, messages[i].id))

@@ -40,11 +40,17 @@ final class SpoolCommitter: Sendable {
 
     final class Lane: Sendable {
         let queue: DispatchQueue
+        /// This lane's own descriptor for syncfs(2) (Spool.SyncHandle: a
+        /// writeback error must reach every lane, not the first to ask).
+        let sync: Spool.SyncHandle?
         /// Stores waiting for the next batch, and whether a drain is running.
         let waiting = Locked<(pending: [(QueuedMessage, Completion)], draining: Bool)>(([], false))
         /// Batches this lane has committed (tests).
         let batches = Locked(0)
-        init(_ index: Int) { queue = DispatchQueue(label: "relayd.spool.\(index)") }
+        init(_ index: Int, sync: Spool.SyncHandle?) {
+            queue = DispatchQueue(label: "relayd.spool.\(index)")
+            self.sync = sync
+        }
     }
 
     /// Batches committed per lane (tests).
@@ -62,7 +68,13 @@ final class SpoolCommitter: Sendable {
         self.spool = spool
         self.logger = logger
         self.metrics = metrics
-        self.lanes = (0..<max(1, lanes)).map(Lane.init)
+        // Each lane its own sync handle; if the root cannot be opened that
+        // many times, one lane with the spool's own handle (its only
+        // concurrent user then), so no lane can miss a writeback error.
+        let handles = (0..<max(1, lanes)).map { _ in try? spool.makeSyncHandle() }
+        self.lanes = handles.allSatisfy { $0 != nil }
+            ? handles.enumerated().map { Lane($0.offset, sync: $0.element) }
+            : [Lane(0, sync: nil)]
     }
 
     func submit(_ message: QueuedMessage, completion: @escaping Completion) {
@@ -87,7 +99,7 @@ final class SpoolCommitter: Sendable {
             }
             if batch.isEmpty { return }
             let started = RelayMetrics.monotonicSeconds()
-            let results = spool.store(batch: batch.map(\.0))
+            let results = spool.store(batch: batch.map(\.0), using: lane.sync)
             lane.batches.withLock { $0 += 1 }
             metrics?.spoolCommitted(seconds: RelayMetrics.monotonicSeconds() - started)
             for ((message, completion), result) in zip(batch, results) {
