@@ -35,6 +35,27 @@ import Glibc
         try spool.remove(m.id, from: .active, durable: false)
     }
 
+    /// A pooled file removed behind the spool's back (an operator cleaning
+    /// free/) is dropped from the pool and the store goes on with the next
+    /// one, or a new file: it never turns into a refused message.
+    @Test func aVanishedPoolFileIsSkipped() throws {
+        let spool = try Spool(root: dir, reserveBytes: 0, fsyncEnabled: false)
+        _ = spool.recover()
+        let done = (1...2).map { message(UInt64($0), bodyBytes: 300) }
+        for m in done { try spool.store(m) }
+        for m in done {
+            try spool.move(m.id, from: .incoming, to: .active, durable: false)
+            try spool.remove(m.id, from: .active, durable: false)
+        }
+        #expect(spool.freeList.count == 2)
+        for name in spool.list(.free) { unlink(spool.path(.free, name)) }
+        let next = message(9, bodyBytes: 300)
+        try spool.store(next)
+        #expect(try spool.read(.incoming, next.id) == next)
+        #expect(spool.freeList.isEmpty, "the vanished files left the pool")
+        #expect(spool.list(.tmp).isEmpty)
+    }
+
     @Test func finishedFileIsReusedInPlaceShorterAndLonger() throws {
         let spool = try Spool(root: dir, reserveBytes: 0)
         #expect(spool.recover().freeFiles == 0, "the pool starts empty")

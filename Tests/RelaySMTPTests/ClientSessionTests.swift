@@ -317,6 +317,12 @@ extension ClientSessionInjectionTests {
         dropped.apply(dropped.session.connectionClosed())
         #expect(dropped.outcome == .failed(.keptConnectionLost))
 
+        var silent = ClientHarness(config(keepAlive: true))
+        silent.session = ClientSession(configuration: config(keepAlive: true), reusing: kept, tlsActive: true)
+        silent.apply(silent.session.start())
+        silent.apply(silent.session.timedOut())
+        #expect(silent.outcome == .failed(.timeout(stage: .rset)), "a timeout before the RSET's reply is the RSET's")
+
         // After the RSET's 250, a drop is an ordinary lost connection at MAIL.
         var late = ClientHarness(config(keepAlive: true))
         late.session = ClientSession(configuration: config(keepAlive: true), reusing: kept, tlsActive: true)

@@ -248,14 +248,24 @@ public final class Spool: Sendable {
     func writeAndPublish(_ m: QueuedMessage) throws {
         let target = path(.incoming, m.id)
         let syncFile = syncMethod == .file
-        if let name = takeFree() {
+        // A pooled file that cannot be written (removed behind our back, or
+        // an I/O error) is dropped from the pool and the next one tried — a
+        // few at most, then a new file, which reports the error if it too
+        // fails.
+        var tries = 0
+        while tries < 3, let name = takeFree() {
+            tries += 1
             let p = path(.free, name)
             do {
                 try writeQueueFile(p, m, reuse: true, sync: syncFile)
+            } catch {
+                unlink(p)  // torn or gone: content meaningless, the slot is dropped
+                continue
+            }
+            do {
                 try rename(p, to: target)
                 return
             } catch {
-                // Torn or unrenamed: content meaningless, the pool slot is dropped.
                 unlink(p)
                 throw error
             }

@@ -238,7 +238,8 @@ public struct ClientSession: Sendable {
 
     public mutating func timedOut() -> [ClientAction] {
         guard stage != .done else { return [] }
-        let s = stage
+        // Still waiting for the pipelined RSET's reply: the RSET timed out.
+        let s = awaitingRSET ? .rset : stage
         stage = .done
         return [.close, .finished(.failed(.timeout(stage: s)))]
     }
