@@ -37,7 +37,8 @@
 // batch is written and renamed into incoming/; then one sync makes the
 // batch durable, and only then does any of its clients hear 250:
 //
-//  - `file` (the default): each file is fsynced before its rename, and
+//  - `file` (the default): each file is fdatasynced before its rename
+//    (its data and size; fdatasync skips only the timestamps), and
 //    incoming/ is fsynced once for the batch. The data is on disk before
 //    the name that makes it findable, as Postfix does it.
 //  - `filesystem`: no per-file fsync; one syncfs(2) on the spool's
@@ -53,12 +54,15 @@
 //    error on the filesystem since the previous call through the same
 //    descriptor (kept open for the spool's life), so a lost write fails the
 //    batch (every client gets 451) even when background writeback met it
-//    first. The cost is the filesystem's, not the spool's: other programs'
-//    dirty data on the same filesystem is written with the batch, so a
-//    large unrelated write in progress delays the 250s. It is the faster
-//    choice (one flush per batch instead of one per message: about a third
-//    of the CPU per stored message on the benchmark machine) for a spool
-//    on a filesystem of its own, as `/var/spool` often is.
+//    first; each commit lane keeps its own descriptor (SyncHandle), so one
+//    lane cannot consume an error another lane's batch hit. The cost is
+//    the filesystem's, not the spool's: other programs' dirty data on the
+//    same filesystem is written with the batch, so a large unrelated write
+//    in progress delays the 250s. One flush per batch instead of one per
+//    message took about a third of the CPU per stored message in a
+//    micro-test on the benchmark machine, but with four commit lanes it was
+//    no faster end to end there; it may pay off where flushes are slow and
+//    the spool has a filesystem of its own, as `/var/spool` often does.
 //
 // Why ftruncate rather than "the end record is where the size record says,
 // ignore the bytes after it": with the truncation a queue file is, as before,
@@ -89,7 +93,7 @@
 //     (at-least-once, as today). After it, free/ID is pool, never a message.
 //  2. Take: free/F leaves the in-memory free list; on disk nothing changes.
 //  3. Overwrite: pwritev from 0, ftruncate if shorter, and (sync = file)
-//     fsync. The file is named free/F throughout; a crash at any byte leaves
+//     fdatasync. The file is named free/F throughout; a crash at any byte leaves
 //     free/ content, which recovery pools again and never reads as a
 //     message. Nothing was acknowledged.
 //  4. Publish: rename free/F → incoming/ID, then the batch's sync (the
@@ -168,7 +172,7 @@ public final class Spool: Sendable {
 
     /// How a batch of stores is made durable (see "Making a batch durable" above).
     public enum SyncMethod: String, Sendable, CaseIterable {
-        /// fsync each queue file, then the incoming/ directory once.
+        /// fdatasync each queue file, then fsync the incoming/ directory once.
         case file
         /// One syncfs(2) of the spool's filesystem for the whole batch.
         case filesystem
@@ -242,7 +246,7 @@ public final class Spool: Sendable {
 
     /// Writes `m` complete under a name that is never read as a message —
     /// a file from the free pool, overwritten in place under its free/
-    /// name, or a new tmp/ID — fsyncs it when the batch is synced file by
+    /// name, or a new tmp/ID — fdatasyncs it when the batch is synced file by
     /// file, and renames it to incoming/ID. Not yet durable: the batch's
     /// sync (`syncBatch`) makes it so.
     func writeAndPublish(_ m: QueuedMessage) throws {
