@@ -68,9 +68,10 @@ final class SpoolCommitter: Sendable {
         self.spool = spool
         self.logger = logger
         self.metrics = metrics
-        // Each lane its own sync handle; if the root cannot be opened that
-        // many times, one lane with the spool's own handle (its only
-        // concurrent user then), so no lane can miss a writeback error.
+        // Each lane its own sync handle. If the root cannot be opened that
+        // many times, a single lane on the spool's own handle: no two lanes
+        // then share a descriptor (the queue runner's own stores of bounces
+        // may still share it with that lane, as they did before lanes).
         let handles = (0..<max(1, lanes)).map { _ in try? spool.makeSyncHandle() }
         self.lanes = handles.allSatisfy { $0 != nil }
             ? handles.enumerated().map { Lane($0.offset, sync: $0.element) }
