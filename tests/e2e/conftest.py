@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from bed import Bed
+from postgres_harness import Postgres
 from relayd_harness import RELAYD, Relayd
 
 
@@ -17,6 +19,24 @@ def pytest_collection_modifyitems(session, config, items):
     if any(getattr(item.module, "NEEDS_RELAYD", True) for item in items
            if item.module is not None and here in Path(item.module.__file__).resolve().parents):
         raise pytest.UsageError(f"{RELAYD} is missing: run `swift build --product relayd` first")
+
+
+@pytest.fixture(scope="module")
+def bed():
+    """The test bed (DNS, receivers, policy hosts), one per test module
+    that asks for it, stopped when the module is done."""
+    b = Bed().start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def pg():
+    """A private PostgreSQL (initdb/pg_ctl in a temporary folder) per test,
+    removed after it."""
+    server = Postgres().start()
+    yield server
+    server.remove()
 
 
 @pytest.fixture

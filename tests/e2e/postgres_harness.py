@@ -11,7 +11,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from bed import wait_for
 from relayd_harness import REPO, free_port
+
+
+def wait_schema_ready(*instances):
+    """Waits until every relayd instance has logged that the shared-state
+    schema is ready (its migrations ran or were found applied)."""
+    wait_for(lambda: all("shared state: schema ready" in r.log_text() for r in instances), 30,
+             "every instance to see the shared-state schema")
 
 
 def binaries():

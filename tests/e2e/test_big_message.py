@@ -9,15 +9,8 @@ import uuid
 
 import pytest
 
-from bed import Bed, wait_for
+from bed import wait_for
 from test_outbound import SINK, outbound_relayd
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def big_body(tag, size):

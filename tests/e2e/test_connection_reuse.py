@@ -7,17 +7,8 @@ import signal
 import time
 import uuid
 
-import pytest
-
-from bed import Bed, wait_for
+from bed import wait_for
 from test_outbound import SINK, arrived, outbound_relayd, submit
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def sessions(bed):

@@ -22,18 +22,11 @@ import uuid
 
 import pytest
 
-from bed import DNS_IP, Bed, load_scenarios, wait_for
+from bed import DNS_IP, load_scenarios, wait_for
 from delivery_log import arrived, attempts, concluded, log_lines, submit, wait_arrived, wait_deferred, wait_delivered
 from relayd_harness import Relayd
 
 ROWS = [s for s in load_scenarios() if s.get("role") == "dane"]
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def dane_relayd(workdir, bed, domains=""):

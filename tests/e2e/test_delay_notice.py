@@ -6,18 +6,9 @@ import re
 import smtplib
 import uuid
 
-import pytest
-
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from relayd_harness import Relayd
 from test_outbound import SINK, bounces
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def send(relayd, rcpt, tag, rcpt_options=()):

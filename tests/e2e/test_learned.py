@@ -18,22 +18,13 @@ import re
 import subprocess
 import uuid
 
-import pytest
-
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from delivery_log import arrived, concluded, log_lines, submit, wait_arrived, wait_deferred, wait_delivered
 from relayd_harness import RELAYD, Relayd
 
 DOMAIN = "learned-strip.test"
 BACKEND = "127.0.0.93"     # the TLS receiver behind the proxy
 DOWNGRADE = "suspected TLS downgrade; not sent below the learned level, deferred"
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def learned_relayd(workdir, bed):

@@ -18,9 +18,7 @@ import subprocess
 import time
 import uuid
 
-import pytest
-
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from delivery_log import concluded, log_lines, wait_deferred, wait_delivered
 from relayd_harness import PASSWORD, RELAYD, USER, Relayd
 
@@ -31,13 +29,6 @@ STS_SELFSIGNED = "127.0.0.72"
 REQUIRETLS_YES = "127.0.0.120"
 REQUIRETLS_NO = "127.0.0.121"
 REQUIRETLS_INSECURE = "127.0.0.122"
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def new_tag(what):

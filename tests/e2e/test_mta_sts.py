@@ -22,20 +22,13 @@ import uuid
 
 import pytest
 
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from delivery_log import (arrived, attempts, concluded, log_lines, submit, wait_arrived, wait_deferred,
                           wait_delivered)
 from relayd_harness import Relayd
 
 POSTFIX = "127.0.0.21"      # behind every strip receiver
 FETCH_TIMEOUT = 2
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def sts_relayd(workdir, bed):

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from bed import DNS_IP, Bed, load_scenarios, wait_for
+from bed import DNS_IP, load_scenarios, wait_for
 from relayd_harness import Relayd
 
 LEVELS = ["none", "opportunistic", "forced", "verify", "tls-exclusive"]
@@ -21,13 +21,6 @@ SCENARIOS = [s for s in load_scenarios() if not s.get("role")]
 SINK = "127.0.0.29"        # mx.sender.test: where bounces arrive
 PORTAL = "127.0.0.30"      # mx.portal.test: the fallback relay
 LIFETIME = 6
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def outbound_relayd(tmp_path, bed, level, outbound_extra="", queue=None, name=None):
@@ -58,8 +51,6 @@ def arrived(bed, ip, tag):
 
 def bounces(bed, tag):
     return [m for m in bed.messages(SINK) if f"Subject: {tag}" in m["data"] and "multipart/report" in m["data"]]
-
-
 
 
 CONCLUSIONS = {"delivered", "deferred", "bounced", "dropped", "mixed"}

@@ -15,17 +15,10 @@ import subprocess
 
 import pytest
 
-from bed import DNS_IP, Bed
+from bed import DNS_IP
 from relayd_harness import RELAYD, Relayd, free_port
 
 POSTFIX = "127.0.0.21"
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture(scope="module")

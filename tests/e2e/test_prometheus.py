@@ -14,22 +14,13 @@ what the receivers recorded:
 """
 import uuid
 
-import pytest
-
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from delivery_log import arrived, concluded, log_lines, submit, wait_arrived, wait_delivered
 from prometheus_harness import Prometheus
 from relayd_harness import Relayd
 
 POSTFIX = "127.0.0.21"
 PLAIN = "127.0.0.22"
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def new_tag(what):

@@ -6,19 +6,10 @@ import json
 import time
 import uuid
 
-import pytest
-
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from relayd_harness import Relayd
 from test_outbound import submit
 from test_queue_cli import attempts, queue
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def rows(relayd, *args):

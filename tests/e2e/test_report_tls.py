@@ -6,18 +6,9 @@ import json
 import subprocess
 import uuid
 
-import pytest
-
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from relayd_harness import RELAYD, Relayd
 from test_outbound import arrived, submit
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 def report(relayd, *args):

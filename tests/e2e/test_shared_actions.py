@@ -15,20 +15,13 @@ import time
 
 import pytest
 
-from postgres_harness import Postgres, binaries
+from postgres_harness import binaries, wait_schema_ready
 from relayd_harness import RELAYD, Relayd
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
 
 DOMAIN = "shared-actions.test"
 REASON = "O'Brien's \"contract\"; DROP TABLE learned_actions; -- é\u0301 \U0001F3F3\uFE0F\u200D\U0001F308 \u202Ertl"
-
-
-@pytest.fixture
-def pg():
-    server = Postgres().start()
-    yield server
-    server.remove()
 
 
 def instance(tmp_path, pg, name):
@@ -69,7 +62,7 @@ def test_a_pin_on_a_shows_on_b_and_a_forget_reaches_b(pg, tmp_path):
     a = instance(tmp_path, pg, "instance-a").start()
     b = instance(tmp_path, pg, "instance-b").start()
     try:
-        wait("both schemas", lambda: "shared state: schema ready" in a.log_text() and "shared state: schema ready" in b.log_text())
+        wait_schema_ready(a, b)
 
         # 1. A pin on A reaches B, reason and end unchanged.
         out = policy(a, "pin", DOMAIN, "verify", "--until", "2099-01-01", "--reason", REASON).stdout

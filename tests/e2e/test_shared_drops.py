@@ -11,28 +11,14 @@ import uuid
 
 import pytest
 
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from delivery_log import submit
-from postgres_harness import Postgres, binaries
+from postgres_harness import binaries, wait_schema_ready
 from relayd_harness import RELAYD, Relayd
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
 
 DOMAIN = "plain.test"      # the bed's receiver without STARTTLS
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def pg():
-    server = Postgres().start()
-    yield server
-    server.remove()
 
 
 def instance(tmp_path, bed, pg, name):
@@ -58,8 +44,7 @@ def test_drops_of_both_instances_are_listed_and_an_outage_loses_none(bed, pg, tm
     a = instance(tmp_path, bed, pg, "instance-a").start()
     b = instance(tmp_path, bed, pg, "instance-b").start()
     try:
-        wait_for(lambda: "shared state: schema ready" in a.log_text() and "shared state: schema ready" in b.log_text(), 30,
-                 "both instances to see the schema")
+        wait_schema_ready(a, b)
         qa = submit(a, f"user@{DOMAIN}", f"drop-a-{uuid.uuid4().hex[:8]}")
         qb = submit(b, f"user@{DOMAIN}", f"drop-b-{uuid.uuid4().hex[:8]}")
         wait_for(lambda: dropped(a, qa) and dropped(b, qb), 30, "both drops")

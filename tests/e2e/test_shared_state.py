@@ -18,29 +18,15 @@ import uuid
 
 import pytest
 
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from delivery_log import log_lines, submit, wait_deferred, wait_delivered
-from postgres_harness import Postgres, binaries
+from postgres_harness import binaries, wait_schema_ready
 from relayd_harness import Relayd
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
 
 DOMAIN = "learned-strip.test"
 SECOND = "learned-backend.test"    # a TLS receiver of its own: the domain A learns while the database is down
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def pg():
-    server = Postgres().start()
-    yield server
-    server.remove()
 
 
 def instance(tmp_path, bed, pg, name, metrics=False):
@@ -75,8 +61,7 @@ def test_one_instance_learns_the_other_defers_and_an_outage_loses_nothing(bed, p
     a = instance(tmp_path, bed, pg, "instance-a", metrics=True).start()
     b = instance(tmp_path, bed, pg, "instance-b").start()
     try:
-        wait_for(lambda: log_lines(a, "shared state: schema ready") and log_lines(b, "shared state: schema ready"), 30,
-                 "both instances to see the schema")
+        wait_schema_ready(a, b)
         # 1. A delivers over TLS and learns the domain.
         first = submit(a, f"user@{DOMAIN}", tag("a-first"))
         line = wait_delivered(a, first)
@@ -148,8 +133,7 @@ def test_one_fetch_of_an_mta_sts_policy_serves_both_instances(bed, pg, tmp_path)
     access = bed.nginx_dir / "access.log"
     a, b = sts_instance("sts-a").start(), sts_instance("sts-b").start()
     try:
-        wait_for(lambda: log_lines(a, "shared state: schema ready") and log_lines(b, "shared state: schema ready"), 30,
-                 "both instances to see the schema")
+        wait_schema_ready(a, b)
         before = access.read_text().count("/.well-known/mta-sts.txt") if access.exists() else 0
         first = submit(a, "user@sts-enforce.test", tag("sts-a"))
         line = wait_delivered(a, first)

@@ -21,29 +21,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from delivery_log import log_lines, submit, wait_delivered
-from postgres_harness import Postgres, binaries
+from postgres_harness import binaries, wait_schema_ready
 from relayd_harness import RELAYD, Relayd
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
 
 SINK = "127.0.0.29"          # mx.sender.test, a TLS test receiver
 DOMAIN = "valid.test"
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def pg():
-    server = Postgres().start()
-    yield server
-    server.remove()
 
 
 def instance(tmp_path, bed, pg, name, submitter):
@@ -71,6 +57,13 @@ def report_mails(bed, submitter):
             if m["event"] == "mail" and f"TLS-Report-Domain: {DOMAIN}" in m["data"] and f"Submitter: {submitter}" in m["data"]]
 
 
+def publish_tlsrpt_record(bed):
+    """DOMAIN's TLS-RPT record, published in the bed's DNS, and seen there."""
+    bed.unbound_control("local_data", f'_smtp._tls.{DOMAIN}. 1 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@sender.test"')
+    wait_for(lambda: (bed.dns_answers(f"_smtp._tls.{DOMAIN}", "TXT") or (None, []))[1]
+             == ['"v=TLSRPTv1; rua=mailto:tlsrpt@sender.test"'], 10, "the TLS-RPT record published")
+
+
 def counts_by_instance(pg):
     out = pg.psql(f"SELECT instance || ':' || sum(count) FROM tlsrpt_counts WHERE policy_domain = '{DOMAIN}' "
                   "GROUP BY instance ORDER BY instance")
@@ -82,8 +75,7 @@ def test_one_report_counts_the_sessions_of_both_instances_and_arrives_once(bed, 
     a = instance(tmp_path, bed, pg, "instance-a", submitter).start()
     b = instance(tmp_path, bed, pg, "instance-b", submitter).start()
     try:
-        wait_for(lambda: log_lines(a, "shared state: schema ready") and log_lines(b, "shared state: schema ready"), 30,
-                 "both instances to see the schema")
+        wait_schema_ready(a, b)
         day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         tag = f"shared-tlsrpt-{uuid.uuid4().hex[:8]}"
         for i in range(2):
@@ -93,9 +85,7 @@ def test_one_report_counts_the_sessions_of_both_instances_and_arrives_once(bed, 
         # its timer, never through A).
         wait_for(lambda: counts_by_instance(pg) == ["instance-a:2", "instance-b:1"], 30, "both instances' counts pushed")
 
-        bed.unbound_control("local_data", f'_smtp._tls.{DOMAIN}. 1 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@sender.test"')
-        wait_for(lambda: (bed.dns_answers(f"_smtp._tls.{DOMAIN}", "TXT") or (None, []))[1]
-                 == ['"v=TLSRPTv1; rua=mailto:tlsrpt@sender.test"'], 10, "the TLS-RPT record published")
+        publish_tlsrpt_record(bed)
 
         out = report(a, day)
         assert f"{DOMAIN}: 3 sessions;" in out and "mailto:tlsrpt@sender.test: sent" in out, out
@@ -137,8 +127,7 @@ def test_counts_queued_during_an_outage_arrive_once_and_no_partial_report_is_sen
     a = instance(tmp_path, bed, pg, "instance-a", submitter).start()
     b = instance(tmp_path, bed, pg, "instance-b", submitter).start()
     try:
-        wait_for(lambda: log_lines(a, "shared state: schema ready") and log_lines(b, "shared state: schema ready"), 30,
-                 "both instances to see the schema")
+        wait_schema_ready(a, b)
         day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         tag = f"shared-tlsrpt-outage-{uuid.uuid4().hex[:8]}"
         wait_delivered(a, submit(a, f"user@{DOMAIN}", f"{tag}-a0"))
@@ -151,9 +140,7 @@ def test_counts_queued_during_an_outage_arrive_once_and_no_partial_report_is_sen
         outbox = a.spool / "tlsrpt-outbox"
         wait_for(lambda: outbox.exists() and f"{day}_{DOMAIN}" in [p.name for p in outbox.iterdir()], 20,
                  "A's queued counts on disk")
-        bed.unbound_control("local_data", f'_smtp._tls.{DOMAIN}. 1 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@sender.test"')
-        wait_for(lambda: (bed.dns_answers(f"_smtp._tls.{DOMAIN}", "TXT") or (None, []))[1]
-                 == ['"v=TLSRPTv1; rua=mailto:tlsrpt@sender.test"'], 10, "the TLS-RPT record published")
+        publish_tlsrpt_record(bed)
         # No report from A's counts alone while the database is down.
         out = report(a, day)
         assert "shared state unreachable" in out and "no report sent from this instance's counts alone" in out, out

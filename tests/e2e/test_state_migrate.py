@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from postgres_harness import Postgres, binaries
+from postgres_harness import binaries
 from relayd_harness import RELAYD, REPO, Relayd
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL server binaries missing (postgresql package)")
@@ -25,13 +25,6 @@ instance = "e2e-a"
 migrations = "{REPO / 'migrations'}"
 {extra}
 """
-
-
-@pytest.fixture
-def pg():
-    server = Postgres().start()
-    yield server
-    server.remove()
 
 
 def migrate(config, *args):

@@ -27,20 +27,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bed import DNS_IP, Bed, wait_for
+from bed import DNS_IP, wait_for
 from delivery_log import log_lines, submit, wait_delivered
 from relayd_harness import RELAYD, Relayd
 
 SINK = "127.0.0.29"          # mx.sender.test, a TLS test receiver
 HTTPS_IP = "127.0.0.160"
 REPORT_HOST = "reports.sender.test"
-
-
-@pytest.fixture(scope="module")
-def bed():
-    b = Bed().start()
-    yield b
-    b.stop()
 
 
 class Collector(BaseHTTPRequestHandler):
